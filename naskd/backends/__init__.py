@@ -1,0 +1,1 @@
+"""Adapters that run ``naskd.trial.evaluate`` under a search framework; the only place that imports one."""

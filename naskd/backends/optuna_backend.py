@@ -1,0 +1,401 @@
+"""The Optuna backend: storage, sampler, the objective around ``naskd.trial.evaluate``,
+resuming, worker processes and reading a study back as plain records.
+
+Storage: an SQLite file in the output directory by default; a journal file
+(``study.journal``) when several worker processes share one machine, since SQLite allows
+one writer; any SQLAlchemy URL (PostgreSQL included) as given, with heartbeats so a dead
+worker's trial does not stay RUNNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from naskd.cache import atomic_write_bytes
+from naskd.config import METRIC_DIRECTIONS, StudyConfig
+from naskd.errors import NaskdError
+from naskd.export import save_student
+from naskd.results import StudyFacts, TrialRecord, front_summary, render_csv, render_json
+from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
+
+log = logging.getLogger(__name__)
+
+SQLITE_NAME = "study.db"
+JOURNAL_NAME = "study.journal"
+_FACTS_ATTR = "naskd"
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+# --- storage and study -------------------------------------------------------------------
+
+def redact(url: str) -> str:
+    """A storage URL safe for logs and reports: any password replaced by ***."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: show only its scheme
+        return url.split("://", 1)[0] + "://***"
+
+
+@dataclass(frozen=True)
+class StorageChoice:
+    url: str  # what was opened (a URL, or the journal path)
+    kind: str  # "sqlite" | "journal" | "rdb"
+
+
+def choose_storage(config: StudyConfig, out_dir: Path, workers: int) -> StorageChoice:
+    """``--storage``/``[search].storage`` when given; otherwise the output directory's journal
+    when one exists or several workers will write, else its SQLite file."""
+    given = config.search.storage
+    if given:
+        if given.endswith((".journal", ".log")) and "://" not in given:
+            return StorageChoice(str(Path(given).resolve()), "journal")
+        return StorageChoice(given, "sqlite" if given.startswith("sqlite") else "rdb")
+    journal = out_dir / JOURNAL_NAME
+    if journal.exists() or workers > 1:
+        return StorageChoice(str(journal.resolve()), "journal")
+    return StorageChoice(f"sqlite:///{(out_dir / SQLITE_NAME).resolve()}", "sqlite")
+
+
+def open_storage(choice: StorageChoice) -> optuna.storages.BaseStorage:
+    try:
+        if choice.kind == "journal":
+            return JournalStorage(JournalFileBackend(choice.url))
+        if choice.kind == "rdb":
+            # Heartbeats let other workers fail the trial of a worker that died mid-trial.
+            return RDBStorage(choice.url, heartbeat_interval=20, grace_period=60)
+        return RDBStorage(choice.url)
+    except Exception as exc:  # bad URL, missing driver, unreachable server
+        raise NaskdError(f"storage {redact(choice.url)}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    """The sampler named in ``[search].sampler``, always seeded; never Optuna's implicit default."""
+    seed = config.search.seed
+    if config.search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if config.search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # multivariate + group model the conditional (define-by-run) space jointly;
+    # constant_liar keeps parallel workers from sampling the same point. `group` is marked
+    # experimental by Optuna; the warning says nothing the user can act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+
+def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, create: bool) -> optuna.Study:
+    directions = list(config.search.directions)
+    try:
+        if create:
+            study = optuna.create_study(study_name=config.name, storage=storage, directions=directions,
+                                        sampler=make_sampler(config), load_if_exists=True)
+        else:
+            study = optuna.load_study(study_name=config.name, storage=storage, sampler=make_sampler(config))
+    except KeyError:
+        raise NaskdError(f"no study named {config.name!r} in this storage; run `naskd search` first") from None
+    stored = [d.name.lower() for d in study.directions]
+    if stored != directions:
+        raise NaskdError(f"{config.file}: [search].objectives: the stored study optimises {len(stored)} objectives "
+                         f"({', '.join(stored)}); use a new --out to change them")
+    return study
+
+
+def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]) -> None:
+    """Record data/teacher facts on first run; refuse to mix trials of a different teacher or data."""
+    stored = study.user_attrs.get(_FACTS_ATTR)
+    if stored is None:
+        study.set_user_attr(_FACTS_ATTR, facts)
+        return
+    for part in ("data", "teacher"):
+        if stored[part].get("fingerprint") != facts[part].get("fingerprint"):
+            raise NaskdError(f"{config.file}: [{part}]: differs from the one this study was run with "
+                             f"(fingerprint {stored[part].get('fingerprint')} vs {facts[part].get('fingerprint')}); "
+                             "use a new --out for a new study")
+    if stored.get("objectives") != facts["objectives"]:
+        raise NaskdError(f"{config.file}: [search].objectives: the stored study uses {stored.get('objectives')}")
+
+
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
+    """Mark trials left RUNNING by a killed process as FAIL so they do not block a resume.
+
+    Only for single-machine storages (SQLite, journal), where the launcher is the only
+    writer when it starts; server databases use heartbeats instead.
+    """
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in stale:
+        storage.set_trial_user_attr(t._trial_id, "status", "failed")
+        storage.set_trial_user_attr(t._trial_id, "reason", "the process running this trial ended before it finished")
+        storage.set_trial_user_attr(t._trial_id, "stale", True)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    if stale:
+        log.warning("marked %d trial(s) left running by an ended process as failed", len(stale))
+    return len(stale)
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count toward the requested number: finished ones (a killed, stale trial
+    does not count) plus those other workers are running now."""
+    trials = study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING))
+    return sum(1 for t in trials if not t.user_attrs.get("stale"))
+
+
+# --- the objective -----------------------------------------------------------------------
+
+def objective_values(result: TrialResult, objectives: tuple[str, ...]) -> tuple[float, ...]:
+    """Values told to Optuna. An infeasible trial was never trained: its quality metrics take
+    their worst value (the sampler ranks it by its constraints first anyway)."""
+    values = []
+    for name in objectives:
+        if name in result.metrics:
+            values.append(float(result.metrics[name]))
+        else:
+            values.append(0.0 if METRIC_DIRECTIONS[name] == "maximize" else 1e12)
+    return tuple(values)
+
+
+def record(trial: optuna.Trial, result: TrialResult, objectives: tuple[str, ...],
+           students_dir: Path | None) -> tuple[float, ...]:
+    """Store a result on the Optuna trial and return its values (NaNs make Optuna mark it FAIL)."""
+    trial.set_user_attr("spec", result.spec)
+    trial.set_user_attr("status", result.status)
+    trial.set_user_attr("metrics", result.metrics)
+    if result.reason:
+        trial.set_user_attr("reason", result.reason)
+    for key, value in result.constraints.items():
+        trial.set_constraint(key, value)
+    if result.status in ("failed", "invalid"):
+        log.info("trial %d %s: %s", trial.number, result.status, result.reason)
+        return tuple(math.nan for _ in objectives)
+    if result.status == "complete" and students_dir is not None and result.student is not None:
+        save_student(result.student, students_dir / f"trial_{trial.number}.pt")
+    return objective_values(result, objectives)
+
+
+class Objective:
+    """``objective(trial) -> tuple`` for ``study.optimize``: samples a spec, runs the trial,
+    records everything on the trial. The study context (data, teacher, teacher outputs) is
+    built once, on construction."""
+
+    def __init__(self, config: StudyConfig, *, context: StudyContext | None = None,
+                 students_dir: Path | None = None) -> None:
+        self.config = config
+        self.context = context if context is not None else build_context(config)
+        self.students_dir = students_dir
+        self.directions = list(config.search.directions)
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        spec = full_spec(self.config.space.sample(trial), self.config)
+        result = evaluate(spec, self.context)
+        return record(trial, result, self.config.search.objectives, self.students_dir)
+
+
+def optuna_objective(config: StudyConfig | str | Path) -> Objective:
+    """A callable for a user's own ``study.optimize``.
+
+    Example::
+
+        objective = naskd.optuna_objective("studies/digits.toml")
+        study = optuna.create_study(directions=objective.directions)
+        study.optimize(objective, n_trials=20)
+
+    Failed and invalid trials return NaNs, which Optuna records as FAIL without stopping the
+    study; the reason is in ``trial.user_attrs["reason"]``.
+    """
+    from naskd.config import load_study
+
+    if not isinstance(config, StudyConfig):
+        config = load_study(config)
+    return Objective(config)
+
+
+# --- reading a study back ----------------------------------------------------------------
+
+def to_record(t: FrozenTrial) -> TrialRecord:
+    """An Optuna trial as a framework-free record."""
+    status = t.user_attrs.get("status")
+    if t.state == TrialState.COMPLETE:
+        state = "infeasible" if status == "infeasible" else "complete"
+    elif t.state == TrialState.PRUNED:
+        state = "pruned"
+    elif t.state == TrialState.FAIL:
+        state = "failed"
+    else:
+        state = "running"
+    return TrialRecord(number=t.number, state=state, spec=t.user_attrs.get("spec", {}),
+                       metrics=t.user_attrs.get("metrics", {}), reason=t.user_attrs.get("reason"))
+
+
+def study_facts(study: optuna.Study, config: StudyConfig) -> StudyFacts:
+    stored = study.user_attrs.get(_FACTS_ATTR, {})
+    return StudyFacts(name=config.name, objectives=tuple(stored.get("objectives", config.search.objectives)),
+                      teacher=stored.get("teacher", {}), data=stored.get("data", {}))
+
+
+def load_summary(config: StudyConfig, out_dir: Path) -> tuple[dict[str, Any], list[TrialRecord], optuna.Study]:
+    """The front summary, all records and the study, from an existing output directory."""
+    choice = choose_storage(config, out_dir, workers=1)
+    if choice.kind != "rdb" and not Path(choice.url.removeprefix("sqlite:///")).exists():
+        raise NaskdError(f"{out_dir}: no study here (looked for {SQLITE_NAME} and {JOURNAL_NAME}); "
+                         "run `naskd search` first or pass --out")
+    return load_summary_from(open_study(config, open_storage(choice), create=False), config)
+
+
+def write_front(out_dir: Path, summary: dict[str, Any]) -> None:
+    atomic_write_bytes(out_dir / "front.json", (render_json(summary) + "\n").encode())
+    atomic_write_bytes(out_dir / "front.csv", render_csv(summary).encode())
+
+
+# --- running a search --------------------------------------------------------------------
+
+class _Progress:
+    """Trial n/N, elapsed and ETA (tqdm), best accuracy so far and the front size."""
+
+    def __init__(self, config: StudyConfig, target: int, done: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.config = config
+        self.bar = tqdm(total=target, initial=min(done, target), desc=f"search {config.name}", unit="trial",
+                        disable=not enabled, dynamic_ncols=True)
+
+    def refresh(self, study: optuna.Study) -> None:
+        records = [to_record(t) for t in study.get_trials(deepcopy=False)]
+        finished = sum(1 for r in records if r.state != "running")
+        stale = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.user_attrs.get("stale"))
+        summary = front_summary(study_facts(study, self.config), records)
+        best = max((r.metrics["accuracy"] for r in records if r.state == "complete"), default=float("nan"))
+        self.bar.set_postfix(best_acc=f"{best:.4f}", front=len(summary["front"]), refresh=False)
+        self.bar.update(max(0, min(finished - stale, self.bar.total) - self.bar.n))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _optimize_until(study: optuna.Study, objective: Objective, target: int,
+                    on_trial: Callable[[], None] | None = None) -> None:
+    """Run trials one at a time until the study holds ``target`` counted trials; re-reading
+    the count each time lets several processes share one study without a coordinator."""
+    while counted_trials(study) < target:
+        study.optimize(objective, n_trials=1, gc_after_trial=False)
+        if on_trial is not None:
+            on_trial()
+
+
+def _worker_main(config: StudyConfig, choice: StorageChoice, out_dir: Path, target: int, threads: int,
+                 teacher_info: dict[str, Any], log_level: int) -> None:
+    """Entry point of a worker process (spawned: a fresh interpreter, no forked torch state)."""
+    import torch
+
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    torch.set_num_threads(threads)
+    context = build_context(config, teacher_info=teacher_info)
+    study = open_study(config, open_storage(choice), create=False)
+    _optimize_until(study, Objective(config, context=context, students_dir=out_dir / "students"), target)
+
+
+def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True,
+               command: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the study up to ``[search].trials`` counted trials and write the front.
+
+    Args:
+        config: the validated study.
+        out_dir: where the study storage (by default), students and front files go.
+        show_progress: draw a progress bar.
+        command: the command line that reproduces this run, recorded with the study.
+
+    Returns:
+        The front summary (see ``naskd.results.front_summary``).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workers = config.search.workers
+    choice = choose_storage(config, out_dir, workers)
+    if workers > 1 and choice.kind == "sqlite":
+        log.warning("SQLite allows one writer at a time; with %d workers prefer a journal file or a server database",
+                    workers)
+    context = build_context(config)
+    storage = open_storage(choice)
+    study = open_study(config, storage, create=True)
+    facts = {
+        "name": config.name,
+        "objectives": list(config.search.objectives),
+        "sampler": config.search.sampler,
+        "seed": config.search.seed,
+        "space": {"family": config.space.family, "source": str(config.space.source),
+                  "params": config.space.summary()},
+        "budgets": {"max_latency_ms": config.cost.max_latency_ms, "max_params": config.cost.max_params,
+                    "max_flops": config.cost.max_flops},
+        "storage": redact(choice.url),
+        "command": command or "",
+        **context.describe(),
+    }
+    _check_facts(study, config, facts)
+    if choice.kind != "rdb":
+        fail_stale_trials(study, storage)
+    target = config.search.trials
+    log.info("study %s: storage %s, %d/%d trials done", config.name, redact(choice.url),
+             counted_trials(study), target)
+    progress = _Progress(config, target, counted_trials(study), show_progress)
+    progress.refresh(study)
+    try:
+        if workers == 1:
+            objective = Objective(config, context=context, students_dir=out_dir / "students")
+            _optimize_until(study, objective, target, on_trial=lambda: progress.refresh(study))
+        else:
+            _run_workers(config, choice, out_dir, target, context, study, progress)
+    finally:
+        progress.close()
+    summary, _, _ = load_summary_from(study, config)
+    write_front(out_dir, summary)
+    return summary
+
+
+def load_summary_from(study: optuna.Study, config: StudyConfig) -> tuple[dict[str, Any], list[TrialRecord], optuna.Study]:
+    records = [to_record(t) for t in study.get_trials(deepcopy=False)]
+    return front_summary(study_facts(study, config), records), records, study
+
+
+def _run_workers(config: StudyConfig, choice: StorageChoice, out_dir: Path, target: int,
+                 context: StudyContext, study: optuna.Study, progress: _Progress) -> None:
+    workers = config.search.workers
+    # Each worker gets an equal share of the cores so their torch thread pools do not fight.
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, name=f"naskd-worker-{i}",
+                         args=(config, choice, out_dir, target, threads, context.teacher_info,
+                               logging.getLogger().getEffectiveLevel()))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            progress.refresh(study)
+            time.sleep(1.0)
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        raise
+    finally:
+        for p in procs:
+            p.join()
+    progress.refresh(study)
+    crashed = [p.name for p in procs if p.exitcode != 0]
+    if crashed:
+        raise NaskdError(f"worker process(es) {', '.join(crashed)} exited with an error; "
+                         "completed trials are kept — run the same command again to resume")

@@ -1,0 +1,142 @@
+"""The ``naskd`` command: parses arguments and calls the public API; no logic of its own.
+
+Bad input (a study file, a checkpoint, a storage URL) ends with one line on stderr naming
+the file and key, and exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from naskd.errors import NaskdError
+
+if TYPE_CHECKING:
+    from naskd.config import StudyConfig
+
+EPILOG = """examples:
+  naskd search studies/digits.toml                 run (or resume) the study, print its front
+  naskd search studies/mnist1d.toml --trials 60 --workers 2
+  naskd front studies/digits.toml --format json    the front as JSON (also csv, table)
+  naskd export studies/digits.toml --trial 7 -o students/digits-7
+
+Everything a study produces goes into one directory, reports/<study name>/ unless --out
+moves it: the Optuna storage (study.db, or study.journal with --workers > 1), the saved
+students and front.json/front.csv. Running `search` again resumes up to --trials."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="naskd",
+        description="Find the best small student networks for a trained teacher: sample students from a "
+                    "search space, score each by measured cost and a short distillation run, keep the Pareto front.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("study", type=Path, metavar="STUDY.toml", help="the study file")
+        sp.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: reports/<study name>/)")
+        sp.add_argument("--storage", metavar="URL",
+                        help="Optuna storage: a SQLAlchemy URL (sqlite:///..., postgresql://...) or a .journal file")
+        level = sp.add_mutually_exclusive_group()
+        level.add_argument("-q", "--quiet", action="store_true", help="errors only; no progress bar")
+        level.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+
+    s = sub.add_parser("search", help="run or resume a study", description="Run the study until it holds the "
+                       "requested number of trials (resuming a previous run), then print and write the front.")
+    common(s)
+    s.add_argument("--trials", type=int, metavar="N", help="total trials the study should hold (default: [search].trials)")
+    s.add_argument("--workers", type=int, metavar="K", help="worker processes on this machine (default: [search].workers)")
+    s.add_argument("--seed", type=int, metavar="S", help="study seed: data split, teacher, sampler and training")
+
+    f = sub.add_parser("front", help="print the Pareto front of a study", description="Print the Pareto front of "
+                       "feasible completed trials, its normalised hypervolume and knee.")
+    common(f)
+    f.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)")
+
+    e = sub.add_parser("export", help="export one student", description="Write a trial's student (state_dict, spec "
+                       "JSON, TorchScript, README) and check that it reproduces its recorded accuracy.")
+    common(e)
+    e.add_argument("--trial", type=int, required=True, metavar="N", help="the trial number (see `naskd front`)")
+    e.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="where to write the student")
+    return p
+
+
+def _setup_logging(quiet: bool, verbose: int) -> None:
+    import optuna
+
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Optuna logs every trial at INFO and NaN-valued (failed) trials at WARNING; naskd reports
+    # those itself, so Optuna speaks only when asked for verbose output.
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose > 1 else optuna.logging.ERROR)
+
+
+def _command_line(argv: list[str]) -> str:
+    from naskd.backends.optuna_backend import redact
+
+    shown = [redact(a) for a in argv]
+    return "naskd " + " ".join(shlex.quote(a) for a in shown)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    _setup_logging(args.quiet, args.verbose)
+    try:
+        return _run(args, argv)
+    except NaskdError as exc:
+        print(f"naskd: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("naskd: interrupted; completed trials are kept — run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    from naskd.backends import optuna_backend as ob
+    from naskd.config import load_study
+    from naskd.results import render_csv, render_json, render_table
+
+    config = load_study(args.study, trials=getattr(args, "trials", None), workers=getattr(args, "workers", None),
+                        storage=args.storage, seed=getattr(args, "seed", None))
+    out_dir = args.out if args.out is not None else config.default_out_dir()
+    if args.command == "search":
+        summary = ob.run_search(config, out_dir, show_progress=not args.quiet, command=_command_line(argv))
+        if not args.quiet:
+            print(render_table(summary))
+            print(f"front written to {out_dir / 'front.json'} and {out_dir / 'front.csv'}")
+        return 0
+    if args.command == "front":
+        summary, _, _ = ob.load_summary(config, out_dir)
+        render = {"table": render_table, "json": render_json, "csv": render_csv}[args.format]
+        sys.stdout.write(render(summary).rstrip("\n") + "\n")
+        return 0
+    return _export(config, out_dir, args)
+
+
+def _export(config: StudyConfig, out_dir: Path, args: argparse.Namespace) -> int:
+    from naskd.backends import optuna_backend as ob
+    from naskd.data import load_data
+    from naskd.export import export_student
+
+    _, records, _ = ob.load_summary(config, out_dir)
+    record = next((r for r in records if r.number == args.trial), None)
+    if record is None or record.state != "complete":
+        state = "no such trial" if record is None else f"trial is {record.state}"
+        raise NaskdError(f"--trial {args.trial}: {state}; only completed, feasible trials can be exported")
+    check = export_student(record.spec, out_dir / "students" / f"trial_{record.number}.pt", load_data(config.data),
+                           record.metrics, args.output, number=record.number, study=config.name)
+    if not args.quiet:
+        print(f"exported trial {record.number} to {args.output} (accuracy recorded {check['accuracy']:.4f}, "
+              f"reloaded {check['reproduced']:.4f}, TorchScript {check['torchscript']:.4f})")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

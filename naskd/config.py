@@ -1,0 +1,430 @@
+"""The study file: its schema, defaults and validation, done once at the boundary.
+
+A study file is TOML and is treated as data only. ``load_study`` returns a frozen
+``StudyConfig`` or raises ``ConfigError`` naming the file, the key path and what was
+expected; nothing is written before validation has passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+from naskd.errors import ConfigError
+
+BUILTIN_DATASETS = ("digits", "mnist1d", "synthetic")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SAMPLERS = ("tpe", "nsga2", "random")
+DEVICES = ("cpu", "cuda")
+
+#: Every metric a trial records, with the direction that makes it better.
+METRIC_DIRECTIONS: dict[str, str] = {
+    "accuracy": "maximize",
+    "teacher_agreement": "maximize",
+    "kl_to_teacher": "minimize",
+    "params": "minimize",
+    "flops": "minimize",
+    "latency_p50_ms": "minimize",
+    "latency_p95_ms": "minimize",
+    "train_seconds": "minimize",
+    "capacity_ratio": "maximize",
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    path: Path | None = None
+    loader: str | None = None
+    val_fraction: float = 0.2
+    seed: int = 0
+    samples: int = 1200
+    shape: tuple[int, ...] = (16,)
+    classes: int = 4
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    model: str | None = None
+    checkpoint: Path | None = None
+    torchscript: Path | None = None
+    epochs: int = 0
+    seed: int = 0
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperature: float = 4.0
+    alpha: float = 0.9
+    steps: int = 0
+    epochs: int = 5
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    batch_size: int = 64
+    seed: int = 0
+    cache_teacher: bool = True
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    device: str = "cpu"
+    batch_size: int = 1
+    threads: int = 1
+    warmup: int = 10
+    repeats: int = 100
+    max_latency_ms: float | None = None
+    max_params: int | None = None
+    max_flops: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    objectives: tuple[str, ...] = ("accuracy", "latency_p50_ms", "params")
+    sampler: str = "tpe"
+    trials: int = 30
+    seed: int = 0
+    storage: str | None = None
+    workers: int = 1
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return tuple(METRIC_DIRECTIONS[name] for name in self.objectives)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study. ``file`` is where it came from; relative paths are already resolved."""
+
+    file: Path
+    name: str
+    seed: int
+    data: DataConfig
+    teacher: TeacherConfig
+    space: Any  # naskd.spaces.Space; typed loosely to keep this module free of torch imports
+    distill: DistillConfig
+    cost: CostConfig
+    search: SearchConfig
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def slug(self) -> str:
+        """The study name made safe for a directory name."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.name).strip("._") or "study"
+
+    def default_out_dir(self) -> Path:
+        return Path("reports") / self.slug
+
+    def replace(self, **sections: Any) -> "StudyConfig":
+        return dataclasses.replace(self, **sections)
+
+
+# --- validation helpers --------------------------------------------------------------
+
+Check = Callable[[Any], str | None]
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else f"must be > 0, got {v!r}"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else f"must be >= 0, got {v!r}"
+
+
+def _fraction(v: Any) -> str | None:
+    return None if 0 < v < 1 else f"must be between 0 and 1 (exclusive), got {v!r}"
+
+
+def _unit(v: Any) -> str | None:
+    return None if 0 <= v <= 1 else f"must be between 0 and 1, got {v!r}"
+
+
+def _one_of(options: tuple[str, ...]) -> Check:
+    def check(v: Any) -> str | None:
+        if v in options:
+            return None
+        close = difflib.get_close_matches(str(v), options, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"must be one of {', '.join(map(repr, options))}, got {v!r}{hint}"
+
+    return check
+
+
+def _callable_ref(v: Any) -> str | None:
+    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+        return None
+    return f"must look like 'package.module:function', got {v!r}"
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
+
+
+@dataclass(frozen=True)
+class _Key:
+    kind: type
+    check: Check | None = None
+    nullable: bool = False
+
+
+class _Section:
+    """Validates one TOML table against declared keys; every message names file and key path."""
+
+    def __init__(self, file: str, name: str, table: Any) -> None:
+        self.file, self.name = file, name
+        if not isinstance(table, dict):
+            raise ConfigError(file, f"[{name}]", f"must be a table, got {type(table).__name__}")
+        self.table = table
+
+    def key(self, k: str) -> str:
+        return f"[{self.name}].{k}" if self.name else k
+
+    def error(self, k: str, message: str) -> ConfigError:
+        return ConfigError(self.file, self.key(k), message)
+
+    def reject_unknown(self, known: list[str]) -> None:
+        for k in self.table:
+            if k not in known:
+                close = difflib.get_close_matches(k, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise self.error(k, f"unknown key{hint} (known keys: {', '.join(known)})")
+
+    def get(self, k: str, spec: _Key, default: Any) -> Any:
+        if k not in self.table:
+            return default
+        v = self.table[k]
+        if spec.kind is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        ok = isinstance(v, spec.kind) and not (spec.kind in (int, float) and isinstance(v, bool))
+        if not ok:
+            raise self.error(k, f"must be {_TYPE_NAMES[spec.kind]}, got {_describe(v)}")
+        if spec.kind is float and not math.isfinite(v) and not (spec.nullable and v == math.inf):
+            raise self.error(k, f"must be a finite number, got {v!r}")
+        if spec.check is not None:
+            problem = spec.check(v)
+            if problem:
+                raise self.error(k, problem)
+        return v
+
+    def path(self, k: str, base: Path) -> Path | None:
+        raw = self.get(k, _Key(str), None)
+        if raw is None or raw == "":
+            return None
+        return resolve_path(raw, base, lambda msg: self.error(k, msg))
+
+
+def _describe(v: Any) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+    return f"{kind.get(type(v), type(v).__name__)} {v!r}" if not isinstance(v, dict) else "a table"
+
+
+def resolve_path(raw: str, base: Path, error: Callable[[str], ConfigError]) -> Path:
+    """Resolve a path against the study file's folder, then the working directory; it must be readable."""
+    p = Path(raw).expanduser()
+    candidates = [p] if p.is_absolute() else [base / p, Path.cwd() / p]
+    for c in candidates:
+        if c.is_file():
+            try:
+                with open(c, "rb"):
+                    pass
+            except OSError as exc:
+                raise error(f"cannot read {raw!r}: {exc.strerror}") from None
+            return c.resolve()
+    raise error(f"no such file {raw!r} (looked in {base} and the working directory)")
+
+
+# --- the schema, section by section ----------------------------------------------------
+
+_TOP_KEYS = ["name", "description", "seed", "data", "teacher", "space", "distill", "cost", "search"]
+
+
+def load_study(path: str | Path, **overrides: Any) -> StudyConfig:
+    """Read and validate a study file.
+
+    Args:
+        path: the TOML study file.
+        **overrides: command-line values that replace file values: ``trials``, ``workers``,
+            ``storage``, ``seed`` (``None`` means "not given").
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        ConfigError: for an unreadable file, bad TOML, an unknown key, a wrong type or an
+            out-of-range value, naming the file and the key path.
+    """
+    file = Path(path)
+    shown = str(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(shown, "(file)", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(shown, "(file)", f"cannot read: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(shown, "(toml)", str(exc)) from None
+    return parse_study(raw, shown, file.resolve().parent, **overrides)
+
+
+def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyConfig:
+    """Validate an already-parsed study table (``load_study`` without the file reading)."""
+    top = _Section(shown, "", raw)
+    top.reject_unknown(_TOP_KEYS)
+    name = top.get("name", _Key(str, lambda v: None if v.strip() else "must not be empty"), None)
+    name = name if name is not None else Path(shown).stem
+    top.get("description", _Key(str), "")
+    seed = top.get("seed", _Key(int, _non_negative), 0)
+    if overrides.get("seed") is not None:
+        seed = int(overrides["seed"])
+
+    data = _data(_Section(shown, "data", raw.get("data", {})), base, seed)
+    teacher = _teacher(_Section(shown, "teacher", raw.get("teacher", {})), base, seed)
+    distill = _distill(_Section(shown, "distill", raw.get("distill", {})), seed)
+    cost = _cost(_Section(shown, "cost", raw.get("cost", {})))
+    search = _search(_Section(shown, "search", raw.get("search", {})), seed, overrides)
+
+    from naskd.spaces import load_space  # imported here so config stays importable without torch
+
+    space_table = raw.get("space", {"path": "search_spaces/mlp.toml"})
+    if not isinstance(space_table, dict):
+        raise ConfigError(shown, "[space]", "must be a table")
+    space = load_space(space_table, shown, base)
+    return StudyConfig(
+        file=Path(shown), name=name, seed=seed, data=data, teacher=teacher, space=space,
+        distill=distill, cost=cost, search=search, raw=raw,
+    )
+
+
+def _data(s: _Section, base: Path, seed: int) -> DataConfig:
+    s.reject_unknown(["dataset", "path", "loader", "val_fraction", "seed", "samples", "shape", "classes"])
+    d = DataConfig()
+    path = s.path("path", base)
+    loader = s.get("loader", _Key(str, _callable_ref), None)
+    dataset = s.get("dataset", _Key(str, _one_of(BUILTIN_DATASETS)), None)
+    given = [k for k, v in (("dataset", dataset), ("path", path), ("loader", loader)) if v is not None]
+    if len(given) > 1:
+        raise s.error(given[1], f"give only one of dataset, path, loader (got {', '.join(given)})")
+    if path is not None and path.suffix != ".npz":
+        raise s.error("path", f"must be an .npz file with arrays x and y, got {path.name!r}")
+    shape = s.get("shape", _Key(list), list(d.shape))
+    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise s.error("shape", f"must be a non-empty list of positive integers, got {shape!r}")
+    classes = s.get("classes", _Key(int, lambda v: None if v >= 2 else f"must be >= 2, got {v}"), d.classes)
+    samples = s.get("samples", _Key(int, lambda v: None if v >= 2 * classes else f"must be >= 2 x classes, got {v}"), d.samples)
+    return DataConfig(
+        # With no source named, the built-in digits set is the default.
+        dataset=dataset or ("" if given else d.dataset),
+        path=path, loader=loader,
+        val_fraction=s.get("val_fraction", _Key(float, _fraction), d.val_fraction),
+        seed=s.get("seed", _Key(int, _non_negative), seed),
+        samples=samples, shape=tuple(shape), classes=classes,
+    )
+
+
+def _teacher(s: _Section, base: Path, seed: int) -> TeacherConfig:
+    s.reject_unknown(["model", "checkpoint", "torchscript", "epochs", "seed", "cache_dir"])
+    model = s.get("model", _Key(str, _callable_ref), None)
+    checkpoint = s.path("checkpoint", base)
+    torchscript = s.path("torchscript", base)
+    if torchscript is not None and (model or checkpoint):
+        raise s.error("torchscript", "give either torchscript or model + checkpoint, not both")
+    if (model is None) != (checkpoint is None):
+        missing = "checkpoint" if checkpoint is None else "model"
+        raise s.error(missing, "a user teacher needs both model ('module:callable') and checkpoint (a state_dict file)")
+    cache = s.get("cache_dir", _Key(str), None)
+    return TeacherConfig(
+        model=model, checkpoint=checkpoint, torchscript=torchscript,
+        epochs=s.get("epochs", _Key(int, _non_negative), 0),
+        seed=s.get("seed", _Key(int, _non_negative), seed),
+        cache_dir=(base / Path(cache).expanduser()).resolve() if cache else None,
+    )
+
+
+def _distill(s: _Section, seed: int) -> DistillConfig:
+    s.reject_unknown([f.name for f in dataclasses.fields(DistillConfig)])
+    d = DistillConfig()
+    steps = s.get("steps", _Key(int, _non_negative), d.steps)
+    epochs = s.get("epochs", _Key(int, _non_negative), d.epochs)
+    if steps == 0 and epochs == 0:
+        raise s.error("steps", "one of steps or epochs must be > 0")
+    if "steps" in s.table and "epochs" in s.table and steps > 0 and epochs > 0:
+        raise s.error("epochs", "give steps or epochs, not both")
+    return DistillConfig(
+        temperature=s.get("temperature", _Key(float, _positive), d.temperature),
+        alpha=s.get("alpha", _Key(float, _unit), d.alpha),
+        steps=steps, epochs=0 if steps > 0 else epochs,
+        optimizer=s.get("optimizer", _Key(str, _one_of(OPTIMIZERS)), d.optimizer),
+        lr=s.get("lr", _Key(float, _positive), d.lr),
+        weight_decay=s.get("weight_decay", _Key(float, _non_negative), d.weight_decay),
+        momentum=s.get("momentum", _Key(float, lambda v: None if 0 <= v < 1 else f"must be in [0, 1), got {v}"), d.momentum),
+        batch_size=s.get("batch_size", _Key(int, _positive), d.batch_size),
+        seed=s.get("seed", _Key(int, _non_negative), seed),
+        cache_teacher=s.get("cache_teacher", _Key(bool), d.cache_teacher),
+    )
+
+
+def _cost(s: _Section) -> CostConfig:
+    s.reject_unknown([f.name for f in dataclasses.fields(CostConfig)])
+    d = CostConfig()
+    return CostConfig(
+        device=s.get("device", _Key(str, _one_of(DEVICES)), d.device),
+        batch_size=s.get("batch_size", _Key(int, _positive), d.batch_size),
+        threads=s.get("threads", _Key(int, _positive), d.threads),
+        warmup=s.get("warmup", _Key(int, _non_negative), d.warmup),
+        repeats=s.get("repeats", _Key(int, lambda v: None if v >= 3 else f"must be >= 3 to give a p95, got {v}"), d.repeats),
+        max_latency_ms=s.get("max_latency_ms", _Key(float, _positive), None),
+        max_params=s.get("max_params", _Key(int, _positive), None),
+        max_flops=s.get("max_flops", _Key(int, _positive), None),
+    )
+
+
+def _objectives(v: Any) -> str | None:
+    if not v:
+        return "must name at least one metric"
+    for name in v:
+        problem = _one_of(tuple(METRIC_DIRECTIONS))(name)
+        if problem:
+            return problem
+    if len(set(v)) != len(v):
+        return f"must not repeat a metric, got {v!r}"
+    return None
+
+
+def _search(s: _Section, seed: int, overrides: dict[str, Any]) -> SearchConfig:
+    s.reject_unknown([f.name for f in dataclasses.fields(SearchConfig)])
+    d = SearchConfig()
+    objectives = s.get("objectives", _Key(list, _objectives), list(d.objectives))
+    trials = s.get("trials", _Key(int, _positive), d.trials)
+    workers = s.get("workers", _Key(int, _positive), d.workers)
+    storage = s.get("storage", _Key(str), None) or None
+    if overrides.get("trials") is not None:
+        trials = int(overrides["trials"])
+        if trials <= 0:
+            raise ConfigError("--trials", "--trials", f"must be > 0, got {trials}")
+    if overrides.get("workers") is not None:
+        workers = int(overrides["workers"])
+        if workers <= 0:
+            raise ConfigError("--workers", "--workers", f"must be > 0, got {workers}")
+    if overrides.get("storage"):
+        storage = overrides["storage"]
+    return SearchConfig(
+        objectives=tuple(objectives),
+        sampler=s.get("sampler", _Key(str, _one_of(SAMPLERS)), d.sampler),
+        trials=trials, seed=s.get("seed", _Key(int, _non_negative), seed),
+        storage=storage, workers=workers,
+    )

@@ -1,0 +1,104 @@
+"""Writing a chosen student: its weights during the search, and the export folder a user
+ships (state_dict, spec JSON, TorchScript, a README), checked to reproduce its accuracy."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from naskd.cache import atomic_save, atomic_write_bytes
+from naskd.data import Data
+from naskd.errors import NaskdError
+from naskd.scoring import predict, score
+from naskd.spaces import build_student
+
+#: Accuracy may differ from the recorded value by at most this much after reloading (float
+#: summation order differs between eager and traced graphs; a label flip is 1/N).
+REPRODUCE_TOLERANCE = 1e-6
+
+
+def save_student(student: nn.Module, path: Path) -> None:
+    """Keep a trained student's weights (write-then-rename) so export needs no retraining."""
+    atomic_save({k: v.detach().cpu() for k, v in student.state_dict().items()}, path)
+
+
+def load_student(spec: dict[str, Any], weights: Path, data: Data) -> nn.Module:
+    """Rebuild the student of ``spec`` and load its saved weights (``weights_only``)."""
+    if not weights.is_file():
+        raise NaskdError(f"{weights}: no saved weights for this trial (was it completed by `naskd search`?)")
+    model = build_student(spec, data.input_shape, data.num_classes)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def export_student(spec: dict[str, Any], weights: Path, data: Data, recorded: dict[str, float],
+                   dest: Path, *, number: int, study: str) -> dict[str, Any]:
+    """Write ``model.pt`` (state_dict), ``spec.json``, ``model.torchscript.pt`` and ``README.md``
+    into ``dest`` and check that both the rebuilt and the TorchScript student reproduce the
+    recorded validation accuracy.
+
+    Returns:
+        ``{"accuracy": recorded, "reproduced": eager accuracy, "torchscript": traced accuracy}``.
+
+    Raises:
+        NaskdError: the weights are missing or the reloaded student does not reproduce.
+    """
+    model = load_student(spec, weights, data)
+    eager = score(predict(model, data.x_val), data.y_val)["accuracy"]
+    example = torch.zeros(1, *data.input_shape)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    reloaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
+    scripted = score(predict(reloaded, data.x_val), data.y_val)["accuracy"]
+    check = {"accuracy": recorded.get("accuracy"), "reproduced": eager, "torchscript": scripted}
+    target = recorded.get("accuracy")
+    if target is not None and (abs(eager - target) > REPRODUCE_TOLERANCE or abs(scripted - target) > REPRODUCE_TOLERANCE):
+        raise NaskdError(f"trial {number}: the reloaded student scores {eager:.4f} (TorchScript {scripted:.4f}), "
+                         f"recorded {target:.4f}")
+    dest.mkdir(parents=True, exist_ok=True)
+    atomic_save(model.state_dict(), dest / "model.pt")
+    atomic_write_bytes(dest / "model.torchscript.pt", buffer.getvalue())
+    payload = {"study": study, "trial": number, "spec": spec, "metrics": recorded,
+               "input_shape": list(data.input_shape), "num_classes": data.num_classes}
+    atomic_write_bytes(dest / "spec.json", (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write_bytes(dest / "README.md", _readme(payload).encode())
+    return check
+
+
+def _readme(payload: dict[str, Any]) -> str:
+    shape = ", ".join(str(n) for n in payload["input_shape"])
+    m = payload["metrics"]
+    return f"""# Student {payload['trial']} of study `{payload['study']}`
+
+Validation accuracy {m.get('accuracy', float('nan')):.4f}, {int(m.get('params', 0))} parameters,
+{int(m.get('flops', 0))} FLOPs per sample, latency p50 {m.get('latency_p50_ms', float('nan')):.3f} ms.
+
+Files: `model.torchscript.pt` (needs only torch), `model.pt` (state_dict), `spec.json`
+(architecture, distillation recipe and metrics).
+
+## Load with torch alone
+
+```python
+import torch
+model = torch.jit.load("model.torchscript.pt").eval()
+logits = model(torch.zeros(1, {shape}))
+```
+
+## Load the state_dict with naskd
+
+```python
+import json, torch
+from naskd.spaces import build_student
+info = json.load(open("spec.json"))
+model = build_student(info["spec"], tuple(info["input_shape"]), info["num_classes"])
+model.load_state_dict(torch.load("model.pt", weights_only=True))
+model.eval()
+```
+"""

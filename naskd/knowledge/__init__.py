@@ -1,0 +1,1 @@
+"""Knowledge transferred from teacher to student: pure loss functions (``functional``)."""

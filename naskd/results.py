@@ -1,0 +1,126 @@
+"""A study's results as plain records, and the front summary built from them.
+
+Backends turn their own trial objects into ``TrialRecord``s; everything downstream (the
+front, tables, JSON, CSV, export) reads only these, never a framework's types.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from naskd.config import METRIC_DIRECTIONS
+from naskd.front import hypervolume, knee, non_dominated, objective_bounds
+
+State = Literal["complete", "infeasible", "failed", "pruned", "running"]
+
+#: Metric columns of the front table, in order.
+FRONT_COLUMNS = ("accuracy", "teacher_agreement", "kl_to_teacher", "params", "flops", "latency_p50_ms",
+                 "latency_p95_ms", "train_seconds", "capacity_ratio")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    number: int
+    state: State
+    spec: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    """What a study stores about itself besides its trials."""
+
+    name: str
+    objectives: tuple[str, ...]
+    teacher: dict[str, Any]
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def counts(records: Sequence[TrialRecord]) -> dict[str, int]:
+    out = {"complete": 0, "infeasible": 0, "failed": 0, "pruned": 0}
+    for r in records:
+        if r.state in out:
+            out[r.state] += 1
+    return out
+
+
+def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str, Any]:
+    """The front of a study as one JSON-able object.
+
+    The front is the non-dominated set of completed, feasible trials over the study's
+    objectives. The hypervolume is normalised with a fixed reference (see
+    ``naskd.front.objective_bounds``: accuracy in [0, 1], costs in [0, teacher's cost]) so two
+    runs of the same study compare; the knee is the front point closest to the ideal point.
+    """
+    directions = [METRIC_DIRECTIONS[o] for o in facts.objectives]
+    done = [r for r in records if r.state == "complete"]
+    points = np.array([[r.metrics[o] for o in facts.objectives] for r in done], dtype=float).reshape(-1, len(directions))
+    idx = non_dominated(points, directions) if len(done) else np.array([], dtype=int)
+    lower, upper = objective_bounds(facts.objectives, facts.teacher, points, directions)
+    hv = hypervolume(points[idx], directions, lower, upper) if len(idx) else 0.0
+    knee_at = knee(points[idx], directions) if len(idx) else None
+    front = sorted((done[i] for i in idx), key=lambda r: (-r.metrics.get("accuracy", 0.0), r.number))
+    return {
+        "study": facts.name,
+        "objectives": [{"name": o, "direction": d} for o, d in zip(facts.objectives, directions)],
+        "teacher": {k: facts.teacher.get(k) for k in ("accuracy", "params", "flops", "latency_p50_ms")},
+        "counts": counts(records),
+        "hypervolume": hv,
+        "knee": done[idx[knee_at]].number if knee_at is not None else None,
+        "front": [{"number": r.number, "spec": r.spec, "metrics": {k: r.metrics.get(k) for k in FRONT_COLUMNS}}
+                  for r in front],
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def arch_summary(spec: dict[str, Any]) -> str:
+    arch = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in spec.get("arch", {}).items())
+    return f"{spec.get('family', '?')}({arch})"
+
+
+def render_table(summary: dict[str, Any]) -> str:
+    """The front as an aligned text table, teacher first, knee marked with '*'."""
+    cols = ["trial", "accuracy", "agreement", "latency_p50_ms", "params", "flops", "capacity_ratio", "spec"]
+    rows = []
+    t = summary["teacher"]
+    rows.append(["teacher", _fmt(t.get("accuracy")), "-", _fmt(t.get("latency_p50_ms")), _fmt(t.get("params")),
+                 _fmt(t.get("flops")), "1", ""])
+    for entry in summary["front"]:
+        m = entry["metrics"]
+        mark = "*" if entry["number"] == summary["knee"] else ""
+        rows.append([f"{entry['number']}{mark}", _fmt(m["accuracy"]), _fmt(m["teacher_agreement"]),
+                     _fmt(m["latency_p50_ms"]), _fmt(m["params"]), _fmt(m["flops"]), _fmt(m["capacity_ratio"]),
+                     arch_summary(entry["spec"])])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    c = summary["counts"]
+    head = (f"study {summary['study']}: {len(summary['front'])} students on the front "
+            f"({c['complete']} complete, {c['infeasible']} infeasible, {c['failed']} failed, {c['pruned']} pruned); "
+            f"hypervolume {summary['hypervolume']:.4f}; * = knee")
+    return "\n".join([head, line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def render_csv(summary: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["number", "knee", *FRONT_COLUMNS, "spec"])
+    for entry in summary["front"]:
+        writer.writerow([entry["number"], int(entry["number"] == summary["knee"]),
+                         *(entry["metrics"][k] for k in FRONT_COLUMNS), json.dumps(entry["spec"], sort_keys=True)])
+    return buf.getvalue()
+
+
+def render_json(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, indent=2, sort_keys=False)

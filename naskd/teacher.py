@@ -1,0 +1,204 @@
+"""The teacher: a user model loaded safely (``weights_only``) or from TorchScript, or a
+built-in teacher trained on first use and cached under a content hash.
+
+The hash covers the data, the architecture (name and version) and the training recipe, so
+a later run with the same inputs reuses the weights and any change retrains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from naskd.cache import atomic_save, atomic_write_bytes, cache_root, state_fingerprint
+from naskd.config import CostConfig, DistillConfig, TeacherConfig
+from naskd.data import Data
+from naskd.distill import distill
+from naskd.errors import NaskdError
+from naskd.measure import measure_cost
+from naskd.scoring import score
+
+log = logging.getLogger(__name__)
+
+#: Bump when a built-in teacher's architecture or recipe changes, so old caches are not reused.
+BUILTIN_VERSION = 1
+
+
+@dataclass
+class Teacher:
+    """A teacher in eval mode; ``fingerprint`` hashes its weights (names its cached outputs)."""
+
+    model: nn.Module
+    source: str
+    fingerprint: str
+
+
+class _ConvTeacher(nn.Module):
+    """Conv stages (named ``stages.i`` so features can be hooked), then a linear head over the
+    flattened map: position matters in MNIST-1D, so no global pooling."""
+
+    def __init__(self, dims: int, channels: list[int], in_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+        stages, c_in = [], in_shape[0]
+        for i, c_out in enumerate(channels):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(conv(c_in, c_out, 3, stride=stride, padding=1), norm(c_out), nn.ReLU()))
+            c_in = c_out
+        self.stages = nn.ModuleList(stages)
+        with torch.no_grad():
+            flat = self._features(torch.zeros(1, *in_shape)).numel()
+        self.head = nn.Linear(flat, num_classes)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return x.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self._features(x))
+
+
+class _MLPTeacher(nn.Module):
+    def __init__(self, in_features: int, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [nn.Sequential(nn.Linear(in_features, width), nn.ReLU()), nn.Sequential(nn.Linear(width, width), nn.ReLU())]
+        )
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x)
+
+
+# name -> (architecture description, default epochs, training recipe)
+_BUILTIN: dict[str, tuple[dict[str, Any], int, dict[str, Any]]] = {
+    "digits": ({"kind": "cnn2d", "channels": [32, 64, 64]}, 30, {"lr": 2e-3, "batch_size": 64}),
+    "mnist1d": ({"kind": "cnn1d", "channels": [32, 64, 64]}, 60, {"lr": 1e-2, "batch_size": 100}),
+    "synthetic": ({"kind": "mlp", "width": 128}, 30, {"lr": 2e-3, "batch_size": 64}),
+}
+
+
+def _builtin_model(arch: dict[str, Any], data: Data) -> nn.Module:
+    shape = data.input_shape
+    if arch["kind"] == "mlp" or len(shape) not in (2, 3):
+        return _MLPTeacher(int(torch.tensor(shape).prod()), arch.get("width", 128), data.num_classes)
+    return _ConvTeacher(len(shape) - 1, arch["channels"], shape, data.num_classes)
+
+
+def load_teacher(cfg: TeacherConfig, data: Data, *, dataset_key: str) -> Teacher:
+    """The study's teacher, in eval mode.
+
+    Args:
+        cfg: ``[teacher]``.
+        data: the study's data (a built-in teacher trains on ``x_train``).
+        dataset_key: the built-in dataset name (picks the built-in teacher's architecture).
+
+    Raises:
+        NaskdError: an unreadable, unsafe or mismatched checkpoint or TorchScript file.
+    """
+    if cfg.torchscript is not None:
+        model, source, fingerprint = _load_torchscript(cfg.torchscript)
+    else:
+        if cfg.model is not None:
+            model, source = _load_user(cfg.model, cfg.checkpoint), f"{cfg.model} + {cfg.checkpoint}"
+        else:
+            model, source = _builtin(cfg, data, dataset_key), f"built-in ({dataset_key})"
+        fingerprint = state_fingerprint(model)
+    model.eval()
+    return Teacher(model=model, source=source, fingerprint=fingerprint)
+
+
+def describe_teacher(teacher: Teacher, val_logits: torch.Tensor, data: Data, cost: CostConfig) -> dict[str, Any]:
+    """The teacher's accuracy (from its cached validation outputs) and its measured cost."""
+    if val_logits.ndim != 2 or val_logits.shape[1] < data.num_classes:
+        raise NaskdError(f"teacher {teacher.source}: outputs have shape {tuple(val_logits.shape)}, "
+                         f"expected (N, {data.num_classes})")
+    measured = measure_cost(teacher.model, data.input_shape, batch_size=cost.batch_size, threads=cost.threads,
+                            warmup=cost.warmup, repeats=cost.repeats, device=cost.device)
+    info = {
+        "source": teacher.source,
+        "fingerprint": teacher.fingerprint,
+        "accuracy": score(val_logits, data.y_val)["accuracy"],
+        "params": measured.params,
+        "flops": measured.flops,
+        "latency_p50_ms": measured.latency_p50_ms,
+        "latency_p95_ms": measured.latency_p95_ms,
+    }
+    log.info("teacher %s: accuracy %.4f, %d params, %d FLOPs", teacher.source, info["accuracy"],
+             info["params"], info["flops"])
+    return info
+
+
+def _builtin(cfg: TeacherConfig, data: Data, dataset_key: str) -> nn.Module:
+    arch, default_epochs, train = _BUILTIN.get(dataset_key, _BUILTIN["synthetic"])
+    epochs = cfg.epochs or default_epochs
+    recipe = DistillConfig(epochs=epochs, seed=cfg.seed, alpha=0.0, **train)
+    key_src = json.dumps({"v": BUILTIN_VERSION, "data": data.fingerprint, "arch": arch, "epochs": epochs,
+                          "seed": cfg.seed, "train": train}, sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    path = cache_root(cfg.cache_dir) / "teachers" / f"{key}.pt"
+    torch.manual_seed(cfg.seed)
+    model = _builtin_model(arch, data)
+    if path.is_file():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        log.info("built-in teacher loaded from cache %s", path)
+        return model
+    log.info("training the built-in %s teacher (%d epochs); cached afterwards at %s", arch["kind"], epochs, path)
+    distill(model, data.x_train, data.y_train, recipe)
+    atomic_save(model.state_dict(), path)
+    atomic_write_bytes(path.with_suffix(".json"), key_src.encode())
+    return model
+
+
+def _load_user(ref: str, checkpoint: Path | None) -> nn.Module:
+    module_name, _, attr = ref.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise NaskdError(f"[teacher].model: cannot import {ref!r} ({exc})") from None
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise NaskdError(f"[teacher].model: {ref} returned {type(model).__name__}, expected a torch.nn.Module")
+    assert checkpoint is not None
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
+        raise NaskdError(
+            f"{checkpoint}: refused: the checkpoint holds more than tensors and would run code when "
+            f"loaded ({first}); save model.state_dict() instead"
+        ) from None
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise NaskdError(f"{checkpoint}: not a readable torch checkpoint ({exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise NaskdError(f"{checkpoint}: expected a state_dict (a dict of tensors), got {type(state).__name__}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        reason = str(exc).splitlines()[0]
+        raise NaskdError(f"{checkpoint}: does not match the model built by {ref} ({reason})") from None
+    return model
+
+
+def _load_torchscript(path: Path) -> tuple[nn.Module, str, str]:
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError) as exc:
+        raise NaskdError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})") from None
+    return model, f"torchscript {path}", hashlib.sha256(path.read_bytes()).hexdigest()[:16]
