@@ -1,0 +1,162 @@
+"""``Space`` (a validated search space) and ``load_space`` (the ``[space]`` table or a space file -> Space).
+
+All validation happens here, once, before any trial: a loaded Space only ever produces specs
+whose keys and value types its family accepts (cross-key limits such as ``d_model % heads``
+are left to ``check_spec``, because they depend on the sampled combination).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from naskd.errors import ConfigError
+from naskd.spaces._text import did_you_mean, show, unknown_key
+from naskd.spaces.families import FAMILIES, import_builder
+from naskd.spaces.params import KeyPath, Param, Suggester, parse_params, sample_params
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the 3.10 fallback named in pyproject.toml
+    import tomli as tomllib
+
+_SPACE_KEYS = ("family", "builder", "params")
+# The repository checkout that holds the shipped search_spaces/ (for an editable install).
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Space:
+    """A validated search space: a family and its declared parameters.
+
+    Attributes:
+        family: "mlp" | "cnn1d" | "cnn2d" | "transformer" | "user".
+        params: the declared parameters, in declaration order.
+        builder: ``"module:callable"`` when ``family == "user"``, else None.
+        source: the file the space came from (the study file for an inline space).
+    """
+
+    family: str
+    params: tuple[Param, ...]
+    builder: str | None
+    source: str
+
+    def sample(self, suggester: Suggester) -> dict[str, Any]:
+        """Draw one student spec.
+
+        Args:
+            suggester: anything with optuna's ``suggest_int`` / ``suggest_float`` /
+                ``suggest_categorical`` (an ``optuna.Trial``, a test fake, a random suggester).
+
+        Returns:
+            Plain JSON: ``{"family": ..., "arch": {...}}``, plus ``"builder"`` for the user
+            family. Params skipped by ``when`` are absent from ``arch``; ``per`` params are lists.
+        """
+        spec: dict[str, Any] = {"family": self.family, "arch": sample_params(self.params, suggester)}
+        if self.builder is not None:
+            spec["builder"] = self.builder
+        return spec
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One JSON-able row per declared param: name, kind, range, step, log, choices, value, per, when."""
+        return [param.summary() for param in self.params]
+
+
+def load_space(table: dict, file: str, base_dir: Path) -> Space:
+    """Validate a study's ``[space]`` table, reading the space file it points to if any.
+
+    Args:
+        table: ``{"path": "search_spaces/mlp.toml"}``, or an inline space
+            ``{"family": ..., "builder": ..., "params": {...}}``.
+        file: the study file, as it should appear in messages.
+        base_dir: the study file's folder; a relative ``path`` is looked up there first, then
+            in the working directory, then in the naskd checkout.
+
+    Returns:
+        The validated Space.
+
+    Raises:
+        ConfigError: naming the file that holds the bad key (the space file when loaded by
+            path) and the key path, e.g. ``[space].params.depth.high`` inline or
+            ``[params].depth.high`` in a space file.
+    """
+    file = str(file)
+    at = KeyPath("space")
+    if not isinstance(table, dict):
+        raise ConfigError(file, at(), f"must be a table, got {show(table)}")
+    if "path" not in table:
+        return _parse_space(table, file, at, extra_keys=("path",))
+    for key in table:
+        if key != "path":
+            raise ConfigError(file, at(key), "cannot be combined with path: declare the space inline or in the file")
+    raw = table["path"]
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(file, at("path"), f"must be a path to a space file, got {show(raw)}")
+    space_file = _resolve(raw, Path(base_dir))
+    if space_file is None:
+        looked = f"{base_dir}, the working directory and {_REPO_ROOT}"
+        raise ConfigError(file, at("path"), f'no such file "{raw}" (looked in {looked})')
+    shown = _display(space_file)
+    try:
+        data = tomllib.loads(space_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(shown, "(file)", f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(shown, "(toml)", str(exc)) from None
+    return _parse_space(data, shown, KeyPath(None), extra_keys=())
+
+
+def _resolve(raw: str, base_dir: Path) -> Path | None:
+    path = Path(raw).expanduser()
+    candidates = [path] if path.is_absolute() else [base_dir / path, Path.cwd() / path, _REPO_ROOT / path]
+    return next((c.resolve() for c in candidates if c.is_file()), None)
+
+
+def _display(path: Path) -> str:
+    """Relative to the working directory when inside it: shorter, and what the user typed."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _parse_space(data: dict, file: str, at: KeyPath, extra_keys: tuple[str, ...]) -> Space:
+    for key in data:
+        if key not in _SPACE_KEYS:
+            raise ConfigError(file, at(key), unknown_key(key, (*_SPACE_KEYS, *extra_keys)))
+    if "family" not in data:
+        raise ConfigError(file, at("family"), f"missing (one of {', '.join(map(show, FAMILIES))})")
+    family_name = data["family"]
+    family = FAMILIES.get(family_name) if isinstance(family_name, str) else None
+    if family is None:
+        hint = did_you_mean(str(family_name), FAMILIES)
+        known = ", ".join(FAMILIES)
+        raise ConfigError(file, at("family"), f"unknown family {show(family_name)}{hint} (known: {known})")
+
+    builder = data.get("builder")
+    if family_name == "user":
+        if builder is None:
+            raise ConfigError(file, at("builder"), 'missing: family "user" needs builder = "package.module:function"')
+        try:
+            # Imported now so that a typo fails the study at load time, not every trial.
+            import_builder(builder)
+        except ValueError as exc:
+            raise ConfigError(file, at("builder"), str(exc)) from None
+    elif builder is not None:
+        raise ConfigError(file, at("builder"), f'only used with family = "user" (this space is "{family_name}")')
+
+    params = parse_params(data.get("params", {}), file, at)
+    if family_name != "user":
+        for param in params:
+            key = family.keys.get(param.name)
+            if key is None:
+                hint = did_you_mean(param.name, family.keys)
+                raise ConfigError(file, at("params", param.name),
+                                  f"{family_name} has no arch key of this name{hint} (known: {', '.join(family.keys)})")
+            problem = key.declaration_problem(param)
+            if problem:
+                sub, phrase = problem
+                raise ConfigError(file, at("params", param.name, sub), f"{family_name} {param.name} {phrase}")
+    return Space(family=family_name, params=params, builder=builder, source=file)

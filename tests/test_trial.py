@@ -1,0 +1,139 @@
+"""One trial through ``naskd.trial.evaluate``: complete, infeasible (never trained), invalid and
+failed outcomes, and reuse of the teacher's cached outputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+from naskd.config import load_study
+from naskd.trial import METRICS, build_context, evaluate, full_spec
+
+
+def _spec(config, **arch):
+    return full_spec({"family": "mlp", "arch": {"depth": 1, "width": [16], **arch}}, config)
+
+
+@pytest.fixture
+def context(write_study):
+    return build_context(load_study(write_study()))
+
+
+def test_complete_trial_records_every_metric(context):
+    result = evaluate(_spec(context.config), context)
+    assert result.status == "complete", result.reason
+    assert set(METRICS) <= set(result.metrics)
+    m = result.metrics
+    assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["teacher_agreement"] <= 1.0
+    assert m["kl_to_teacher"] >= 0.0
+    assert m["params"] == 16 * 16 + 16 + 16 * 4 + 4
+    assert m["latency_p95_ms"] >= m["latency_p50_ms"] > 0
+    assert m["capacity_ratio"] == pytest.approx(context.teacher_info["params"] / m["params"])
+    assert result.student is not None and result.curve
+
+
+def test_same_spec_same_result(context):
+    a = evaluate(_spec(context.config), context)
+    b = evaluate(_spec(context.config), context)
+    assert a.metrics["accuracy"] == b.metrics["accuracy"]
+    for (ka, va), (kb, vb) in zip(a.student.state_dict().items(), b.student.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_over_budget_trial_is_never_trained(write_study):
+    config = load_study(write_study(cost={"warmup": 1, "repeats": 5, "max_params": 100}))
+    context = build_context(config)
+    calls = []
+    # Count training through the optimizer: an infeasible student must never take a step.
+    hook = register_optimizer_step_pre_hook(lambda *a: calls.append(1))
+    try:
+        result = evaluate(_spec(config), context)
+    finally:
+        hook.remove()
+    assert result.status == "infeasible"
+    assert "params" in result.reason and "budget" in result.reason
+    assert calls == []
+    assert "accuracy" not in result.metrics and "train_seconds" not in result.metrics
+    assert result.constraints["params"] > 0
+
+
+def test_within_budget_is_feasible_with_nonpositive_constraints(write_study):
+    config = load_study(write_study(cost={"warmup": 1, "repeats": 5, "max_params": 10_000, "max_latency_ms": 1000.0}))
+    result = evaluate(_spec(config), build_context(config))
+    assert result.status == "complete"
+    assert set(result.constraints) == {"params", "latency_p50_ms"}
+    assert all(v <= 0 for v in result.constraints.values())
+
+
+def test_invalid_spec_is_rejected_before_building(context):
+    spec = full_spec({"family": "transformer", "arch": {"d_model": 30, "heads": 4}}, context.config)
+    result = evaluate(spec, context)
+    assert result.status == "invalid"
+    assert "divisible" in result.reason
+
+
+def test_diverging_trial_fails_with_reason(write_study):
+    config = load_study(write_study(distill={"steps": 30, "batch_size": 32, "optimizer": "sgd", "lr": 1e12}))
+    result = evaluate(_spec(config), build_context(config))
+    assert result.status == "failed"
+    assert "diverged" in result.reason
+
+
+def test_raising_user_builder_fails_with_reason(write_study, tmp_path):
+    (tmp_path / "raising_models.py").write_text(
+        "def build(arch, input_shape, num_classes):\n    raise RuntimeError('out of widgets')\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        config = load_study(write_study(space={"family": "user", "builder": "raising_models:build", "params": {}}))
+        result = evaluate(full_spec({"family": "user", "builder": "raising_models:build", "arch": {}}, config),
+                          build_context(config))
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert result.status in ("failed", "invalid")
+    assert "out of widgets" in result.reason
+
+
+def test_teacher_outputs_are_computed_once_and_reused(write_study):
+    config = load_study(write_study())
+    first = build_context(config)
+    # A second context (another run, or a worker process) loads the outputs from disk.
+    second = build_context(config)
+    assert second.cache.forward_batches == 0
+    assert torch.equal(first.train_logits, second.train_logits)
+
+    forwards = []
+    handle = second.teacher.model.register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        for width in (8, 16, 24):
+            assert evaluate(_spec(config, width=[width]), second).status == "complete"
+    finally:
+        handle.remove()
+    assert forwards == [], "trials must read cached teacher outputs, not run the teacher"
+
+
+def test_cache_off_runs_the_teacher_every_step(write_study):
+    config = load_study(write_study(distill={"steps": 12, "batch_size": 32, "cache_teacher": False}))
+    context = build_context(config)
+    assert context.train_logits is None
+    forwards = []
+    handle = context.teacher.model.register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        result = evaluate(_spec(config), context)
+    finally:
+        handle.remove()
+    assert result.status == "complete"
+    assert len(forwards) == 12
+
+
+def test_cached_and_uncached_give_the_same_student(write_study):
+    cached = load_study(write_study())
+    uncached = load_study(write_study("b.toml", distill={"steps": 30, "batch_size": 32, "cache_teacher": False}))
+    a = evaluate(_spec(cached), build_context(cached))
+    b = evaluate(_spec(uncached), build_context(uncached))
+    assert math.isclose(a.metrics["accuracy"], b.metrics["accuracy"])
+    assert math.isclose(a.metrics["kl_to_teacher"], b.metrics["kl_to_teacher"], rel_tol=1e-4)
