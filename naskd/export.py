@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,14 @@ def export_student(spec: dict[str, Any], weights: Path, data: Data, recorded: di
     model = load_student(spec, weights, data)
     eager = score(predict(model, data.x_val), data.y_val)["accuracy"]
     example = torch.zeros(1, *data.input_shape)
-    with torch.no_grad():
+    # TorchScript is what users asked for (loads with torch alone, from C++ too); newer torch
+    # marks it deprecated in favour of torch.export, which would only repeat that to them.
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(model, example)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
-    reloaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        reloaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
     scripted = score(predict(reloaded, data.x_val), data.y_val)["accuracy"]
     check = {"accuracy": recorded.get("accuracy"), "reproduced": eager, "torchscript": scripted}
     target = recorded.get("accuracy")

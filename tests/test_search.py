@@ -1,0 +1,238 @@
+"""Whole studies through the CLI with real Optuna storages (SQLite, journal file): the front,
+resume, a killed run, failing trials, worker processes, export and a user's own study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+import naskd
+from naskd.cli import main
+from naskd.config import METRIC_DIRECTIONS, load_study
+from naskd.front import non_dominated
+
+FRONT_KEYS = {"study", "objectives", "teacher", "counts", "hypervolume", "knee", "front"}
+
+
+def _front_json(study: Path, out: Path, capsys) -> dict:
+    capsys.readouterr()
+    assert main(["front", str(study), "--out", str(out), "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _trials(out: Path, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
+    storage = f"sqlite:///{out / 'study.db'}" if (out / "study.db").exists() else optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
+
+
+def test_search_writes_a_nondominated_front(write_study, tmp_path, capsys):
+    study = write_study(search={"trials": 6, "sampler": "tpe"})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "--quiet"]) == 0
+    assert (out / "study.db").is_file() and (out / "front.json").is_file() and (out / "front.csv").is_file()
+
+    summary = _front_json(study, out, capsys)
+    assert set(summary) == FRONT_KEYS
+    assert summary["study"] == "tiny"
+    assert summary["objectives"] == [{"name": "accuracy", "direction": "maximize"},
+                                     {"name": "latency_p50_ms", "direction": "minimize"},
+                                     {"name": "params", "direction": "minimize"}]
+    assert set(summary["teacher"]) == {"accuracy", "params", "flops", "latency_p50_ms"}
+    assert summary["counts"] == {"complete": 6, "infeasible": 0, "failed": 0, "pruned": 0}
+    assert 0.0 < summary["hypervolume"] <= 1.0
+    assert summary["knee"] in {e["number"] for e in summary["front"]}
+    for entry in summary["front"]:
+        assert set(entry) == {"number", "spec", "metrics"}
+        assert {"family", "arch", "recipe"} <= set(entry["spec"])
+        assert set(entry["metrics"]) == set(METRIC_DIRECTIONS)
+
+    # The front is exactly the non-dominated set of all completed trials.
+    trials = [t for t in _trials(out) if t.state == optuna.trial.TrialState.COMPLETE]
+    names = [o["name"] for o in summary["objectives"]]
+    points = np.array([[t.user_attrs["metrics"][n] for n in names] for t in trials])
+    expected = {trials[i].number for i in non_dominated(points, [METRIC_DIRECTIONS[n] for n in names])}
+    assert {e["number"] for e in summary["front"]} == expected
+
+    capsys.readouterr()
+    assert main(["front", str(study), "--out", str(out), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("number,knee,accuracy") and len(lines) == 1 + len(summary["front"])
+    assert main(["front", str(study), "--out", str(out)]) == 0
+    assert "teacher" in capsys.readouterr().out
+
+
+def test_rerun_resumes_up_to_the_requested_count(write_study, tmp_path):
+    study = write_study()
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "--trials", "3", "-q"]) == 0
+    before = {t.number: t.values for t in _trials(out)}
+    assert main(["search", str(study), "--out", str(out), "--trials", "5", "-q"]) == 0
+    after = _trials(out)
+    assert len(after) == 5
+    assert {t.number: t.values for t in after if t.number in before} == before
+    # Asking again for a count already reached runs nothing.
+    assert main(["search", str(study), "--out", str(out), "--trials", "5", "-q"]) == 0
+    assert len(_trials(out)) == 5
+
+
+def test_failing_and_infeasible_trials_do_not_stop_the_study(write_study, tmp_path, capsys):
+    (tmp_path / "flaky_models.py").write_text(
+        "import torch.nn as nn\n"
+        "def build(arch, input_shape, num_classes):\n"
+        "    if arch['width'] % 3 == 0:\n"
+        "        raise ValueError(f\"width {arch['width']} is cursed\")\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(16, arch['width']), nn.ReLU(), nn.Linear(arch['width'], 4))\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        study = write_study(
+            space={"family": "user", "builder": "flaky_models:build",
+                   "params": {"width": {"type": "int", "low": 4, "high": 40}}},
+            cost={"warmup": 1, "repeats": 5, "max_params": 500},
+            search={"trials": 12, "sampler": "random", "seed": 3},
+        )
+        out = tmp_path / "out"
+        assert main(["search", str(study), "--out", str(out), "-q"]) == 0
+    finally:
+        sys.path.remove(str(tmp_path))
+    trials = _trials(out)
+    assert len(trials) == 12
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    infeasible = [t for t in trials if t.user_attrs.get("status") == "infeasible"]
+    assert failed and all("cursed" in t.user_attrs["reason"] for t in failed)
+    assert infeasible and all("budget" in t.user_attrs["reason"] for t in infeasible)
+    summary = _front_json(study, out, capsys)
+    assert summary["counts"]["failed"] == len(failed)
+    assert summary["counts"]["infeasible"] == len(infeasible)
+    front_numbers = {e["number"] for e in summary["front"]}
+    assert not front_numbers & {t.number for t in failed + infeasible}
+    assert all(e["metrics"]["params"] <= 500 for e in summary["front"])
+
+
+def _naskd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from naskd.cli import main; sys.exit(main())", *args]
+
+
+def test_killed_run_resumes_and_keeps_completed_trials(write_study, tmp_path):
+    study = write_study(distill={"steps": 400, "batch_size": 32}, search={"trials": 6, "sampler": "random"})
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen(_naskd("search", str(study), "--out", str(out), "-q"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    done: dict[int, tuple] = {}
+    try:
+        while time.time() < deadline:
+            time.sleep(0.3)
+            if not (out / "study.db").exists():
+                continue
+            try:
+                trials = _trials(out)
+            except Exception:  # the study is being created
+                continue
+            done = {t.number: tuple(t.values) for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+            if len(done) >= 2 and running:
+                break
+        else:
+            pytest.fail("the study never reached 2 completed trials with one running")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    assert main(["search", str(study), "--out", str(out), "-q"]) == 0
+    trials = _trials(out)
+    states = [t.state for t in trials]
+    assert optuna.trial.TrialState.RUNNING not in states
+    for number, values in done.items():
+        assert trials[number].state == optuna.trial.TrialState.COMPLETE and tuple(trials[number].values) == values
+    stale = [t for t in trials if t.user_attrs.get("stale")]
+    assert len(stale) >= 1 and all(t.state == optuna.trial.TrialState.FAIL for t in stale)
+    counted = [t for t in trials if not t.user_attrs.get("stale")]
+    assert len(counted) == 6
+
+
+def test_workers_share_one_journal_study(write_study, tmp_path, capsys):
+    study = write_study(search={"trials": 6, "sampler": "tpe"})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "--workers", "2", "-q"]) == 0
+    assert (out / "study.journal").is_file() and not (out / "study.db").exists()
+    trials = _trials(out)
+    # Workers re-read the count before each trial; a race can add at most workers-1 extra.
+    assert 6 <= len(trials) <= 7
+    assert len({t.number for t in trials}) == len(trials)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    # `front` finds the journal without being told.
+    assert _front_json(study, out, capsys)["counts"]["complete"] == len(trials)
+
+
+def test_export_round_trips(write_study, tmp_path, capsys):
+    study = write_study(search={"trials": 3})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "-q"]) == 0
+    summary = _front_json(study, out, capsys)
+    entry = summary["front"][0]
+    dest = tmp_path / "exported"
+    capsys.readouterr()
+    assert main(["export", str(study), "--out", str(out), "--trial", str(entry["number"]), "-o", str(dest)]) == 0
+    assert "reloaded" in capsys.readouterr().out
+    assert {p.name for p in dest.iterdir()} == {"model.pt", "model.torchscript.pt", "spec.json", "README.md"}
+    info = json.loads((dest / "spec.json").read_text())
+    assert info["spec"] == entry["spec"]
+
+    config = load_study(study)
+    from naskd.data import load_data
+    from naskd.spaces import build_student
+
+    data = load_data(config.data)
+    scripted = torch.jit.load(str(dest / "model.torchscript.pt")).eval()
+    rebuilt = build_student(info["spec"], tuple(info["input_shape"]), info["num_classes"])
+    rebuilt.load_state_dict(torch.load(dest / "model.pt", weights_only=True))
+    rebuilt.eval()
+    with torch.no_grad():
+        acc_scripted = (scripted(data.x_val).argmax(1) == data.y_val).float().mean().item()
+        acc_rebuilt = (rebuilt(data.x_val).argmax(1) == data.y_val).float().mean().item()
+    assert acc_scripted == pytest.approx(entry["metrics"]["accuracy"])
+    assert acc_rebuilt == pytest.approx(entry["metrics"]["accuracy"])
+
+
+def test_export_refuses_a_trial_that_is_not_complete(write_study, tmp_path, capsys):
+    study = write_study(search={"trials": 1})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(study), "--out", str(out), "--trial", "42", "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--trial 42" in err[0]
+
+
+def test_front_without_a_study_is_a_clear_error(write_study, tmp_path, capsys):
+    assert main(["front", str(write_study()), "--out", str(tmp_path / "none")]) == 2
+    assert "no study here" in capsys.readouterr().err
+
+
+def test_optuna_objective_in_a_users_own_study(write_study):
+    objective = naskd.optuna_objective(str(write_study()))
+    study = optuna.create_study(directions=objective.directions, sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=3)
+    assert len(study.trials) == 3
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert all({"spec", "metrics", "status"} <= set(t.user_attrs) for t in study.trials)
+    assert study.best_trials
+
+
+def test_core_does_not_import_optuna():
+    code = ("import sys, naskd, naskd.trial, naskd.front, naskd.results, naskd.export\n"
+            "assert 'optuna' not in sys.modules and 'ray' not in sys.modules, sorted(m for m in sys.modules if 'optuna' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True)
