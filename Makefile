@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 
 install: $(BIN)/python
 	$(BIN)/pip install -q -c constraints.txt -e .
