@@ -20,7 +20,6 @@ install-dev: $(STAMP)
 
 demo: install
 	$(BIN)/naskd search studies/digits.toml
-	$(BIN)/naskd front studies/digits.toml
 
 test: install-dev
 	$(BIN)/python -m pytest -q

@@ -80,7 +80,7 @@ def small_study(**sections: Any) -> dict[str, Any]:
         "search": {"trials": 4, "sampler": "random"},
     }
     for k, v in sections.items():
-        if isinstance(v, dict) and isinstance(doc.get(k), dict):
+        if isinstance(v, dict) and isinstance(doc.get(k), dict) and k != "space":  # a space is replaced whole
             doc[k] = {**doc[k], **v}
         else:
             doc[k] = v

@@ -137,3 +137,36 @@ def test_cached_and_uncached_give_the_same_student(write_study):
     b = evaluate(_spec(uncached), build_context(uncached))
     assert math.isclose(a.metrics["accuracy"], b.metrics["accuracy"])
     assert math.isclose(a.metrics["kl_to_teacher"], b.metrics["kl_to_teacher"], rel_tol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("shape", "space_file"),
+    [([16], "mlp.toml"), ([1, 32], "cnn1d.toml"), ([1, 8, 8], "cnn2d.toml"), ([4, 16], "transformer.toml")],
+)
+def test_every_family_distils_from_its_shipped_space(write_study, shape, space_file):
+    """A student sampled from each shipped space trains and learns (beats chance on 4 classes)."""
+    from conftest import ROOT
+
+    config = load_study(write_study(data={"dataset": "synthetic", "samples": 400, "shape": shape, "classes": 4},
+                                    space={"path": str(ROOT / "search_spaces" / space_file)},
+                                    distill={"steps": 60, "batch_size": 32}))
+    context = build_context(config)
+    import random
+
+    class Seeded:
+        def __init__(self) -> None:
+            self.rng = random.Random(0)
+
+        def suggest_int(self, name, low, high, *, step=1, log=False):
+            return low + step * self.rng.randrange((high - low) // step + 1)
+
+        def suggest_float(self, name, low, high, *, step=None, log=False):
+            return self.rng.uniform(low, high)
+
+        def suggest_categorical(self, name, choices):
+            return self.rng.choice(list(choices))
+
+    result = evaluate(full_spec(config.space.sample(Seeded()), config), context)
+    assert result.status == "complete", result.reason
+    assert result.metrics["accuracy"] > 0.4
+    assert result.spec["family"] == config.space.family
