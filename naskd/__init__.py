@@ -1,7 +1,7 @@
 """naskd: find the best small student networks for a trained teacher.
 
-The public API. ``optuna_objective`` is loaded on first use so that ``import naskd`` does not
-import Optuna: the core runs without any search framework.
+The public API. ``optuna_objective`` and ``ray_trainable`` are loaded on first use so that
+``import naskd`` imports neither Optuna nor Ray: the core runs without any search framework.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ __all__ = [
     "evaluate",
     "load_study",
     "optuna_objective",
+    "ray_trainable",
 ]
 
 
@@ -34,4 +35,8 @@ def __getattr__(name: str) -> Any:
         from naskd.backends.optuna_backend import optuna_objective
 
         return optuna_objective
+    if name == "ray_trainable":
+        from naskd.backends.ray_backend import ray_trainable
+
+        return ray_trainable
     raise AttributeError(f"module 'naskd' has no attribute {name!r}")

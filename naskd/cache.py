@@ -68,7 +68,7 @@ def state_fingerprint(module: nn.Module) -> str:
 
 
 class TeacherCache:
-    """Teacher logits keyed by (teacher fingerprint, data fingerprint, part).
+    """Teacher logits (and internal values) keyed by (teacher fingerprint, data fingerprint, part).
 
     Args:
         directory: where ``.pt`` files go; ``None`` keeps outputs in memory only.
@@ -80,6 +80,7 @@ class TeacherCache:
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
         self._memory: dict[str, torch.Tensor] = {}
+        self._values: dict[str, dict[str, torch.Tensor]] = {}
         self.forward_batches = 0
 
     def logits(self, teacher: nn.Module, teacher_key: str, x: torch.Tensor, data_key: str,
@@ -97,6 +98,44 @@ class TeacherCache:
                 atomic_save(out, path)
                 log.debug("teacher outputs %s written to %s", data_key, path)
         self._memory[key] = out
+        return out
+
+    def values(self, teacher: nn.Module, teacher_key: str, x: torch.Tensor, data_key: str,
+               names: list[str], *, budget_bytes: int, batch_size: int = 512) -> dict[str, torch.Tensor] | None:
+        """The teacher's internal values (named feature outputs, ``"embedding"``) over ``x``,
+        or None when they would not fit ``budget_bytes`` (the caller then recomputes them per step).
+        """
+        from naskd.knowledge.hooks import Tap
+
+        key = hashlib.sha256(f"{teacher_key}|{data_key}|{sorted(names)}".encode()).hexdigest()[:24]
+        if key in self._values:
+            return self._values[key]
+        path = self.directory / f"{key}.values.pt" if self.directory is not None else None
+        if path is not None and path.is_file():
+            out = torch.load(path, weights_only=True)
+            self._values[key] = out
+            return out
+        features = [n for n in names if n != "embedding"]
+        teacher.eval()
+        parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        with Tap(teacher, features, embedding="embedding" in names) as tap, torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                teacher(x[i:i + batch_size])
+                self.forward_batches += 1
+                if i == 0:
+                    per_sample = sum(v[0].numel() * v.element_size() for v in tap.values.values())
+                    if per_sample * len(x) > budget_bytes:
+                        log.info("teacher features need %.0f MB > feature_cache_mb %.0f MB: recomputed every step",
+                                 per_sample * len(x) / 2**20, budget_bytes / 2**20)
+                        return None
+                for n in names:
+                    parts[n].append(tap.values[n].detach().float().cpu())
+        out = {n: torch.cat(v) for n, v in parts.items()}
+        log.info("teacher features cached (%.0f MB): %s", sum(v.numel() * 4 for v in out.values()) / 2**20,
+                 ", ".join(names))
+        if path is not None:
+            atomic_save(out, path)
+        self._values[key] = out
         return out
 
     @torch.no_grad()

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 EPILOG = """examples:
   naskd search studies/digits.toml                 run (or resume) the study, print its front
   naskd search studies/mnist1d.toml --trials 60 --workers 2
+  naskd search studies/mnist1d.toml --backend ray --address auto --concurrency 8
   naskd front studies/digits.toml --format json    the front as JSON (also csv, table)
   naskd export studies/digits.toml --trial 7 -o students/digits-7
 
@@ -53,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--trials", type=int, metavar="N", help="total trials the study should hold (default: [search].trials)")
     s.add_argument("--workers", type=int, metavar="K", help="worker processes on this machine (default: [search].workers)")
     s.add_argument("--seed", type=int, metavar="S", help="study seed: data split, teacher, sampler and training")
+    s.add_argument("--backend", choices=("optuna", "ray"), default="optuna",
+                   help="optuna: processes on this machine (default); ray: Ray Tune, on this machine or a cluster")
+    s.add_argument("--address", metavar="auto|HOST:PORT",
+                   help="with --backend ray: the Ray cluster to join (default: [ray].address, else start Ray here)")
+    s.add_argument("--concurrency", type=int, metavar="K",
+                   help="with --backend ray: trials at once (default: [ray].concurrency, else cluster CPUs / [ray].cpus_per_trial)")
 
     f = sub.add_parser("front", help="print the Pareto front of a study", description="Print the Pareto front of "
                        "feasible completed trials, its normalised hypervolume and knee.")
@@ -106,8 +113,19 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     config = load_study(args.study, trials=getattr(args, "trials", None), workers=getattr(args, "workers", None),
                         storage=args.storage, seed=getattr(args, "seed", None))
     out_dir = args.out if args.out is not None else config.default_out_dir()
-    if args.command == "search":
+    if args.command == "search" and args.backend == "ray":
+        try:
+            from naskd.backends import ray_backend
+        except ImportError as exc:
+            raise NaskdError(f"--backend ray needs Ray Tune ({exc}); install it with pip install 'naskd[ray]'") from None
+        summary = ray_backend.run_ray_search(config, out_dir, address=args.address, concurrency=args.concurrency,
+                                             show_progress=not args.quiet, verbose=args.verbose > 0,
+                                             command=_command_line(argv))
+    elif args.command == "search":
+        if args.address is not None or args.concurrency is not None:
+            raise NaskdError("--address and --concurrency need --backend ray")
         summary = ob.run_search(config, out_dir, show_progress=not args.quiet, command=_command_line(argv))
+    if args.command == "search":
         if not args.quiet:
             print(render_table(summary))
             print(f"front written to {out_dir / 'front.json'} and {out_dir / 'front.csv'}")

@@ -66,8 +66,17 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
+    """``[distill]``. ``alpha`` and ``temperature`` are the shorthand for the default single kd
+    term; ``knowledge`` (a list of ``{kind, weight, hyperparameters...}``) and ``ce_weight`` are
+    what training uses, derived from the shorthand when not given (once, at construction:
+    ``dataclasses.replace(cfg, alpha=...)`` keeps the resolved terms)."""
+
     temperature: float = 4.0
     alpha: float = 0.9
+    ce_weight: float | None = None  # None: 1 - alpha
+    knowledge: tuple[dict[str, Any], ...] | None = None  # None: one kd term (alpha, temperature)
+    pairs: tuple[tuple[str, str], ...] = ()
+    feature_cache_mb: int = 512
     steps: int = 0
     epochs: int = 5
     optimizer: str = "adam"
@@ -77,6 +86,13 @@ class DistillConfig:
     batch_size: int = 64
     seed: int = 0
     cache_teacher: bool = True
+
+    def __post_init__(self) -> None:
+        # Resolve the shorthand once so every reader sees explicit terms and weights.
+        if self.knowledge is None:
+            object.__setattr__(self, "knowledge", ({"kind": "kd", "weight": self.alpha, "temperature": self.temperature},))
+        if self.ce_weight is None:
+            object.__setattr__(self, "ce_weight", round(1.0 - self.alpha, 12))
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,19 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """``[ray]``: how ``--backend ray`` runs trials. Each trial gets ``cpus_per_trial`` CPUs
+    (its torch threads follow) and ``gpus_per_trial`` GPUs; a trial whose worker dies is
+    retried ``max_failures`` times, then recorded failed."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 1
+    address: str | None = None  # None: start Ray on this machine; "auto" or "HOST:PORT": join a cluster
+    concurrency: int = 0  # trials at once; 0: as many as the cluster's CPUs allow
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A validated study. ``file`` is where it came from; relative paths are already resolved."""
 
@@ -119,6 +148,7 @@ class StudyConfig:
     cost: CostConfig
     search: SearchConfig
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    ray: RayConfig = RayConfig()
 
     @property
     def slug(self) -> str:
@@ -177,7 +207,6 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "tru
 class _Key:
     kind: type
     check: Check | None = None
-    nullable: bool = False
 
 
 class _Section:
@@ -206,18 +235,18 @@ class _Section:
         if k not in self.table:
             return default
         v = self.table[k]
-        if spec.kind is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        ok = isinstance(v, spec.kind) and not (spec.kind in (int, float) and isinstance(v, bool))
+        kinds = (int, float) if spec.kind is float else (spec.kind,)
+        ok = isinstance(v, kinds) and not (spec.kind in (int, float) and isinstance(v, bool))
         if not ok:
             raise self.error(k, f"must be {_TYPE_NAMES[spec.kind]}, got {_describe(v)}")
-        if spec.kind is float and not math.isfinite(v) and not (spec.nullable and v == math.inf):
+        if spec.kind is float and not math.isfinite(v):
             raise self.error(k, f"must be a finite number, got {v!r}")
         if spec.check is not None:
+            # Checked as written (an int stays an int in the message), converted after.
             problem = spec.check(v)
             if problem:
                 raise self.error(k, problem)
-        return v
+        return float(v) if spec.kind is float else v
 
     def path(self, k: str, base: Path) -> Path | None:
         raw = self.get(k, _Key(str), None)
@@ -248,7 +277,7 @@ def resolve_path(raw: str, base: Path, error: Callable[[str], ConfigError]) -> P
 
 # --- the schema, section by section ----------------------------------------------------
 
-_TOP_KEYS = ["name", "description", "seed", "data", "teacher", "space", "distill", "cost", "search"]
+_TOP_KEYS = ["name", "description", "seed", "data", "teacher", "space", "distill", "cost", "search", "ray"]
 
 
 def load_study(path: str | Path, **overrides: Any) -> StudyConfig:
@@ -291,12 +320,15 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
     seed = top.get("seed", _Key(int, _non_negative), 0)
     if overrides.get("seed") is not None:
         seed = int(overrides["seed"])
+        if seed < 0:
+            raise ConfigError("--seed", "--seed", f"must be >= 0, got {seed}")
 
     data = _data(_Section(shown, "data", raw.get("data", {})), base, seed)
     teacher = _teacher(_Section(shown, "teacher", raw.get("teacher", {})), base, seed)
     distill = _distill(_Section(shown, "distill", raw.get("distill", {})), seed)
     cost = _cost(_Section(shown, "cost", raw.get("cost", {})))
     search = _search(_Section(shown, "search", raw.get("search", {})), seed, overrides)
+    ray = _ray(_Section(shown, "ray", raw.get("ray", {})))
 
     from naskd.spaces import load_space  # imported here so config stays importable without torch
 
@@ -306,7 +338,7 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
     space = load_space(space_table, shown, base)
     return StudyConfig(
         file=Path(shown), name=name, seed=seed, data=data, teacher=teacher, space=space,
-        distill=distill, cost=cost, search=search, raw=raw,
+        distill=distill, cost=cost, search=search, raw=raw, ray=ray,
     )
 
 
@@ -364,9 +396,19 @@ def _distill(s: _Section, seed: int) -> DistillConfig:
         raise s.error("steps", "one of steps or epochs must be > 0")
     if "steps" in s.table and "epochs" in s.table and steps > 0 and epochs > 0:
         raise s.error("epochs", "give steps or epochs, not both")
+    temperature = s.get("temperature", _Key(float, _positive), d.temperature)
+    alpha = s.get("alpha", _Key(float, _unit), d.alpha)
+    knowledge = None
+    if "knowledge" in s.table:
+        if "alpha" in s.table:
+            raise s.error("alpha", "is the shorthand for a single kd term; with knowledge = [...] give each term "
+                                   "a weight and set ce_weight")
+        knowledge = _knowledge(s, temperature)
     return DistillConfig(
-        temperature=s.get("temperature", _Key(float, _positive), d.temperature),
-        alpha=s.get("alpha", _Key(float, _unit), d.alpha),
+        temperature=temperature, alpha=alpha,
+        ce_weight=s.get("ce_weight", _Key(float, _non_negative), None),
+        knowledge=knowledge, pairs=_pairs(s),
+        feature_cache_mb=s.get("feature_cache_mb", _Key(int, _non_negative), d.feature_cache_mb),
         steps=steps, epochs=0 if steps > 0 else epochs,
         optimizer=s.get("optimizer", _Key(str, _one_of(OPTIMIZERS)), d.optimizer),
         lr=s.get("lr", _Key(float, _positive), d.lr),
@@ -376,6 +418,51 @@ def _distill(s: _Section, seed: int) -> DistillConfig:
         seed=s.get("seed", _Key(int, _non_negative), seed),
         cache_teacher=s.get("cache_teacher", _Key(bool), d.cache_teacher),
     )
+
+
+def _knowledge(s: _Section, temperature: float) -> tuple[dict[str, Any], ...]:
+    """``knowledge = [{kind = "kd", weight = 0.9, temperature = 4}, ...]``: kinds, weights and
+    hyperparameters checked against the loss registry; omitted values take published defaults
+    (a kind's temperature defaults to ``[distill].temperature``)."""
+    from naskd.knowledge.functional import LOSSES
+
+    terms = s.table["knowledge"]
+    if not isinstance(terms, list) or not terms:
+        raise s.error("knowledge", 'must be a non-empty list of tables like {kind = "kd", weight = 0.9}')
+    out = []
+    for i, term in enumerate(terms):
+        where = _Section(s.file, f"distill.knowledge[{i}]", term)
+        kind = where.get("kind", _Key(str, _one_of(tuple(LOSSES))), None)
+        if kind is None:
+            raise where.error("kind", f"missing (one of {', '.join(LOSSES)})")
+        info = LOSSES[kind]
+        where.reject_unknown(["kind", "weight", *info.hyperparameters])
+        entry: dict[str, Any] = {"kind": kind, "weight": where.get("weight", _Key(float, _non_negative), info.default_weight)}
+        for name, default in info.hyperparameters.items():
+            fallback = temperature if name == "temperature" else default
+            entry[name] = where.get(name, _Key(float, _positive if name in ("temperature", "p") else _non_negative), fallback)
+        out.append(entry)
+    return tuple(out)
+
+
+def _pairs(s: _Section) -> tuple[tuple[str, str], ...]:
+    """``[[distill.pairs]] teacher = "layer3"  student = "blocks.2"``: module names whose outputs
+    feature-based knowledge compares (checked against the models when they are built)."""
+    raw = s.table.get("pairs", [])
+    if not isinstance(raw, list):
+        raise s.error("pairs", 'must be a list of tables like {teacher = "layer3", student = "blocks.2"}')
+    out = []
+    for i, pair in enumerate(raw):
+        where = _Section(s.file, f"distill.pairs[{i}]", pair)
+        where.reject_unknown(["teacher", "student"])
+        names = []
+        for side in ("teacher", "student"):
+            name = where.get(side, _Key(str, lambda v: None if v else "must not be empty"), None)
+            if name is None:
+                raise where.error(side, "missing: a module name as in model.named_modules()")
+            names.append(name)
+        out.append((names[0], names[1]))
+    return tuple(out)
 
 
 def _cost(s: _Section) -> CostConfig:
@@ -427,4 +514,16 @@ def _search(s: _Section, seed: int, overrides: dict[str, Any]) -> SearchConfig:
         sampler=s.get("sampler", _Key(str, _one_of(SAMPLERS)), d.sampler),
         trials=trials, seed=s.get("seed", _Key(int, _non_negative), seed),
         storage=storage, workers=workers,
+    )
+
+
+def _ray(s: _Section) -> RayConfig:
+    s.reject_unknown([f.name for f in dataclasses.fields(RayConfig)])
+    d = RayConfig()
+    return RayConfig(
+        cpus_per_trial=s.get("cpus_per_trial", _Key(float, _positive), d.cpus_per_trial),
+        gpus_per_trial=s.get("gpus_per_trial", _Key(float, _non_negative), d.gpus_per_trial),
+        max_failures=s.get("max_failures", _Key(int, _non_negative), d.max_failures),
+        address=s.get("address", _Key(str, lambda v: None if v.strip() else "must not be empty"), None),
+        concurrency=s.get("concurrency", _Key(int, _non_negative), d.concurrency),
     )

@@ -77,6 +77,9 @@ def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig, name: str) -> Data:
     """Seeded shuffle then split; the seed and sizes are recorded with the study."""
     order = np.random.default_rng(cfg.seed).permutation(len(y))
     n_val = max(1, int(round(len(y) * cfg.val_fraction)))
+    if n_val >= len(y):
+        raise NaskdError(f"{name}: [data].val_fraction {cfg.val_fraction} of {len(y)} samples leaves no "
+                         "training data; lower it or add samples")
     val, train = order[:n_val], order[n_val:]
     return _make(name, x[train], y[train], x[val], y[val],
                  {"split_seed": cfg.seed, "val_fraction": cfg.val_fraction, "split": "seeded shuffle"})
@@ -140,7 +143,12 @@ def _from_npz(cfg: DataConfig) -> Data:
             raise NaskdError(f"{path}: array {missing[0]!r} is missing (expected x and y, optional x_val and y_val)")
         if ("x_val" in arrays.files) != ("y_val" in arrays.files):
             raise NaskdError(f"{path}: give both x_val and y_val, or neither")
-        loaded = {k: arrays[k] for k in arrays.files}
+        try:
+            # NpzFile reads lazily: an object (pickled) array is refused here, not at np.load.
+            loaded = {k: arrays[k] for k in arrays.files}
+        except (OSError, ValueError) as exc:
+            raise NaskdError(f"{path}: cannot read its arrays ({str(exc).splitlines()[0]}); "
+                             "expected plain numeric arrays") from None
     _check_xy(loaded["x"], loaded["y"], f"{path}: arrays x/y")
     if "x_val" in loaded:
         _check_xy(loaded["x_val"], loaded["y_val"], f"{path}: arrays x_val/y_val")

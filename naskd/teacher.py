@@ -176,11 +176,11 @@ def _load_user(ref: str, checkpoint: Path | None) -> nn.Module:
     assert checkpoint is not None
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
+    except pickle.UnpicklingError:
+        # torch's own message is long, multi-line and ANSI-coloured; this one says what to do.
         raise NaskdError(
-            f"{checkpoint}: refused: the checkpoint holds more than tensors and would run code when "
-            f"loaded ({first}); save model.state_dict() instead"
+            f"{checkpoint}: refused: the checkpoint holds more than tensors and would run code when loaded "
+            "(torch.load weights_only=True); save model.state_dict() instead"
         ) from None
     except (OSError, RuntimeError, EOFError) as exc:
         raise NaskdError(f"{checkpoint}: not a readable torch checkpoint ({exc})") from None

@@ -12,6 +12,7 @@ import logging
 import math
 import traceback
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -21,10 +22,14 @@ from naskd.cache import TeacherCache, cache_root
 from naskd.config import StudyConfig
 from naskd.data import Data, load_data
 from naskd.distill import Diverged, distill, recipe_dict, recipe_from_dict
-from naskd.errors import InvalidSpec
+from naskd.errors import ConfigError, InvalidSpec
+from naskd.knowledge.functional import LOSSES
+from naskd.knowledge.hooks import module_names, stage_names
+from naskd.knowledge.terms import EMBEDDING
 from naskd.measure import measure_cost
 from naskd.scoring import predict, score
 from naskd.spaces import build_student, check_spec
+from naskd.spaces.recipe import apply_recipe_choices
 from naskd.teacher import Teacher, describe_teacher, load_teacher
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,21 @@ class StudyContext:
         """Facts recorded with the study: data splits and the teacher's figures."""
         return {"data": self.data.describe(), "teacher": dict(self.teacher_info)}
 
+    def teacher_values(self, terms: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor] | None:
+        """Cached teacher features/embeddings over the training set for these knowledge terms,
+        or None when they need none, the cache is off, or they exceed ``feature_cache_mb``."""
+        consumes = {LOSSES[t["kind"]].consumes for t in terms if t["weight"] > 0}
+        names: list[str] = []
+        if "features" in consumes:
+            names += [t for t, _ in self.config.distill.pairs] or stage_names(self.teacher.model)
+        if "embeddings" in consumes:
+            names.append(EMBEDDING)
+        if not names or not self.config.distill.cache_teacher:
+            return None
+        return self.cache.values(self.teacher.model, self.teacher.fingerprint, self.data.x_train,
+                                 f"{self.data.fingerprint}:train", names,
+                                 budget_bytes=self.config.distill.feature_cache_mb * 2**20)
+
 
 def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = None) -> StudyContext:
     """Load the data and teacher, and compute (or load from the cache) the teacher's outputs.
@@ -63,6 +83,7 @@ def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = 
     """
     data = load_data(config.data)
     teacher = load_teacher(config.teacher, data, dataset_key=config.data.dataset or "synthetic")
+    _check_teacher_pairs(config, teacher.model)
     cache = TeacherCache(cache_root(config.teacher.cache_dir) / "outputs")
     val_logits = cache.logits(teacher.model, teacher.fingerprint, data.x_val, f"{data.fingerprint}:val")
     train_logits = None
@@ -73,6 +94,15 @@ def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = 
     if teacher_info is None:
         teacher_info = describe_teacher(teacher, val_logits, data, config.cost)
     return StudyContext(config, data, teacher, teacher_info, cache, train_logits, val_logits)
+
+
+def _check_teacher_pairs(config: StudyConfig, teacher: nn.Module) -> None:
+    """A ``[[distill.pairs]]`` teacher name that the teacher lacks is a study-file error."""
+    available = module_names(teacher)
+    for i, (name, _) in enumerate(config.distill.pairs):
+        if name not in available:
+            raise ConfigError(str(config.file), f"[distill.pairs[{i}]].teacher",
+                              f"the teacher has no module {name!r} (available: {', '.join(available)})")
 
 
 @dataclass
@@ -88,9 +118,12 @@ class TrialResult:
     curve: list[tuple[int, float]] = field(default_factory=list)
 
 
-def full_spec(arch_spec: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
-    """A sampled architecture plus the study's recipe: everything needed to rebuild the trial."""
-    return {**arch_spec, "recipe": recipe_dict(config.distill)}
+def full_spec(sampled: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
+    """A sampled spec plus the trial's recipe (the study's, with any sampled recipe choices
+    applied): everything needed to rebuild the trial, as plain JSON."""
+    spec = {k: v for k, v in sampled.items() if k != "recipe_choices"}
+    spec["recipe"] = apply_recipe_choices(recipe_dict(config.distill), sampled.get("recipe_choices", {}))
+    return spec
 
 
 def budget_violations(metrics: dict[str, float], config: StudyConfig) -> tuple[dict[str, float], list[str]]:
@@ -119,7 +152,7 @@ def evaluate(spec: dict[str, Any], context: StudyContext) -> TrialResult:
     reason = check_spec(spec, data.input_shape, data.num_classes)
     if reason:
         return TrialResult("invalid", spec, reason=f"invalid spec: {reason}")
-    recipe = recipe_from_dict(spec.get("recipe", {}))
+    recipe = recipe_from_dict(spec.get("recipe", {}), base=config.distill)
     try:
         torch.manual_seed(recipe.seed)  # same spec and seed -> same initial weights and dropout masks
         student = build_student(spec, data.input_shape, data.num_classes)
@@ -135,10 +168,11 @@ def evaluate(spec: dict[str, Any], context: StudyContext) -> TrialResult:
         if broken:
             return TrialResult("infeasible", spec, metrics, reason="over budget: " + "; ".join(broken),
                                constraints=constraints)
+        teacher_values = context.teacher_values(recipe.knowledge or ())
         torch.manual_seed(recipe.seed)
-        teacher = None if context.train_logits is not None else context.teacher.model
-        result = distill(student, data.x_train, data.y_train, recipe,
-                         teacher_logits=context.train_logits, teacher=teacher)
+        result = distill(student, data.x_train, data.y_train, recipe, teacher_logits=context.train_logits,
+                         teacher=context.teacher.model, teacher_values=teacher_values,
+                         pairs=config.distill.pairs)
         metrics.update(score(predict(student, data.x_val), data.y_val, context.val_logits))
         metrics["train_seconds"] = result.train_seconds
     except InvalidSpec as exc:

@@ -13,6 +13,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, Callable
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
@@ -79,10 +81,39 @@ def open_storage(choice: StorageChoice) -> optuna.storages.BaseStorage:
             return JournalStorage(JournalFileBackend(choice.url))
         if choice.kind == "rdb":
             # Heartbeats let other workers fail the trial of a worker that died mid-trial.
-            return RDBStorage(choice.url, heartbeat_interval=20, grace_period=60)
+            interval, grace = heartbeat_settings()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(choice.url, heartbeat_interval=interval, grace_period=grace,
+                                  heartbeat_stale_trial_callback=_mark_stale)
         return RDBStorage(choice.url)
     except Exception as exc:  # bad URL, missing driver, unreachable server
         raise NaskdError(f"storage {redact(choice.url)}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """Heartbeat interval and grace period in seconds for server databases: 20 and 60, or
+    ``$NASKD_HEARTBEAT_INTERVAL`` and ``$NASKD_HEARTBEAT_GRACE`` (tests use a few seconds)."""
+    values = []
+    for name, default in (("NASKD_HEARTBEAT_INTERVAL", 20), ("NASKD_HEARTBEAT_GRACE", 60)):
+        raw = os.environ.get(name, "")
+        try:
+            value = int(raw) if raw else default
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise NaskdError(f"${name}: must be a positive number of seconds, got {raw!r}")
+        values.append(value)
+    return values[0], values[1]
+
+
+def _mark_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Called by Optuna for a trial it failed because its worker's heartbeat stopped."""
+    storage = study._storage
+    storage.set_trial_user_attr(trial._trial_id, "status", "failed")
+    storage.set_trial_user_attr(trial._trial_id, "reason", "the worker running this trial stopped sending heartbeats")
+    storage.set_trial_user_attr(trial._trial_id, "stale", True)
+    log.warning("trial %d: its worker stopped sending heartbeats; marked failed", trial.number)
 
 
 def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -149,11 +180,20 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage)
     return len(stale)
 
 
+def counts(t: FrozenTrial) -> bool:
+    """Whether a trial counts toward the requested number. A stale trial (its process died:
+    marked by naskd, or failed by Optuna's heartbeat check before ``_mark_stale`` ran, which
+    leaves no naskd status) and a surplus trial (see ``_optimize_until``) do not."""
+    if t.user_attrs.get("stale") or t.user_attrs.get("surplus"):
+        return False
+    return not (t.state == TrialState.FAIL and "status" not in t.user_attrs)
+
+
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that count toward the requested number: finished ones (a killed, stale trial
-    does not count) plus those other workers are running now."""
+    """Trials that count toward the requested number: finished ones plus those other workers
+    are running now."""
     trials = study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING))
-    return sum(1 for t in trials if not t.user_attrs.get("stale"))
+    return sum(1 for t in trials if counts(t))
 
 
 # --- the objective -----------------------------------------------------------------------
@@ -275,13 +315,13 @@ class _Progress:
                         disable=not enabled, dynamic_ncols=True)
 
     def refresh(self, study: optuna.Study) -> None:
-        records = [to_record(t) for t in study.get_trials(deepcopy=False)]
-        finished = sum(1 for r in records if r.state != "running")
-        stale = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.user_attrs.get("stale"))
+        trials = study.get_trials(deepcopy=False)
+        records = [to_record(t) for t in trials if not t.user_attrs.get("surplus")]
+        finished = sum(1 for t in trials if t.state in _FINISHED and counts(t))
         summary = front_summary(study_facts(study, self.config), records)
         best = max((r.metrics["accuracy"] for r in records if r.state == "complete"), default=float("nan"))
         self.bar.set_postfix(best_acc=f"{best:.4f}", front=len(summary["front"]), refresh=False)
-        self.bar.update(max(0, min(finished - stale, self.bar.total) - self.bar.n))
+        self.bar.update(max(0, min(finished, self.bar.total) - self.bar.n))
 
     def close(self) -> None:
         self.bar.close()
@@ -289,10 +329,47 @@ class _Progress:
 
 def _optimize_until(study: optuna.Study, objective: Objective, target: int,
                     on_trial: Callable[[], None] | None = None) -> None:
-    """Run trials one at a time until the study holds ``target`` counted trials; re-reading
-    the count each time lets several processes share one study without a coordinator."""
-    while counted_trials(study) < target:
-        study.optimize(objective, n_trials=1, gc_after_trial=False)
+    """Run trials one at a time until the study holds exactly ``target`` counted trials, with
+    any number of processes (on any number of machines) sharing the study, no coordinator.
+
+    Every storage serialises trial creation (RDB: a lock on the study row; journal: the log's
+    lock; SQLite: one writer), so once a trial exists, all trials numbered before it are
+    visible. A new trial takes a slot only if fewer than ``target`` counted trials come before
+    it; otherwise it is surplus: ended at once as FAIL with ``surplus`` set, never sampled or
+    trained, never counted, left out of the front. A trial can only go from counted to not
+    counted (stale), never back, so the count cannot overshoot; a slot freed by a stale trial
+    is run again by this loop. With heartbeats (server databases) a worker whose slots are all
+    taken but not all finished waits instead of leaving: a dead worker's running trial is
+    failed after the grace period, and its slot is run again here.
+    """
+    storage = study._storage
+    heartbeat = is_heartbeat_enabled(storage)
+    poll_s = float(storage.get_heartbeat_interval() or 1) if heartbeat else 0.0
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def take_slot(trial: optuna.Trial) -> tuple[float, ...]:
+        trial.set_user_attr("worker", worker)
+        before = study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING))
+        taken = sum(1 for t in before if t.number < trial.number and counts(t))
+        if taken >= target:
+            trial.set_user_attr("surplus", True)
+            trial.set_user_attr("status", "surplus")
+            trial.set_user_attr("reason", f"started after the study already held its {target} trials; not run")
+            return tuple(math.nan for _ in objective.directions)
+        return objective(trial)
+
+    while True:
+        if heartbeat:
+            optuna.storages.fail_stale_trials(study)
+        live = [t for t in study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)) if counts(t)]
+        if sum(1 for t in live if t.state != TrialState.RUNNING) >= target:
+            return
+        if len(live) >= target:
+            if not heartbeat:  # without heartbeats a dead worker's trial is failed at the next start
+                return
+            time.sleep(poll_s)
+            continue
+        study.optimize(take_slot, n_trials=1, gc_after_trial=False)
         if on_trial is not None:
             on_trial()
 
@@ -367,7 +444,7 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
 
 
 def load_summary_from(study: optuna.Study, config: StudyConfig) -> tuple[dict[str, Any], list[TrialRecord], optuna.Study]:
-    records = [to_record(t) for t in study.get_trials(deepcopy=False)]
+    records = [to_record(t) for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
     return front_summary(study_facts(study, config), records), records, study
 
 

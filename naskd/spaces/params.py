@@ -154,34 +154,36 @@ class Param:
         }
 
 
-def sample_params(params: Sequence[Param], suggester: Suggester) -> dict[str, Any]:
+def sample_params(params: Sequence[Param], suggester: Suggester, prefix: str = "") -> dict[str, Any]:
     """Sample every param in declaration order; skipped params (``when`` false) are absent.
 
     A ``per`` param whose count param is absent is absent too: without the count there is no
-    list length, and the family's default applies.
+    list length, and the family's default applies. ``prefix`` goes before every suggester
+    name, so two groups of params (architecture, recipe) never share an Optuna parameter.
     """
     values: dict[str, Any] = {}
     for param in params:
         if param.when is not None and not param.when.holds(values):
             continue
         if param.per is None:
-            values[param.name] = param.suggest(suggester, param.name)
+            values[param.name] = param.suggest(suggester, prefix + param.name)
         elif param.per in values:
             names = param.suggester_names(values[param.per])
-            values[param.name] = [param.suggest(suggester, n) for n in names]
+            values[param.name] = [param.suggest(suggester, prefix + n) for n in names]
     return values
 
 
 # --- parsing -----------------------------------------------------------------------------
 
 
-def parse_params(table: Any, file: str, at: KeyPath) -> tuple[Param, ...]:
+def parse_params(table: Any, file: str, at: KeyPath, section: str = "params") -> tuple[Param, ...]:
     """Validate a ``[params]`` table into Params, in declaration order.
 
     Args:
         table: the ``params`` value as read from TOML.
         file: the file that holds the table (named in errors).
         at: how key paths render in that file.
+        section: the table's own key (``params``, or ``recipe`` for the recipe space).
 
     Returns:
         The params, in the order they were declared.
@@ -190,16 +192,16 @@ def parse_params(table: Any, file: str, at: KeyPath) -> tuple[Param, ...]:
         ConfigError: for the first problem found, naming ``file`` and the key path.
     """
     if not isinstance(table, dict):
-        raise ConfigError(file, at("params"), f"must be a table of parameters, got {show(table)}")
+        raise ConfigError(file, at(section), f"must be a table of parameters, got {show(table)}")
     parsed: dict[str, Param] = {}
     taken: dict[str, str] = {}  # suggester name -> the param that uses it
     for name, entry in table.items():
-        param = _parse_param(name, entry, parsed, file, at)
+        param = _parse_param(name, entry, parsed, file, at, section)
         for sname in param.suggester_names(_most_entries(param, parsed)):
             if sname in taken or (param.per is not None and sname in table):
                 # Optuna would silently merge the two into one parameter; refuse instead.
                 other = taken.get(sname, sname)
-                raise ConfigError(file, at("params", name),
+                raise ConfigError(file, at(section, name),
                                   f'suggests "{sname}", a name parameter "{other}" also uses; rename one of them')
             taken[sname] = name
         parsed[name] = param
@@ -214,9 +216,10 @@ def _most_entries(param: Param, parsed: Mapping[str, Param]) -> int:
     return int(count.high) if count.kind == "int" else int(count.value)
 
 
-def _parse_param(name: str, entry: Any, earlier: Mapping[str, Param], file: str, at: KeyPath) -> Param:
+def _parse_param(name: str, entry: Any, earlier: Mapping[str, Param], file: str, at: KeyPath,
+                 section: str = "params") -> Param:
     def error(key: str | None, message: str) -> ConfigError:
-        return ConfigError(file, at("params", name, key) if key else at("params", name), message)
+        return ConfigError(file, at(section, name, key) if key else at(section, name), message)
 
     if not name.isidentifier():
         raise error(None, "parameter names must be identifiers (letters, digits and _, not starting with a digit)")

@@ -16,13 +16,14 @@ from naskd.errors import ConfigError
 from naskd.spaces._text import did_you_mean, show, unknown_key
 from naskd.spaces.families import FAMILIES, import_builder
 from naskd.spaces.params import KeyPath, Param, Suggester, parse_params, sample_params
+from naskd.spaces.recipe import parse_recipe_space
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - the 3.10 fallback named in pyproject.toml
     import tomli as tomllib
 
-_SPACE_KEYS = ("family", "builder", "params")
+_SPACE_KEYS = ("family", "builder", "params", "recipe")
 # The repository checkout that holds the shipped search_spaces/ (for an editable install).
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,12 +37,14 @@ class Space:
         params: the declared parameters, in declaration order.
         builder: ``"module:callable"`` when ``family == "user"``, else None.
         source: the file the space came from (the study file for an inline space).
+        recipe: the recipe keys the sampler chooses per trial (``[space.recipe]``), if any.
     """
 
     family: str
     params: tuple[Param, ...]
     builder: str | None
     source: str
+    recipe: tuple[Param, ...] = ()
 
     def sample(self, suggester: Suggester) -> dict[str, Any]:
         """Draw one student spec.
@@ -52,16 +55,20 @@ class Space:
 
         Returns:
             Plain JSON: ``{"family": ..., "arch": {...}}``, plus ``"builder"`` for the user
-            family. Params skipped by ``when`` are absent from ``arch``; ``per`` params are lists.
+            family and ``"recipe_choices"`` when the space declares a recipe. Params skipped by ``when`` are absent from ``arch``; ``per`` params are lists.
         """
         spec: dict[str, Any] = {"family": self.family, "arch": sample_params(self.params, suggester)}
         if self.builder is not None:
             spec["builder"] = self.builder
+        if self.recipe:
+            spec["recipe_choices"] = sample_params(self.recipe, suggester, prefix="recipe.")
         return spec
 
     def summary(self) -> list[dict[str, Any]]:
-        """One JSON-able row per declared param: name, kind, range, step, log, choices, value, per, when."""
-        return [param.summary() for param in self.params]
+        """One JSON-able row per declared param: name, kind, range, step, log, choices, value, per, when
+        (recipe params are named ``recipe.<key>``)."""
+        rows = [param.summary() for param in self.params]
+        return rows + [{**param.summary(), "name": f"recipe.{param.name}"} for param in self.recipe]
 
 
 def load_space(table: dict, file: str, base_dir: Path) -> Space:
@@ -159,4 +166,5 @@ def _parse_space(data: dict, file: str, at: KeyPath, extra_keys: tuple[str, ...]
             if problem:
                 sub, phrase = problem
                 raise ConfigError(file, at("params", param.name, sub), f"{family_name} {param.name} {phrase}")
-    return Space(family=family_name, params=params, builder=builder, source=file)
+    recipe = parse_recipe_space(data["recipe"], file, at) if "recipe" in data else ()
+    return Space(family=family_name, params=params, builder=builder, source=file, recipe=recipe)

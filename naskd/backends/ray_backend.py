@@ -1,0 +1,476 @@
+"""The Ray Tune backend: a study's trials as Ray Tune trials, on this machine or a cluster,
+recorded in the same Optuna study storage as the Optuna backend.
+
+The driver builds the study context once (data, teacher, teacher outputs) and puts it in
+Ray's object store; each trial's worker takes it from there and never runs the teacher. Ray's
+``OptunaSearch`` samples from the study's own space with the study's own sampler and writes
+to the study's own storage, so ``naskd front`` reads a Ray-run study unchanged, and a study
+can move between ``--backend optuna`` and ``--backend ray`` at any point. ``NaskdSearch``
+records each result as ``optuna_backend.record`` does (spec, status, metrics, reason,
+constraints) and never lets a trial that was stopped early enter the front with partial
+values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import pickle
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import optuna
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from naskd.backends import optuna_backend as ob
+from naskd.config import METRIC_DIRECTIONS, StudyConfig
+from naskd.errors import ConfigError, NaskdError
+from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
+
+log = logging.getLogger(__name__)
+
+#: Keys of a Ray trial's config (set by ``NaskdSearch``) and of its reported result.
+SPEC_KEY = "naskd_spec"
+NUMBER_KEY = "naskd_trial"
+FINAL_KEY = "naskd_final"  # present (True) only in the result of a trial that ran to its end
+STATUS_KEY = "naskd_status"
+REASON_KEY = "naskd_reason"
+METRICS_KEY = "naskd_metrics"  # JSON text, so Tune's result flattening leaves it whole
+CONSTRAINTS_KEY = "naskd_constraints"  # JSON text
+TEACHER_FORWARDS_KEY = "teacher_forward_batches"  # teacher forward passes in the worker during the trial
+THREADS_KEY = "torch_threads"
+
+
+class RayTrainable(NamedTuple):
+    """What ``ray_trainable`` returns: unpack it as ``trainable, search_alg = ...``."""
+
+    trainable: Any
+    search_alg: "NaskdSearch"
+
+
+# --- the worker side ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _ScriptedTeacher:
+    """A TorchScript teacher as bytes: ScriptModules do not pickle, so they travel saved."""
+
+    payload: bytes
+
+
+@dataclass
+class WorkerPayload:
+    """What every trial's worker gets from the object store (put there once per sweep)."""
+
+    context: StudyContext
+    objectives: tuple[str, ...]
+    students_dir: str | None
+    threads: int
+
+
+def _pack(context: StudyContext) -> StudyContext:
+    import torch
+
+    model = context.teacher.model
+    if isinstance(model, torch.jit.ScriptModule):
+        buf = io.BytesIO()
+        torch.jit.save(model, buf)
+        return dataclasses.replace(context, teacher=dataclasses.replace(context.teacher,
+                                                                        model=_ScriptedTeacher(buf.getvalue())))
+    return context
+
+
+def _unpack(context: StudyContext) -> StudyContext:
+    import torch
+
+    model = context.teacher.model
+    if isinstance(model, _ScriptedTeacher):
+        loaded = torch.jit.load(io.BytesIO(model.payload), map_location="cpu").eval()
+        context = dataclasses.replace(context, teacher=dataclasses.replace(context.teacher, model=loaded))
+    context.cache.forward_batches = 0  # counts this worker's teacher passes only
+    return context
+
+
+def _count_forwards(model: Any) -> tuple[Callable[[], int], Callable[[], None]]:
+    """A counter of the teacher's forward calls in this process, and its remover."""
+    calls = [0]
+
+    def hook(*_: Any) -> None:
+        calls[0] += 1
+
+    try:
+        handle = model.register_forward_hook(hook)
+    except Exception:  # a scripted teacher may not take hooks: the cache's own count remains
+        return (lambda: 0), (lambda: None)
+    return (lambda: calls[0]), handle.remove
+
+
+def result_payload(result: TrialResult, objectives: tuple[str, ...], teacher_forwards: int,
+                   threads: int) -> dict[str, Any]:
+    """A trial's outcome as one flat Tune result. Every objective is present (Tune checks);
+    failed trials carry NaN, infeasible ones the values the Optuna backend tells."""
+    if result.status in ("failed", "invalid"):
+        values = {name: math.nan for name in objectives}
+    else:
+        values = dict(zip(objectives, ob.objective_values(result, objectives)))
+    return {
+        **values,
+        FINAL_KEY: True,
+        STATUS_KEY: result.status,
+        REASON_KEY: result.reason or "",
+        METRICS_KEY: json.dumps(result.metrics),
+        CONSTRAINTS_KEY: json.dumps(result.constraints),
+        TEACHER_FORWARDS_KEY: teacher_forwards,
+        THREADS_KEY: threads,
+    }
+
+
+def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
+    """The Tune function trainable: one naskd trial on a worker, reported once at its end."""
+    import torch
+
+    from naskd.export import save_student
+
+    spec = param_config.get(SPEC_KEY)
+    if not isinstance(spec, dict):
+        raise NaskdError(f"the naskd trainable needs its config from naskd's search algorithm (key {SPEC_KEY!r}); "
+                         "use both parts of naskd.ray_trainable(...)")
+    torch.set_num_threads(payload.threads)
+    context = _unpack(payload.context)
+    forwards, unhook = _count_forwards(context.teacher.model)
+    try:
+        result = evaluate(spec, context)
+    finally:
+        unhook()
+    number = param_config.get(NUMBER_KEY)
+    if result.status == "complete" and result.student is not None and payload.students_dir and number is not None:
+        save_student(result.student, Path(payload.students_dir) / f"trial_{number}.pt")
+    tune.report(result_payload(result, payload.objectives, context.cache.forward_batches + forwards(),
+                               torch.get_num_threads()))
+
+
+def make_trainable(config: StudyConfig, context: StudyContext, students_dir: Path | None) -> Any:
+    """``run_trial`` with the study context in the object store and the study's resources."""
+    threads = max(1, int(config.ray.cpus_per_trial))
+    payload = WorkerPayload(_pack(context), tuple(config.search.objectives),
+                            str(students_dir.resolve()) if students_dir is not None else None, threads)
+    trainable = tune.with_parameters(run_trial, payload=payload)
+    return tune.with_resources(trainable, {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial})
+
+
+# --- the driver side ---------------------------------------------------------------------
+
+def _space(config: StudyConfig) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """The define-by-run function ``OptunaSearch`` calls: the study's own space declaration."""
+
+    def define(trial: optuna.Trial) -> dict[str, Any]:
+        spec = full_spec(config.space.sample(trial), config)
+        trial.set_user_attr("spec", spec)
+        return {SPEC_KEY: spec, NUMBER_KEY: trial.number}
+
+    return define
+
+
+class NaskdSearch(OptunaSearch):
+    """``OptunaSearch`` over a naskd study: the study's space, sampler, objectives and storage.
+
+    Results are recorded as the Optuna backend records them. Unlike ``OptunaSearch``, a trial
+    that ends without its final result (stopped by a scheduler such as ASHA, or by a stopper)
+    is recorded PRUNED, never COMPLETE with partial values; a trial whose worker raised or
+    died after its retries is FAIL with the reason; a trial that never ran does not count.
+    On a server database the driver sends heartbeats for the trials it holds open, so a
+    killed driver's trials are failed like a killed worker's.
+    """
+
+    def __init__(self, config: StudyConfig, storage: optuna.storages.BaseStorage,
+                 students_dir: Path | None = None) -> None:
+        objectives = list(config.search.objectives)
+        super().__init__(space=_space(config), metric=objectives,
+                         mode=["max" if METRIC_DIRECTIONS[m] == "maximize" else "min" for m in objectives],
+                         sampler=ob.make_sampler(config), study_name=config.name, storage=storage)
+        self.naskd_objectives = tuple(objectives)
+        self.students_dir = students_dir
+        self._beat_lock = threading.Lock()
+        self._beat_thread: threading.Thread | None = None
+
+    # Tune pickles its configuration (search algorithm included) when a Tuner is made.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_beat_lock"] = None
+        state["_beat_thread"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._beat_lock = threading.Lock()
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        self._start_heartbeats()
+        return params
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        with self._beat_lock:
+            self._completed_trials.add(trial_id)
+        record_ray_result(self._ot_study, self._ot_trials[trial_id], result, error, self.naskd_objectives)
+
+    # naskd resumes through the study storage, not through Tune's searcher checkpoints.
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump({"naskd": "resume by running the same search again; the study storage holds every trial"}, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        raise NaskdError("a naskd sweep is not restored from Tune's checkpoint: run the same search again, "
+                         "it resumes from the study storage")
+
+    def _start_heartbeats(self) -> None:
+        storage = self._ot_study._storage
+        if self._beat_thread is not None or not is_heartbeat_enabled(storage):
+            return
+        interval = float(storage.get_heartbeat_interval())
+
+        def beat() -> None:
+            while True:
+                with self._beat_lock:
+                    open_trials = [t for tid, t in self._ot_trials.items() if tid not in self._completed_trials]
+                for t in open_trials:
+                    try:
+                        storage.record_heartbeat(t._trial_id)
+                    except Exception as exc:  # a lost connection must not end the sweep
+                        log.debug("heartbeat for trial %d failed: %s", t.number, exc)
+                time.sleep(interval)
+
+        self._beat_thread = threading.Thread(target=beat, name="naskd-heartbeats", daemon=True)
+        self._beat_thread.start()
+
+
+def record_ray_result(study: optuna.Study, trial: optuna.Trial, result: dict | None, error: bool,
+                      objectives: tuple[str, ...]) -> None:
+    """Tell the study how a Ray trial ended, with the same user attrs as the Optuna backend."""
+    result = result or {}
+    if error:
+        trial.set_user_attr("status", "failed")
+        trial.set_user_attr("reason", "the Ray trial raised or its worker died, on every try "
+                                      "(see [ray].max_failures and the Ray logs)")
+        study.tell(trial, state=TrialState.FAIL)
+    elif not result.get(FINAL_KEY):
+        if any(name in result for name in objectives):
+            # Stopped after a partial report: kept, but never with partial values.
+            trial.set_user_attr("status", "pruned")
+            trial.set_user_attr("reason", "stopped early by a Ray Tune scheduler or stopper; partial values not used")
+            trial.set_user_attr("partial", {k: result[k] for k in objectives if k in result})
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            # Never reported anything (the sweep ended before it ran): not counted, run again on resume.
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("reason", "the Ray sweep ended before this trial ran")
+            trial.set_user_attr("stale", True)
+            study.tell(trial, state=TrialState.FAIL)
+    else:
+        outcome = TrialResult(result[STATUS_KEY], trial.user_attrs.get("spec", {}),
+                              metrics=json.loads(result[METRICS_KEY]), reason=result[REASON_KEY] or None,
+                              constraints=json.loads(result[CONSTRAINTS_KEY]))
+        trial.set_user_attr(TEACHER_FORWARDS_KEY, int(result.get(TEACHER_FORWARDS_KEY, 0)))
+        values = ob.record(trial, outcome, objectives, students_dir=None)  # the worker saved the student
+        if outcome.status in ("failed", "invalid"):
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, list(values))
+
+
+class _ProgressCallback(tune.Callback):
+    def __init__(self, progress: Any, study: optuna.Study) -> None:
+        self.progress, self.study = progress, study
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.progress.refresh(self.study)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.progress.refresh(self.study)
+
+
+# --- setting up and running a sweep ----------------------------------------------------------
+
+def _prepare(config: StudyConfig, out_dir: Path, command: str | None) -> tuple[StudyContext, ob.StorageChoice,
+                                                                               optuna.storages.BaseStorage, optuna.Study]:
+    """The study context (teacher and its outputs: built once, here), the storage and the study,
+    with the study's facts checked and trials left running by a dead process failed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    choice = ob.choose_storage(config, out_dir, workers=1)
+    context = build_context(config)
+    storage = ob.open_storage(choice)
+    study = ob.open_study(config, storage, create=True)
+    facts = {
+        "name": config.name,
+        "objectives": list(config.search.objectives),
+        "sampler": config.search.sampler,
+        "seed": config.search.seed,
+        "space": {"family": config.space.family, "source": str(config.space.source),
+                  "params": config.space.summary()},
+        "budgets": {"max_latency_ms": config.cost.max_latency_ms, "max_params": config.cost.max_params,
+                    "max_flops": config.cost.max_flops},
+        "storage": ob.redact(choice.url),
+        "command": command or "",
+        **context.describe(),
+    }
+    ob._check_facts(study, config, facts)
+    if choice.kind != "rdb":
+        ob.fail_stale_trials(study, storage)
+    else:
+        optuna.storages.fail_stale_trials(study)
+    return context, choice, storage, study
+
+
+def ray_trainable(config: StudyConfig | str | Path, *, out_dir: str | Path | None = None) -> RayTrainable:
+    """A trainable and its search algorithm for a user's own ``tune.Tuner``.
+
+    Results go into the study's storage in ``out_dir`` (default ``reports/<study name>/``, as
+    ``naskd search``), so ``naskd front STUDY.toml`` shows them. Call after ``ray.init``.
+
+    Example::
+
+        trainable, search = naskd.ray_trainable("studies/digits.toml")
+        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=search, num_samples=20))
+        tuner.fit()
+
+    Args:
+        config: a study file or a loaded study.
+        out_dir: the study's output directory.
+
+    Returns:
+        ``RayTrainable(trainable, search_alg)``; the trainable carries the study's resources
+        per trial (``[ray]``) and the study context (teacher outputs built once, here).
+    """
+    from naskd.config import load_study
+
+    if not isinstance(config, StudyConfig):
+        config = load_study(config)
+    out = Path(out_dir) if out_dir is not None else config.default_out_dir()
+    context, _, storage, _ = _prepare(config, out, command="naskd.ray_trainable")
+    students = out / "students"
+    return RayTrainable(make_trainable(config, context, students), NaskdSearch(config, storage, students))
+
+
+def _connect(address: str | None, verbose: bool) -> bool:
+    """Join the cluster at ``address`` or start Ray on this machine; True when this call did it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
+                              "logging_level": logging.INFO if verbose else logging.WARNING}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:  # "local": a private instance, even when a cluster runs on this machine
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
+    except Exception as exc:  # no cluster there, bad address
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise NaskdError(f"cannot start or join {where} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return True
+
+
+def _concurrency(config: StudyConfig, requested: int | None) -> int:
+    import ray
+
+    if requested:
+        return requested
+    if config.ray.concurrency:
+        return config.ray.concurrency
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    return max(1, int(cpus // config.ray.cpus_per_trial))
+
+
+def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = None,
+                   concurrency: int | None = None, show_progress: bool = True, verbose: bool = False,
+                   command: str | None = None, scheduler: Any = None) -> dict[str, Any]:
+    """Run (or resume) the study on Ray up to ``[search].trials`` counted trials and write the front.
+
+    Args:
+        config: the validated study.
+        out_dir: where the study storage (by default), students, Ray's files and the front go.
+        address: a Ray cluster (``"auto"`` or ``HOST:PORT``); default ``[ray].address``, else a
+            Ray instance started on this machine for this run.
+        concurrency: trials at once; default ``[ray].concurrency``, else the cluster's CPUs
+            divided by ``[ray].cpus_per_trial``.
+        show_progress: draw a progress bar.
+        verbose: let Ray's workers log to this terminal.
+        command: the command line that reproduces this run, recorded with the study.
+        scheduler: a Tune trial scheduler (e.g. ASHA); trials it stops are recorded PRUNED.
+
+    Returns:
+        The front summary (see ``naskd.results.front_summary``).
+
+    Raises:
+        ConfigError: for a concurrency below 1.
+        NaskdError: when Ray cannot start or the cluster cannot be reached.
+    """
+    import ray
+
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError("--concurrency", "--concurrency", f"must be > 0, got {concurrency}")
+    context, choice, storage, study = _prepare(config, out_dir, command)
+    target = config.search.trials
+    log.info("study %s on Ray: storage %s, %d/%d trials done", config.name, ob.redact(choice.url),
+             ob.counted_trials(study), target)
+    progress = ob._Progress(config, target, ob.counted_trials(study), show_progress)
+    progress.refresh(study)
+    started = False
+    try:
+        made_progress, rounds = True, 0
+        while made_progress and ob.counted_trials(study) < target:
+            if not started and not ray.is_initialized():
+                started = _connect(address or config.ray.address, verbose)
+            before = ob.counted_trials(study)
+            rounds += 1
+            _fit(config, out_dir, context, storage, target - before, _concurrency(config, concurrency),
+                 name=f"{config.slug}-{time.strftime('%Y%m%d-%H%M%S')}-{rounds}",
+                 callbacks=[_ProgressCallback(progress, study)], scheduler=scheduler, verbose=verbose)
+            # Trials that never ran do not count; run them again, unless nothing moved at all.
+            made_progress = ob.counted_trials(study) > before
+    finally:
+        progress.close()
+        if started:
+            ray.shutdown()
+    summary, _, _ = ob.load_summary_from(study, config)
+    ob.write_front(out_dir, summary)
+    return summary
+
+
+def _fit(config: StudyConfig, out_dir: Path, context: StudyContext, storage: optuna.storages.BaseStorage,
+         samples: int, concurrency: int, *, name: str, callbacks: list, scheduler: Any, verbose: bool) -> None:
+    students = out_dir / "students"
+    search = NaskdSearch(config, storage, students)
+    tuner = tune.Tuner(
+        make_trainable(config, context, students),
+        tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=samples,
+                                    max_concurrent_trials=concurrency, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str((out_dir / "ray").resolve()),
+            verbose=1 if verbose else 0,
+            failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
+            callbacks=callbacks,
+        ),
+    )
+    # Even at verbose=0 Tune prints an experiment header on stdout, where naskd's table goes.
+    with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+        grid = tuner.fit()
+    if grid.errors:
+        log.warning("%d Ray trial(s) ended with an error; they are recorded failed", len(grid.errors))

@@ -1,0 +1,350 @@
+"""The report's plotly figures, one function each; a function returns None when the study has
+nothing to draw for it (the page then says so in words).
+
+Only SVG traces are used except where plotly has no SVG form (the 3-D view and parallel
+coordinates need WebGL). Every user-supplied string reaching plotly goes through
+``plot_text`` first: plotly renders some HTML tags in hover text and tick labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from naskd.front import non_dominated
+from naskd.report.analysis import GapRow, RankAgreement, best_so_far
+from naskd.report.view import StudyView, arch_text, fmt, label, number, plot_text
+from naskd.results import TrialRecord
+
+#: Size of the largest marker, in pixels; others scale by area with their params.
+MAX_MARKER_PX = 26
+MIN_MARKER_PX = 5
+RANK_COLORSCALE = "Viridis"
+FADED = "rgba(120, 120, 120, 0.35)"
+KNEE_COLOR = "#d62728"
+TEACHER_COLOR = "#444"
+#: Metrics spanning orders of magnitude: log axes keep small students apart.
+LOG_METRICS = frozenset({"params", "flops", "capacity_ratio"})
+
+
+def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
+    # An explicit height: without one a plotly figure fills the viewport, and several share a page.
+    settings: dict[str, Any] = dict(template="plotly_white", height=height, margin=dict(l=70, r=30, t=40, b=60),
+                                    hoverlabel=dict(align="left", font_size=12))
+    fig.update_layout(**{**settings, **extra})
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+    return fig
+
+
+def _axis_type(metric: str, values: Sequence[float]) -> str:
+    return "log" if metric in LOG_METRICS and values and min(values) > 0 else "linear"
+
+
+def _sizes(params: Sequence[float | None]) -> tuple[list[float], float]:
+    """Marker sizes (params, area-scaled by plotly) and the sizeref that maps the largest to
+    ``MAX_MARKER_PX``; missing params get the smallest marker."""
+    known = [p for p in params if p is not None and p > 0]
+    top = max(known) if known else 1.0
+    return [p if p is not None and p > 0 else 0.0 for p in params], 2.0 * top / MAX_MARKER_PX ** 2
+
+
+def _rank_marker(view: StudyView, records: Sequence[TrialRecord], sizes: list[float] | None = None,
+                 sizeref: float | None = None, size: int = 8) -> dict[str, Any]:
+    ranks = [view.ranks.get(r.number, max(view.ranks.values(), default=0) + 1) for r in records]
+    marker: dict[str, Any] = dict(color=ranks, colorscale=RANK_COLORSCALE, cmin=0, cmax=max(1, max(ranks, default=1)),
+                                  line=dict(width=0.6, color="white"), opacity=0.9,
+                                  colorbar=dict(title=dict(text="Pareto rank<br>(0 = front)"), thickness=14, len=0.8))
+    if sizes is not None:
+        marker.update(size=sizes, sizemode="area", sizeref=sizeref, sizemin=MIN_MARKER_PX)
+    else:
+        marker.update(size=size)
+    return marker
+
+
+def _teacher_line(fig: go.Figure, view: StudyView, **where: Any) -> None:
+    teacher = view.teacher_value("accuracy")
+    if teacher is not None:
+        fig.add_hline(y=teacher, line=dict(color=TEACHER_COLOR, dash="dot", width=1.5),
+                      annotation_text=f"teacher accuracy {fmt(teacher)}", annotation_position="top left", **where)
+
+
+def pareto_2d(view: StudyView, x_metric: str) -> go.Figure | None:
+    """Accuracy against one cost: completed students (size = params, colour = Pareto rank over
+    the study's objectives), the non-dominated line of this view, the knee, the teacher's
+    accuracy; infeasible, failed and pruned trials faded at the bottom (they have no accuracy)."""
+    done = [r for r in view.complete
+            if number(r.metrics.get("accuracy")) is not None and number(r.metrics.get(x_metric)) is not None]
+    faded = [r for r in view.records if r.state in ("infeasible", "failed", "pruned")
+             and number(r.metrics.get(x_metric)) is not None]
+    if not done and not faded:
+        return None
+    x_done = [float(r.metrics[x_metric]) for r in done]
+    y_done = [float(r.metrics["accuracy"]) for r in done]
+    sizes, sizeref = _sizes([number(r.metrics.get("params")) for r in (*done, *faded)])
+    fig = go.Figure()
+    if done:
+        fig.add_trace(go.Scatter(x=x_done, y=y_done, mode="markers", name="completed students",
+                                 marker=_rank_marker(view, done, sizes[:len(done)], sizeref),
+                                 hovertext=[view.hover(r) for r in done], hoverinfo="text"))
+        points = np.column_stack([y_done, x_done])
+        on_line = sorted(non_dominated(points, ["maximize", "minimize"]), key=lambda i: (x_done[i], -y_done[i]))
+        fig.add_trace(go.Scatter(x=[x_done[i] for i in on_line], y=[y_done[i] for i in on_line], mode="lines",
+                                 line=dict(shape="hv", color="black", width=1.5, dash="dash"),
+                                 name=f"front in this view (accuracy vs {label(x_metric)})", hoverinfo="skip"))
+        knee = [r for r in done if r.number == view.knee]
+        if knee:
+            fig.add_trace(go.Scatter(x=[float(knee[0].metrics[x_metric])], y=[float(knee[0].metrics["accuracy"])],
+                                     mode="markers", name=f"knee (trial {knee[0].number})",
+                                     marker=dict(symbol="star", size=20, color="rgba(0,0,0,0)",
+                                                 line=dict(color=KNEE_COLOR, width=2)),
+                                     hovertext=[view.hover(knee[0])], hoverinfo="text"))
+    if faded:
+        # Never trained (over budget) or broken: no accuracy, so they sit just below the
+        # worst completed student, where they show how much of the space was unusable.
+        low = min(y_done, default=0.0)
+        span = max(max(y_done, default=1.0) - low, 0.05)
+        floor = low - 0.08 * span
+        fig.add_trace(go.Scatter(x=[float(r.metrics[x_metric]) for r in faded], y=[floor] * len(faded),
+                                 mode="markers", name="infeasible / failed (not trained; drawn at the bottom)",
+                                 marker=dict(symbol="x-thin", size=9, color=FADED, line=dict(width=2, color=FADED)),
+                                 hovertext=[view.hover(r) for r in faded], hoverinfo="text"))
+    _teacher_line(fig, view)
+    all_x = x_done + [float(r.metrics[x_metric]) for r in faded]
+    fig.update_xaxes(title_text=label(x_metric), type=_axis_type(x_metric, all_x))
+    fig.update_yaxes(title_text="accuracy (validation)")
+    return _layout(fig, 520)
+
+
+def pareto_3d(view: StudyView) -> go.Figure | None:
+    """The three default objectives (accuracy, latency p50, params) of completed students."""
+    names = ("latency_p50_ms", "params", "accuracy")
+    done = [r for r in view.complete if all(number(r.metrics.get(m)) is not None for m in names)]
+    if not done:
+        return None
+    fig = go.Figure()
+    fig.add_trace(go.Scatter3d(x=[float(r.metrics["latency_p50_ms"]) for r in done],
+                               y=[float(r.metrics["params"]) for r in done],
+                               z=[float(r.metrics["accuracy"]) for r in done], mode="markers",
+                               name="completed students", marker=_rank_marker(view, done, size=5),
+                               hovertext=[view.hover(r) for r in done], hoverinfo="text"))
+    knee = [r for r in done if r.number == view.knee]
+    if knee:
+        k = knee[0]
+        fig.add_trace(go.Scatter3d(x=[float(k.metrics["latency_p50_ms"])], y=[float(k.metrics["params"])],
+                                   z=[float(k.metrics["accuracy"])], mode="markers", name=f"knee (trial {k.number})",
+                                   marker=dict(symbol="diamond-open", size=10, color=KNEE_COLOR),
+                                   hovertext=[view.hover(k)], hoverinfo="text"))
+    params = [float(r.metrics["params"]) for r in done]
+    fig.update_layout(scene=dict(xaxis_title=label("latency_p50_ms"), yaxis_title=label("params"),
+                                 zaxis_title="accuracy", yaxis_type=_axis_type("params", params)))
+    return _layout(fig, 600)
+
+
+def capacity_gap(view: StudyView) -> go.Figure | None:
+    """Accuracy and teacher agreement against the capacity ratio (log axis), teacher accuracy as a line."""
+    done = [r for r in view.complete if number(r.metrics.get("capacity_ratio")) not in (None, 0.0)]
+    if not done:
+        return None
+    fig = go.Figure()
+    for metric, symbol in (("accuracy", "circle"), ("teacher_agreement", "diamond")):
+        rows = [r for r in done if number(r.metrics.get(metric)) is not None]
+        if rows:
+            fig.add_trace(go.Scatter(x=[float(r.metrics["capacity_ratio"]) for r in rows],
+                                     y=[float(r.metrics[metric]) for r in rows], mode="markers", name=label(metric),
+                                     marker=dict(symbol=symbol, size=8, opacity=0.8),
+                                     hovertext=[_short_hover(r, ("capacity_ratio", "accuracy", "teacher_agreement"))
+                                                for r in rows], hoverinfo="text"))
+    _teacher_line(fig, view)
+    ratios = [float(r.metrics["capacity_ratio"]) for r in done]
+    fig.update_xaxes(title_text="capacity ratio (teacher params / student params)", type=_axis_type("capacity_ratio", ratios))
+    fig.update_yaxes(title_text="accuracy / agreement")
+    return _layout(fig, 460)
+
+
+def kd_gain(view: StudyView, rows: Sequence[GapRow]) -> go.Figure | None:
+    """KD gain and gap closure against the capacity ratio, side by side."""
+    if not rows:
+        return None
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("KD gain = distilled − scratch accuracy",
+                                        "gap closure = (distilled − scratch) / (teacher − scratch)"))
+    hover = {g.number: _gap_hover(view, g) for g in rows}
+    fig.add_trace(go.Scatter(x=[g.capacity_ratio for g in rows], y=[g.kd_gain for g in rows], mode="markers",
+                             name="KD gain", marker=dict(size=9, color=[g.kd_gain for g in rows],
+                                                         colorscale="RdBu", cmid=0),
+                             hovertext=[hover[g.number] for g in rows], hoverinfo="text"), row=1, col=1)
+    closing = [g for g in rows if g.gap_closure is not None]
+    if closing:
+        fig.add_trace(go.Scatter(x=[g.capacity_ratio for g in closing], y=[g.gap_closure for g in closing],
+                                 mode="markers", name="gap closure", marker=dict(size=9, symbol="diamond"),
+                                 hovertext=[hover[g.number] for g in closing], hoverinfo="text"), row=1, col=2)
+        fig.add_hline(y=1.0, line=dict(color=TEACHER_COLOR, dash="dot", width=1), row=1, col=2,
+                      annotation_text="teacher's accuracy", annotation_position="top left")
+    for col in (1, 2):
+        fig.add_hline(y=0.0, line=dict(color="#888", width=1), row=1, col=col)
+    kind = _axis_type("capacity_ratio", [g.capacity_ratio for g in rows])
+    fig.update_xaxes(title_text="capacity ratio", type=kind)
+    fig.update_yaxes(title_text="accuracy difference", row=1, col=1)
+    fig.update_yaxes(title_text="share of the gap closed", row=1, col=2)
+    return _layout(fig, 460, showlegend=False)
+
+
+def trust(view: StudyView, agreement: RankAgreement) -> go.Figure:
+    """Short-run against long-run accuracy of the confirmed students, with the diagonal."""
+    by_number = {r.number: r for r in view.complete}
+    fig = go.Figure()
+    low = min(*agreement.short, *agreement.long)
+    high = max(*agreement.short, *agreement.long)
+    fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="long = short",
+                             line=dict(color="#888", dash="dot"), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=agreement.short, y=agreement.long, mode="markers", name="confirmed students",
+                             marker=dict(size=10),
+                             hovertext=[_short_hover(by_number[n], ("accuracy", "long_accuracy", "long_steps"))
+                                        for n in agreement.numbers], hoverinfo="text"))
+    fig.update_xaxes(title_text="short-run accuracy (search)")
+    fig.update_yaxes(title_text="long-run accuracy (confirmation)")
+    return _layout(fig, 460)
+
+
+def hypervolume_history(numbers: Sequence[int], values: Sequence[float]) -> go.Figure | None:
+    if not numbers:
+        return None
+    fig = go.Figure(go.Scatter(x=list(numbers), y=list(values), mode="lines+markers", name="hypervolume",
+                               line=dict(shape="hv"), marker=dict(size=4),
+                               hovertemplate="after trial %{x}: %{y:.4f}<extra></extra>"))
+    fig.update_xaxes(title_text="trial number")
+    fig.update_yaxes(title_text="normalised hypervolume", rangemode="tozero")
+    return _layout(fig, 380, showlegend=False)
+
+
+def history(view: StudyView) -> go.Figure | None:
+    """Every objective's value per completed trial, with the best so far."""
+    if not view.complete:
+        return None
+    k = len(view.objectives)
+    fig = make_subplots(rows=k, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[f"{label(o)} ({d})" for o, d in zip(view.objectives, view.directions)])
+    for row, (metric, direction) in enumerate(zip(view.objectives, view.directions), start=1):
+        rows = [r for r in view.complete if number(r.metrics.get(metric)) is not None]
+        values = [float(r.metrics[metric]) for r in rows]
+        numbers = [r.number for r in rows]
+        fig.add_trace(go.Scatter(x=numbers, y=values, mode="markers", name=label(metric),
+                                 marker=dict(size=6, color="#1f77b4", opacity=0.7),
+                                 hovertext=[_short_hover(r, (metric,)) for r in rows], hoverinfo="text"),
+                      row=row, col=1)
+        fig.add_trace(go.Scatter(x=numbers, y=best_so_far(values, direction), mode="lines", name="best so far",
+                                 line=dict(shape="hv", color="#ff7f0e"), hoverinfo="skip"), row=row, col=1)
+        fig.update_yaxes(title_text=label(metric), type=_axis_type(metric, values), row=row, col=1)
+    fig.update_xaxes(title_text="trial number", row=k, col=1)
+    return _layout(fig, 120 + 230 * k, showlegend=False)
+
+
+def parallel(view: StudyView) -> go.Figure | None:
+    """Parallel coordinates of the architecture (and any searched recipe) values of completed
+    students, coloured by accuracy; list params (``per``) get one axis per position."""
+    done = [r for r in view.complete if number(r.metrics.get("accuracy")) is not None]
+    columns = _spec_columns(done, view)
+    if not done or not columns:
+        return None
+    dims = [_dimension(name, [values.get(r.number) for r in done]) for name, values in columns]
+    acc = [float(r.metrics["accuracy"]) for r in done]
+    dims.append(dict(label="accuracy", values=acc))
+    fig = go.Figure(go.Parcoords(line=dict(color=acc, colorscale="Viridis", showscale=True,
+                                           colorbar=dict(title=dict(text="accuracy"), thickness=14)),
+                                 dimensions=dims, labelangle=-20))
+    return _layout(fig, 480, margin=dict(l=70, r=70, t=90, b=40))
+
+
+def importances(view: StudyView, values: Mapping[str, Mapping[str, float]]) -> go.Figure | None:
+    """One horizontal bar chart per objective, largest importance on top."""
+    objectives = [o for o in values if values[o]]
+    if not objectives:
+        return None
+    cols = min(3, len(objectives))
+    rows = math.ceil(len(objectives) / cols)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.18,
+                        subplot_titles=[plot_text(label(str(o))) for o in objectives])
+    tallest = 1
+    for i, objective in enumerate(objectives):
+        items = sorted(((str(k), float(v)) for k, v in values[objective].items() if number(v) is not None),
+                       key=lambda kv: kv[1])
+        tallest = max(tallest, len(items))
+        fig.add_trace(go.Bar(x=[v for _, v in items], y=[plot_text(k) for k, _ in items], orientation="h",
+                             name=plot_text(str(objective)), marker_color="#1f77b4",
+                             hovertemplate="%{y}: %{x:.3f}<extra></extra>"),
+                      row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(title_text="importance", rangemode="tozero")
+    return _layout(fig, 100 + rows * (60 + 26 * tallest), showlegend=False)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+def _short_hover(record: TrialRecord, metrics: Sequence[str]) -> str:
+    lines = [f"<b>trial {record.number}</b>"]
+    lines += [f"{plot_text(label(m))}: {plot_text(fmt(record.metrics.get(m), m))}" for m in metrics
+              if m in record.metrics]
+    lines.append(plot_text(arch_text(record.spec)))
+    return "<br>".join(lines)
+
+
+def _gap_hover(view: StudyView, g: GapRow) -> str:
+    closure = "undefined (teacher not above scratch)" if g.gap_closure is None else f"{g.gap_closure:.2f}"
+    record = next(r for r in view.complete if r.number == g.number)
+    return "<br>".join([f"<b>trial {g.number}</b>", f"capacity ratio: {fmt(g.capacity_ratio)}",
+                        f"distilled: {fmt(g.accuracy)}", f"scratch: {fmt(g.scratch)}",
+                        f"KD gain: {g.kd_gain * 100:+.2f} points", f"gap closure: {closure}",
+                        plot_text(arch_text(record.spec))])
+
+
+def _spec_columns(records: Sequence[TrialRecord], view: StudyView) -> list[tuple[str, dict[int, Any]]]:
+    """Axis name -> {trial number: value}: every architecture key (lists split by position),
+    then the recipe keys that vary between trials (a fixed recipe says nothing)."""
+    order = [row.get("name") for row in (view.facts.get("space") or {}).get("params", []) or []
+             if isinstance(row, Mapping)]
+    columns: dict[str, dict[int, Any]] = {}
+    for r in records:
+        arch = r.spec.get("arch") if isinstance(r.spec.get("arch"), Mapping) else {}
+        for key, value in arch.items():
+            if isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    columns.setdefault(f"{key}[{i}]", {})[r.number] = item
+            else:
+                columns.setdefault(str(key), {})[r.number] = value
+    rank = {name: i for i, name in enumerate(order)}
+    arch_cols = sorted(columns.items(), key=lambda kv: (rank.get(kv[0].split("[")[0], len(rank)), kv[0]))
+    recipe: dict[str, dict[int, Any]] = {}
+    for r in records:
+        for key, value in (r.spec.get("recipe") or {}).items():
+            recipe.setdefault(f"recipe.{key}", {})[r.number] = value
+    varying = [(k, v) for k, v in sorted(recipe.items()) if len({repr(x) for x in v.values()}) > 1]
+    return arch_cols + varying
+
+
+def _dimension(name: str, values: Sequence[Any]) -> dict[str, Any]:
+    """A parcoords axis: numbers stay numbers; anything else (strings, booleans) becomes
+    indices with the values as tick labels. A trial without the value (a list shorter than
+    this position, a conditional param that was off) sits on an extra "absent" tick below."""
+    present = [v for v in values if v is not None]
+    numeric = present and all(number(v) is not None for v in present) and not any(isinstance(v, bool) for v in present)
+    if numeric:
+        nums = [float(v) for v in present]
+        if len(present) == len(values):
+            return dict(label=plot_text(name), values=nums)
+        low, high = min(nums), max(nums)
+        gap = (high - low) * 0.15 or max(abs(low) * 0.15, 1.0)
+        absent = low - gap
+        ticks = sorted(set(np.round(np.linspace(low, high, 4), 6).tolist()))
+        return dict(label=plot_text(name), values=[absent if v is None else float(v) for v in values],
+                    range=[absent, high], tickvals=[absent, *ticks], ticktext=["absent", *(fmt(t) for t in ticks)])
+    categories = sorted({fmt(v) for v in present})
+    if any(v is None for v in values):
+        categories = ["absent", *categories]
+    index = {c: i for i, c in enumerate(categories)}
+    coded = [index["absent" if v is None else fmt(v)] for v in values]
+    return dict(label=plot_text(name), values=coded, range=[0, max(1, len(categories) - 1)],
+                tickvals=list(range(len(categories))), ticktext=[plot_text(c) for c in categories])

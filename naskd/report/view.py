@@ -1,0 +1,225 @@
+"""The study as the report sees it: facts, records and summary normalised once, plus the
+formatting every part of the page shares (numbers, specs, hover text).
+
+Everything here is plain data and plain strings; nothing builds HTML elements or figures.
+Strings meant for plotly are HTML-escaped here (``plot_text``), because plotly renders a
+subset of HTML tags in hover text and tick labels.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from naskd.config import METRIC_DIRECTIONS
+from naskd.front import pareto_ranks
+from naskd.results import FRONT_COLUMNS, TrialRecord
+
+#: The objectives a study optimises when its file names none; the 3-D view always uses them.
+DEFAULT_OBJECTIVES = ("accuracy", "latency_p50_ms", "params")
+#: Metrics the diagnostics commands add to completed trials, shown after FRONT_COLUMNS.
+DIAGNOSTIC_METRICS = ("scratch_accuracy", "long_accuracy", "long_steps")
+#: Readable axis and column labels; any other metric shows its own name.
+LABELS = {
+    "accuracy": "accuracy",
+    "teacher_agreement": "teacher agreement",
+    "kl_to_teacher": "KL to teacher",
+    "params": "params",
+    "flops": "FLOPs",
+    "latency_p50_ms": "latency p50 (ms)",
+    "latency_p95_ms": "latency p95 (ms)",
+    "train_seconds": "train time (s)",
+    "capacity_ratio": "capacity ratio",
+    "scratch_accuracy": "scratch accuracy",
+    "long_accuracy": "long-run accuracy",
+    "long_steps": "long-run steps",
+}
+_INT_METRICS = frozenset({"params", "flops", "long_steps"})
+
+
+def label(metric: str) -> str:
+    return LABELS.get(metric, metric)
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, None, NaN, inf, not a number)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def fmt(value: Any, metric: str | None = None) -> str:
+    """A value for people: counted metrics (params, FLOPs) with thousands separators, floats
+    to 4 significant digits, anything else as text ("–" for missing)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if metric in _INT_METRICS and number(value) is not None and float(value).is_integer():
+        return f"{int(value):,}"  # separators only for counts: "[1,024, 8]" would misread in a spec
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def plot_text(value: Any) -> str:
+    """Text for plotly (hover, tick labels): escaped so a user's ``<b>`` or ``<script>`` shows
+    as typed; plotly turns the entities back into characters when it draws."""
+    return html.escape(value if isinstance(value, str) else fmt(value), quote=False)
+
+
+def slug(name: str) -> str:
+    """The study name made safe for a path, as ``StudyConfig.slug`` does."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
+
+
+def arch_text(spec: Mapping[str, Any]) -> str:
+    """``mlp(depth=2, width=[16, 32])``: the architecture on one line."""
+    arch = spec.get("arch") if isinstance(spec.get("arch"), Mapping) else {}
+    inner = ", ".join(f"{k}={fmt(v)}" for k, v in arch.items())
+    return f"{spec.get('family', '?')}({inner})"
+
+
+def recipe_text(spec: Mapping[str, Any]) -> str:
+    recipe = spec.get("recipe") if isinstance(spec.get("recipe"), Mapping) else {}
+    return ", ".join(f"{k}={fmt(v)}" for k, v in recipe.items())
+
+
+def spec_lines(spec: Mapping[str, Any]) -> list[str]:
+    """The whole spec as short lines: family and architecture first, recipe in groups of four
+    so a hover label stays narrow, then any other key (e.g. a user family's builder)."""
+    lines = [arch_text(spec)]
+    recipe = spec.get("recipe") if isinstance(spec.get("recipe"), Mapping) else {}
+    items = [f"{k}={fmt(v)}" for k, v in recipe.items()]
+    for i in range(0, len(items), 4):
+        lines.append(("recipe: " if i == 0 else "        ") + ", ".join(items[i:i + 4]))
+    lines.extend(f"{k}: {fmt(v)}" for k, v in spec.items() if k not in ("family", "arch", "recipe"))
+    return lines
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """One study, normalised for the report.
+
+    ``ranks`` maps the number of every completed trial to its non-domination rank over the
+    study's objectives (0 = the front); ``front`` and ``knee`` come from the summary.
+    """
+
+    name: str
+    objectives: tuple[str, ...]
+    directions: tuple[str, ...]
+    teacher: dict[str, float]
+    records: tuple[TrialRecord, ...]
+    complete: tuple[TrialRecord, ...]
+    ranks: dict[int, int]
+    front: tuple[int, ...]
+    knee: int | None
+    counts: dict[str, int]
+    metrics: tuple[str, ...]
+    hypervolume: float | None
+    facts: Mapping[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def finished(self) -> int:
+        """Trials that ended, whatever their state (running ones excluded)."""
+        return sum(self.counts.get(k, 0) for k in ("complete", "infeasible", "failed", "pruned"))
+
+    def teacher_value(self, metric: str) -> float | None:
+        return number(self.teacher.get(metric))
+
+    def values(self, records: Sequence[TrialRecord], metric: str) -> list[float | None]:
+        return [number(r.metrics.get(metric)) for r in records]
+
+    def has(self, metric: str) -> list[TrialRecord]:
+        """The completed trials that recorded ``metric``."""
+        return [r for r in self.complete if number(r.metrics.get(metric)) is not None]
+
+    def hover(self, record: TrialRecord) -> str:
+        """Hover label: trial number, state and rank, every metric, the whole spec, the reason."""
+        head = f"<b>trial {record.number}</b> · {plot_text(record.state)}"
+        if record.number in self.ranks:
+            rank = self.ranks[record.number]
+            head += f" · Pareto rank {rank}" + (" (front)" if rank == 0 else "")
+        if record.number == self.knee:
+            head += " · knee"
+        lines = [head]
+        shown = [m for m in self.metrics if m in record.metrics]
+        shown += sorted(k for k in record.metrics if k not in shown)
+        lines += [f"{plot_text(label(m))}: {plot_text(fmt(record.metrics[m], m))}" for m in shown]
+        lines += [plot_text(line) for line in spec_lines(record.spec)]
+        if record.reason:
+            lines.append("reason: " + plot_text(_clip(record.reason, 160)))
+        return "<br>".join(lines)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _teacher(facts: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, float]:
+    """The teacher's numbers: the stored facts, completed by the summary; Nones dropped so the
+    front math (which reads ``teacher.get(name, 0)``) never sees them."""
+    merged: dict[str, Any] = {}
+    for source in (summary.get("teacher"), facts.get("teacher")):
+        if isinstance(source, Mapping):
+            merged.update({k: v for k, v in source.items() if v is not None})
+    return {k: float(v) for k, v in merged.items() if number(v) is not None}
+
+
+def study_view(facts: Mapping[str, Any], records: Sequence[TrialRecord], summary: Mapping[str, Any]) -> StudyView:
+    """Normalise the three inputs of a report; missing keys get safe defaults."""
+    facts = facts if isinstance(facts, Mapping) else {}
+    summary = summary if isinstance(summary, Mapping) else {}
+    stored = [o.get("name") for o in summary.get("objectives", []) if isinstance(o, Mapping)]
+    objectives = tuple(facts.get("objectives") or stored or DEFAULT_OBJECTIVES)
+    known = {o.get("name"): o.get("direction") for o in summary.get("objectives", []) if isinstance(o, Mapping)}
+    directions = tuple(known.get(o) or METRIC_DIRECTIONS.get(o, "maximize") for o in objectives)
+    ordered = tuple(sorted(records, key=lambda r: r.number))
+    complete = tuple(r for r in ordered if r.state == "complete")
+
+    # Ranks only over trials with every objective finite: the front math rejects NaNs.
+    rankable = [r for r in complete if all(number(r.metrics.get(o)) is not None for o in objectives)]
+    ranks: dict[int, int] = {}
+    if rankable:
+        points = np.array([[float(r.metrics[o]) for o in objectives] for r in rankable])
+        ranks = {r.number: int(k) for r, k in zip(rankable, pareto_ranks(points, list(directions)))}
+
+    counts = {k: 0 for k in ("complete", "infeasible", "failed", "pruned", "running")}
+    for r in ordered:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    seen = {k for r in complete for k in r.metrics}
+    metrics = tuple(m for m in (*FRONT_COLUMNS, *DIAGNOSTIC_METRICS) if m in seen or m in FRONT_COLUMNS)
+    metrics += tuple(sorted(seen - set(metrics)))
+    front = tuple(e["number"] for e in summary.get("front", []) if isinstance(e, Mapping) and "number" in e)
+    return StudyView(
+        name=str(facts.get("name") or summary.get("study") or "study"),
+        objectives=objectives,
+        directions=directions,
+        teacher=_teacher(facts, summary),
+        records=ordered,
+        complete=complete,
+        ranks=ranks,
+        front=front,
+        knee=summary.get("knee"),
+        counts=counts,
+        metrics=metrics,
+        hypervolume=number(summary.get("hypervolume")),
+        facts=facts,
+    )
