@@ -112,6 +112,8 @@ class TeacherCache:
             return self._values[key]
         path = self.directory / f"{key}.values.pt" if self.directory is not None else None
         if path is not None and path.is_file():
+            if path.stat().st_size > budget_bytes:
+                return self._over_budget(path.stat().st_size, budget_bytes)
             out = torch.load(path, weights_only=True)
             self._values[key] = out
             return out
@@ -125,9 +127,7 @@ class TeacherCache:
                 if i == 0:
                     per_sample = sum(v[0].numel() * v.element_size() for v in tap.values.values())
                     if per_sample * len(x) > budget_bytes:
-                        log.info("teacher features need %.0f MB > feature_cache_mb %.0f MB: recomputed every step",
-                                 per_sample * len(x) / 2**20, budget_bytes / 2**20)
-                        return None
+                        return self._over_budget(per_sample * len(x), budget_bytes)
                 for n in names:
                     parts[n].append(tap.values[n].detach().float().cpu())
         out = {n: torch.cat(v) for n, v in parts.items()}
@@ -137,6 +137,12 @@ class TeacherCache:
             atomic_save(out, path)
         self._values[key] = out
         return out
+
+    @staticmethod
+    def _over_budget(size: int, budget_bytes: int) -> None:
+        log.info("teacher features need %.1f MB > feature_cache_mb %.1f MB: recomputed every step",
+                 size / 2**20, budget_bytes / 2**20)
+        return None
 
     @torch.no_grad()
     def _compute(self, teacher: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -19,3 +19,10 @@ def build_wide() -> nn.Module:
 
 def build_not_a_module():
     return "not a module"
+
+
+def build_transformer() -> nn.Module:
+    """A transformer teacher for sequences of shape (4, 16) (16 tokens of 4 features), 4 classes."""
+    from naskd.spaces import build_student
+
+    return build_student({"family": "transformer", "arch": {"layers": 2, "d_model": 32, "heads": 4}}, (4, 16), 4)
