@@ -31,6 +31,13 @@ def cache_root(configured: Path | None = None) -> Path:
     return Path(base) / "naskd"
 
 
+def _umask_mode() -> int:
+    """The permissions a plain ``open()`` would give a new file (mkstemp's are private, 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write to a temporary file beside ``path`` then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +45,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -51,6 +59,7 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -122,6 +122,13 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """``[report]``: what ``naskd search`` adds to the report it writes at the end."""
+
+    scratch_baseline: bool = False
+
+
+@dataclass(frozen=True)
 class RayConfig:
     """``[ray]``: how ``--backend ray`` runs trials. Each trial gets ``cpus_per_trial`` CPUs
     (its torch threads follow) and ``gpus_per_trial`` GPUs; a trial whose worker dies is
@@ -149,6 +156,7 @@ class StudyConfig:
     search: SearchConfig
     raw: dict = field(default_factory=dict, compare=False, repr=False)
     ray: RayConfig = RayConfig()
+    report: ReportConfig = ReportConfig()
 
     @property
     def slug(self) -> str:
@@ -277,7 +285,7 @@ def resolve_path(raw: str, base: Path, error: Callable[[str], ConfigError]) -> P
 
 # --- the schema, section by section ----------------------------------------------------
 
-_TOP_KEYS = ["name", "description", "seed", "data", "teacher", "space", "distill", "cost", "search", "ray"]
+_TOP_KEYS = ["name", "description", "seed", "data", "teacher", "space", "distill", "cost", "search", "ray", "report"]
 
 
 def load_study(path: str | Path, **overrides: Any) -> StudyConfig:
@@ -329,6 +337,9 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
     cost = _cost(_Section(shown, "cost", raw.get("cost", {})))
     search = _search(_Section(shown, "search", raw.get("search", {})), seed, overrides)
     ray = _ray(_Section(shown, "ray", raw.get("ray", {})))
+    report_section = _Section(shown, "report", raw.get("report", {}))
+    report_section.reject_unknown(["scratch_baseline"])
+    report = ReportConfig(scratch_baseline=report_section.get("scratch_baseline", _Key(bool), False))
 
     from naskd.spaces import load_space  # imported here so config stays importable without torch
 
@@ -338,7 +349,7 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
     space = load_space(space_table, shown, base)
     return StudyConfig(
         file=Path(shown), name=name, seed=seed, data=data, teacher=teacher, space=space,
-        distill=distill, cost=cost, search=search, raw=raw, ray=ray,
+        distill=distill, cost=cost, search=search, raw=raw, ray=ray, report=report,
     )
 
 

@@ -24,6 +24,10 @@ FRONT_COLUMNS = ("accuracy", "teacher_agreement", "kl_to_teacher", "params", "fl
                  "latency_p95_ms", "train_seconds", "capacity_ratio")
 
 
+#: Metrics that diagnostics add to a trial (scratch baseline, confirmation run), when recorded.
+DIAGNOSTIC_COLUMNS = ("scratch_accuracy", "long_accuracy", "long_teacher_agreement", "long_steps")
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     number: int
@@ -74,7 +78,9 @@ def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str
         "counts": counts(records),
         "hypervolume": hv,
         "knee": done[idx[knee_at]].number if knee_at is not None else None,
-        "front": [{"number": r.number, "spec": r.spec, "metrics": {k: r.metrics.get(k) for k in FRONT_COLUMNS}}
+        "front": [{"number": r.number, "spec": r.spec,
+                   "metrics": {k: r.metrics.get(k) for k in (*FRONT_COLUMNS, *DIAGNOSTIC_COLUMNS)
+                               if k in FRONT_COLUMNS or k in r.metrics}}
                   for r in front],
     }
 
@@ -91,18 +97,19 @@ def arch_summary(spec: dict[str, Any]) -> str:
 
 
 def render_table(summary: dict[str, Any]) -> str:
-    """The front as an aligned text table, teacher first, knee marked with '*'."""
-    cols = ["trial", "accuracy", "agreement", "latency_p50_ms", "params", "flops", "capacity_ratio", "spec"]
-    rows = []
+    """The front as an aligned text table, teacher first, knee marked with '*'; scratch and
+    long-run accuracy columns appear once diagnostics have recorded them."""
+    extra = [k for k in ("scratch_accuracy", "long_accuracy") if any(k in e["metrics"] for e in summary["front"])]
+    cols = ["trial", "accuracy", "agreement", "latency_p50_ms", "params", "flops", "capacity_ratio", *extra, "spec"]
     t = summary["teacher"]
-    rows.append(["teacher", _fmt(t.get("accuracy")), "-", _fmt(t.get("latency_p50_ms")), _fmt(t.get("params")),
-                 _fmt(t.get("flops")), "1", ""])
+    rows = [["teacher", _fmt(t.get("accuracy")), "-", _fmt(t.get("latency_p50_ms")), _fmt(t.get("params")),
+             _fmt(t.get("flops")), "1", *("-" for _ in extra), ""]]
     for entry in summary["front"]:
         m = entry["metrics"]
         mark = "*" if entry["number"] == summary["knee"] else ""
         rows.append([f"{entry['number']}{mark}", _fmt(m["accuracy"]), _fmt(m["teacher_agreement"]),
                      _fmt(m["latency_p50_ms"]), _fmt(m["params"]), _fmt(m["flops"]), _fmt(m["capacity_ratio"]),
-                     arch_summary(entry["spec"])])
+                     *(_fmt(m[k]) if k in m else "-" for k in extra), arch_summary(entry["spec"])])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     c = summary["counts"]
