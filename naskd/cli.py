@@ -24,10 +24,13 @@ EPILOG = """examples:
   naskd search studies/mnist1d.toml --backend ray --address auto --concurrency 8
   naskd front studies/digits.toml --format json    the front as JSON (also csv, table)
   naskd export studies/digits.toml --trial 7 -o students/digits-7
+  naskd baseline studies/digits.toml               scratch accuracy of every Pareto student
+  naskd confirm studies/digits.toml --top 5 --steps 2000
+  naskd report studies/digits.toml -o digits.html
 
 Everything a study produces goes into one directory, reports/<study name>/ unless --out
 moves it: the Optuna storage (study.db, or study.journal with --workers > 1), the saved
-students and front.json/front.csv. Running `search` again resumes up to --trials."""
+students, front.json/front.csv and report.html. Running `search` again resumes up to --trials."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +68,24 @@ def _parser() -> argparse.ArgumentParser:
                        "feasible completed trials, its normalised hypervolume and knee.")
     common(f)
     f.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)")
+
+    r = sub.add_parser("report", help="write the HTML report", description="Write one self-contained HTML "
+                       "page (works offline) with the front, the capacity gap, trust in the short runs, the search "
+                       "history and warnings. `naskd search` writes it too, as OUT/report.html.")
+    common(r)
+    r.add_argument("-o", "--output", type=Path, metavar="FILE", help="the HTML file (default: OUT/report.html)")
+
+    b = sub.add_parser("baseline", help="train each Pareto student without a teacher",
+                       description="Train every Pareto student with the same budget and no teacher and record its "
+                       "scratch accuracy, for KD gain and gap closure in the report. Resumable.")
+    common(b)
+
+    c = sub.add_parser("confirm", help="re-distil the best students with a longer budget",
+                       description="Re-distil the K most accurate Pareto students for N steps and record the "
+                       "long-run metrics, so the short runs' ranking can be checked. Resumable.")
+    common(c)
+    c.add_argument("--top", type=int, default=5, metavar="K", help="how many students (default: 5)")
+    c.add_argument("--steps", type=int, required=True, metavar="N", help="distillation steps of the long run")
 
     e = sub.add_parser("export", help="export one student", description="Write a trial's student (state_dict, spec "
                        "JSON, TorchScript, README) and check that it reproduces its recorded accuracy.")
@@ -126,9 +147,31 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             raise NaskdError("--address and --concurrency need --backend ray")
         summary = ob.run_search(config, out_dir, show_progress=not args.quiet, command=_command_line(argv))
     if args.command == "search":
+        if config.report.scratch_baseline:
+            summary = ob.run_baseline(config, out_dir, show_progress=not args.quiet)
+        try:
+            report = f"report: {ob.write_study_report(config, out_dir)}"
+        except Exception as exc:  # the trials are saved; a report problem must not turn the run into a failure
+            logging.getLogger("naskd").warning("could not write the report (%s); run `naskd report` to retry", exc)
+            report = "no report"
         if not args.quiet:
             print(render_table(summary))
-            print(f"front written to {out_dir / 'front.json'} and {out_dir / 'front.csv'}")
+            print(f"front written to {out_dir / 'front.json'} and {out_dir / 'front.csv'}; {report}")
+        return 0
+    if args.command == "report":
+        path = ob.write_study_report(config, out_dir, args.output)
+        if not args.quiet:
+            print(f"report written to {path}")
+        return 0
+    if args.command in ("baseline", "confirm"):
+        if args.command == "baseline":
+            summary = ob.run_baseline(config, out_dir, show_progress=not args.quiet)
+        else:
+            if args.top <= 0 or args.steps <= 0:
+                raise NaskdError(f"--top and --steps must be > 0, got {args.top} and {args.steps}")
+            summary = ob.run_confirm(config, out_dir, top=args.top, steps=args.steps, show_progress=not args.quiet)
+        if not args.quiet:
+            print(render_table(summary))
         return 0
     if args.command == "front":
         summary, _, _ = ob.load_summary(config, out_dir)

@@ -9,6 +9,7 @@ worker's trial does not stay RUNNING.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import multiprocessing as mp
@@ -85,7 +86,7 @@ def open_storage(choice: StorageChoice) -> optuna.storages.BaseStorage:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(choice.url, heartbeat_interval=interval, grace_period=grace,
-                                  heartbeat_stale_trial_callback=_mark_stale)
+                                  heartbeat_stale_trial_callback=_log_stale)
         return RDBStorage(choice.url)
     except Exception as exc:  # bad URL, missing driver, unreachable server
         raise NaskdError(f"storage {redact(choice.url)}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
@@ -107,13 +108,17 @@ def heartbeat_settings() -> tuple[int, int]:
     return values[0], values[1]
 
 
-def _mark_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Called by Optuna for a trial it failed because its worker's heartbeat stopped."""
-    storage = study._storage
-    storage.set_trial_user_attr(trial._trial_id, "status", "failed")
-    storage.set_trial_user_attr(trial._trial_id, "reason", "the worker running this trial stopped sending heartbeats")
-    storage.set_trial_user_attr(trial._trial_id, "stale", True)
-    log.warning("trial %d: its worker stopped sending heartbeats; marked failed", trial.number)
+def _log_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Called by Optuna for a trial it failed because its worker's heartbeat stopped. The trial
+    is finished by then and takes no more attributes; having no naskd status marks it (see
+    ``counts``)."""
+    log.warning("trial %d: its worker stopped sending heartbeats; marked failed, not counted", trial.number)
+
+
+#: The statuses with which naskd itself ends a trial FAIL; any other FAIL was not naskd's doing.
+_FAILED_STATUSES = ("failed", "invalid")
+#: The reason shown for a trial that ended with no outcome told by naskd.
+UNFINISHED_REASON = "its process ended or stopped sending heartbeats before it finished; not counted"
 
 
 def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -148,12 +153,19 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, cre
     return study
 
 
+#: Facts that describe the latest run rather than the study; refreshed on every resume.
+_RUN_FACTS = ("trials", "command", "versions", "description")
+
+
 def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]) -> None:
     """Record data/teacher facts on first run; refuse to mix trials of a different teacher or data."""
     stored = study.user_attrs.get(_FACTS_ATTR)
     if stored is None:
         study.set_user_attr(_FACTS_ATTR, facts)
         return
+    if any(stored.get(k) != facts.get(k) for k in _RUN_FACTS):
+        # What the latest run asked for (trial count, command, versions) follows each resume.
+        study.set_user_attr(_FACTS_ATTR, {**stored, **{k: facts.get(k) for k in _RUN_FACTS}})
     for part in ("data", "teacher"):
         if stored[part].get("fingerprint") != facts[part].get("fingerprint"):
             raise NaskdError(f"{config.file}: [{part}]: differs from the one this study was run with "
@@ -181,12 +193,13 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage)
 
 
 def counts(t: FrozenTrial) -> bool:
-    """Whether a trial counts toward the requested number. A stale trial (its process died:
-    marked by naskd, or failed by Optuna's heartbeat check before ``_mark_stale`` ran, which
-    leaves no naskd status) and a surplus trial (see ``_optimize_until``) do not."""
+    """Whether a trial counts toward the requested number: running, or finished with an
+    outcome naskd told. A stale trial (its process died: marked ``stale`` at a restart, or
+    failed by Optuna's heartbeat check, which leaves a FAIL that naskd did not decide) and a
+    surplus trial (see ``_optimize_until``) do not."""
     if t.user_attrs.get("stale") or t.user_attrs.get("surplus"):
         return False
-    return not (t.state == TrialState.FAIL and "status" not in t.user_attrs)
+    return t.state != TrialState.FAIL or t.user_attrs.get("status") in _FAILED_STATUSES
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -194,6 +207,20 @@ def counted_trials(study: optuna.Study) -> int:
     are running now."""
     trials = study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING))
     return sum(1 for t in trials if counts(t))
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a study's numbers depend on, recorded with the study."""
+    from importlib.metadata import PackageNotFoundError, version
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("naskd", "torch", "optuna", "numpy", "plotly"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
 
 
 # --- the objective -----------------------------------------------------------------------
@@ -278,8 +305,11 @@ def to_record(t: FrozenTrial) -> TrialRecord:
         state = "failed"
     else:
         state = "running"
+    reason = t.user_attrs.get("reason")
+    if t.state == TrialState.FAIL and not counts(t) and not t.user_attrs.get("stale") and not t.user_attrs.get("surplus"):
+        reason = UNFINISHED_REASON  # failed by Optuna's heartbeat check, which cannot leave a reason
     return TrialRecord(number=t.number, state=state, spec=t.user_attrs.get("spec", {}),
-                       metrics=t.user_attrs.get("metrics", {}), reason=t.user_attrs.get("reason"))
+                       metrics=t.user_attrs.get("metrics", {}), reason=reason)
 
 
 def study_facts(study: optuna.Study, config: StudyConfig) -> StudyFacts:
@@ -327,8 +357,37 @@ class _Progress:
         self.bar.close()
 
 
+def _creation_lock_path(choice: StorageChoice) -> Path | None:
+    """A lock file beside a journal: the processes that share a journal file share this
+    machine too, so they can take turns to count and create trials."""
+    # Not "<journal>.lock": Optuna's own journal lock is a symlink of that name.
+    return Path(choice.url + ".naskd-lock") if choice.kind == "journal" else None
+
+
+class _CreationLock:
+    """An exclusive lock on a file (``flock``), or nothing when there is no file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self._fh = path, None
+
+    def acquire(self) -> None:
+        if self.path is not None and self._fh is None:
+            import fcntl
+
+            self._fh = open(self.path, "ab")
+            fcntl.flock(self._fh, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._fh is not None:
+            import fcntl
+
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
 def _optimize_until(study: optuna.Study, objective: Objective, target: int,
-                    on_trial: Callable[[], None] | None = None) -> None:
+                    on_trial: Callable[[], None] | None = None, *, lock_path: Path | None = None) -> None:
     """Run trials one at a time until the study holds exactly ``target`` counted trials, with
     any number of processes (on any number of machines) sharing the study, no coordinator.
 
@@ -341,6 +400,9 @@ def _optimize_until(study: optuna.Study, objective: Objective, target: int,
     is run again by this loop. With heartbeats (server databases) a worker whose slots are all
     taken but not all finished waits instead of leaving: a dead worker's running trial is
     failed after the grace period, and its slot is run again here.
+
+    With a journal file (``lock_path``), workers on this machine also hold a file lock from
+    the count to the trial's creation, so races, and surplus trials, do not happen there.
     """
     storage = study._storage
     heartbeat = is_heartbeat_enabled(storage)
@@ -348,9 +410,12 @@ def _optimize_until(study: optuna.Study, objective: Objective, target: int,
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def take_slot(trial: optuna.Trial) -> tuple[float, ...]:
+        if heartbeat:  # now, not when Optuna's heartbeat thread first runs: a trial with none is never failed
+            storage.record_heartbeat(trial._trial_id)
         trial.set_user_attr("worker", worker)
         before = study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING))
         taken = sum(1 for t in before if t.number < trial.number and counts(t))
+        lock.release()  # this trial exists and holds its slot (or is surplus): others may count now
         if taken >= target:
             trial.set_user_attr("surplus", True)
             trial.set_user_attr("status", "surplus")
@@ -358,18 +423,26 @@ def _optimize_until(study: optuna.Study, objective: Objective, target: int,
             return tuple(math.nan for _ in objective.directions)
         return objective(trial)
 
+    lock = _CreationLock(lock_path)
     while True:
         if heartbeat:
-            optuna.storages.fail_stale_trials(study)
-        live = [t for t in study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)) if counts(t)]
-        if sum(1 for t in live if t.state != TrialState.RUNNING) >= target:
-            return
-        if len(live) >= target:
-            if not heartbeat:  # without heartbeats a dead worker's trial is failed at the next start
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+        lock.acquire()
+        try:
+            live = [t for t in study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)) if counts(t)]
+            if sum(1 for t in live if t.state != TrialState.RUNNING) >= target:
                 return
-            time.sleep(poll_s)
-            continue
-        study.optimize(take_slot, n_trials=1, gc_after_trial=False)
+            if len(live) >= target:
+                if not heartbeat:  # without heartbeats a dead worker's trial is failed at the next start
+                    return
+                lock.release()
+                time.sleep(poll_s)
+                continue
+            study.optimize(take_slot, n_trials=1, gc_after_trial=False)
+        finally:
+            lock.release()
         if on_trial is not None:
             on_trial()
 
@@ -384,7 +457,9 @@ def _worker_main(config: StudyConfig, choice: StorageChoice, out_dir: Path, targ
     torch.set_num_threads(threads)
     context = build_context(config, teacher_info=teacher_info)
     study = open_study(config, open_storage(choice), create=False)
-    _optimize_until(study, Objective(config, context=context, students_dir=out_dir / "students"), target)
+    study.sampler.reseed_rng()  # same seed in every worker would sample the same students
+    _optimize_until(study, Objective(config, context=context, students_dir=out_dir / "students"), target,
+                    lock_path=_creation_lock_path(choice))
 
 
 def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True,
@@ -420,6 +495,9 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
                     "max_flops": config.cost.max_flops},
         "storage": redact(choice.url),
         "command": command or "",
+        "trials": config.search.trials,
+        "description": config.raw.get("description", ""),
+        "versions": library_versions(),
         **context.describe(),
     }
     _check_facts(study, config, facts)
@@ -433,7 +511,10 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
     try:
         if workers == 1:
             objective = Objective(config, context=context, students_dir=out_dir / "students")
-            _optimize_until(study, objective, target, on_trial=lambda: progress.refresh(study))
+            if choice.kind == "rdb":  # other processes may share this study: do not sample what they sample
+                study.sampler.reseed_rng()
+            _optimize_until(study, objective, target, on_trial=lambda: progress.refresh(study),
+                            lock_path=_creation_lock_path(choice))
         else:
             _run_workers(config, choice, out_dir, target, context, study, progress)
     finally:
@@ -444,7 +525,17 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
 
 
 def load_summary_from(study: optuna.Study, config: StudyConfig) -> tuple[dict[str, Any], list[TrialRecord], optuna.Study]:
-    records = [to_record(t) for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+    """Records (with any recorded diagnostics merged into their metrics) and the front summary."""
+    attrs = study.user_attrs
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus"):
+            continue
+        record = to_record(t)
+        extra = attrs.get(f"{DIAGNOSTICS_PREFIX}{t.number}")
+        if extra:
+            record = dataclasses.replace(record, metrics={**record.metrics, **extra})
+        records.append(record)
     return front_summary(study_facts(study, config), records), records, study
 
 
@@ -476,3 +567,88 @@ def _run_workers(config: StudyConfig, choice: StorageChoice, out_dir: Path, targ
     if crashed:
         raise NaskdError(f"worker process(es) {', '.join(crashed)} exited with an error; "
                          "completed trials are kept — run the same command again to resume")
+
+
+# --- diagnostics: scratch baselines and confirmation runs -----------------------------------
+
+#: Diagnostics live in study user attributes (finished Optuna trials cannot be updated), one
+#: key per trial so concurrent or resumed runs never overwrite each other's results.
+DIAGNOSTICS_PREFIX = "diagnostics:"
+
+
+def _record_diagnostics(study: optuna.Study, number: int, values: dict[str, float]) -> None:
+    key = f"{DIAGNOSTICS_PREFIX}{number}"
+    study.set_user_attr(key, {**study.user_attrs.get(key, {}), **values})
+
+
+def _diagnose(config: StudyConfig, out_dir: Path, pick: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+              run: Callable[[dict[str, Any], StudyContext], dict[str, float]], what: str,
+              show_progress: bool) -> dict[str, Any]:
+    """Run ``run`` on the front students ``pick`` selects that lack it, recording each at once
+    (so an interrupted run resumes where it stopped); returns the updated summary."""
+    from tqdm.auto import tqdm
+
+    summary, _, study = load_summary(config, out_dir)
+    todo = pick(summary["front"])
+    if not todo:
+        log.info("%s: nothing to do, every selected student has it", what)
+        return summary
+    context = build_context(config, teacher_info=study.user_attrs.get(_FACTS_ATTR, {}).get("teacher"))
+    for entry in tqdm(todo, desc=what, unit="student", disable=not show_progress):
+        _record_diagnostics(study, entry["number"], run(entry["spec"], context))
+    summary, _, _ = load_summary_from(study, config)
+    write_front(out_dir, summary)
+    return summary
+
+
+def run_baseline(config: StudyConfig, out_dir: Path, *, show_progress: bool = True) -> dict[str, Any]:
+    """Train every Pareto student with the same budget and no teacher; record ``scratch_accuracy``."""
+    from naskd.diagnostics import scratch_metrics
+
+    return _diagnose(config, out_dir, lambda front: [e for e in front if e["metrics"].get("scratch_accuracy") is None],
+                     scratch_metrics, "scratch baseline", show_progress)
+
+
+def run_confirm(config: StudyConfig, out_dir: Path, *, top: int, steps: int,
+                show_progress: bool = True) -> dict[str, Any]:
+    """Re-distil the ``top`` most accurate Pareto students for ``steps`` steps; record the
+    long-run metrics (``long_accuracy``, ``long_teacher_agreement``, ``long_steps``)."""
+    from naskd.diagnostics import long_run_metrics
+
+    def pick(front: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        best = sorted(front, key=lambda e: -e["metrics"]["accuracy"])[:top]
+        return [e for e in best if e["metrics"].get("long_steps") != steps]
+
+    return _diagnose(config, out_dir, pick, lambda spec, ctx: long_run_metrics(spec, ctx, steps),
+                     "confirmation run", show_progress)
+
+
+def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
+    """fANOVA importance of each sampled parameter for each objective, over feasible completed
+    trials only (an infeasible trial's accuracy is a placeholder 0, which would make the
+    importances measure "over budget or not"). Empty for an objective Optuna cannot compute
+    (too few trials, no parameter that varies)."""
+    names = study.user_attrs.get(_FACTS_ATTR, {}).get("objectives", [])
+    feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("status") == "complete"]
+    view = optuna.create_study(directions=study.directions)  # in memory: a view, never stored
+    view.add_trials(feasible)
+    out: dict[str, dict[str, float]] = {}
+    for i, name in enumerate(names):
+        try:
+            out[name] = optuna.importance.get_param_importances(
+                view, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+                target=lambda t, i=i: t.values[i])
+        except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+            log.info("parameter importances for %s not available: %s", name, exc)
+    return out
+
+
+def write_study_report(config: StudyConfig, out_dir: Path, path: Path | None = None) -> Path:
+    """Write the study's HTML report (default ``OUT/report.html``) and return its path."""
+    from naskd.report import build_report, write_report
+
+    summary, records, study = load_summary(config, out_dir)
+    facts = dict(study.user_attrs.get(_FACTS_ATTR, {}))
+    return write_report(path or out_dir / "report.html",
+                        build_report(facts, records, summary, importances=param_importances(study)))

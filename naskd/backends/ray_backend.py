@@ -23,6 +23,7 @@ import os
 import pickle
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -192,14 +193,12 @@ class NaskdSearch(OptunaSearch):
     killed driver's trials are failed like a killed worker's.
     """
 
-    def __init__(self, config: StudyConfig, storage: optuna.storages.BaseStorage,
-                 students_dir: Path | None = None) -> None:
+    def __init__(self, config: StudyConfig, storage: optuna.storages.BaseStorage) -> None:
         objectives = list(config.search.objectives)
         super().__init__(space=_space(config), metric=objectives,
                          mode=["max" if METRIC_DIRECTIONS[m] == "maximize" else "min" for m in objectives],
                          sampler=ob.make_sampler(config), study_name=config.name, storage=storage)
         self.naskd_objectives = tuple(objectives)
-        self.students_dir = students_dir
         self._beat_lock = threading.Lock()
         self._beat_thread: threading.Thread | None = None
 
@@ -286,7 +285,8 @@ def record_ray_result(study: optuna.Study, trial: optuna.Trial, result: dict | N
         outcome = TrialResult(result[STATUS_KEY], trial.user_attrs.get("spec", {}),
                               metrics=json.loads(result[METRICS_KEY]), reason=result[REASON_KEY] or None,
                               constraints=json.loads(result[CONSTRAINTS_KEY]))
-        trial.set_user_attr(TEACHER_FORWARDS_KEY, int(result.get(TEACHER_FORWARDS_KEY, 0)))
+        trial.set_user_attr("ray", {TEACHER_FORWARDS_KEY: int(result.get(TEACHER_FORWARDS_KEY, 0)),
+                                    THREADS_KEY: int(result.get(THREADS_KEY, 0))})
         values = ob.record(trial, outcome, objectives, students_dir=None)  # the worker saved the student
         if outcome.status in ("failed", "invalid"):
             study.tell(trial, state=TrialState.FAIL)
@@ -333,7 +333,9 @@ def _prepare(config: StudyConfig, out_dir: Path, command: str | None) -> tuple[S
     if choice.kind != "rdb":
         ob.fail_stale_trials(study, storage)
     else:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     return context, choice, storage, study
 
 
@@ -364,7 +366,7 @@ def ray_trainable(config: StudyConfig | str | Path, *, out_dir: str | Path | Non
     out = Path(out_dir) if out_dir is not None else config.default_out_dir()
     context, _, storage, _ = _prepare(config, out, command="naskd.ray_trainable")
     students = out / "students"
-    return RayTrainable(make_trainable(config, context, students), NaskdSearch(config, storage, students))
+    return RayTrainable(make_trainable(config, context, students), NaskdSearch(config, storage))
 
 
 def _connect(address: str | None, verbose: bool) -> bool:
@@ -379,7 +381,8 @@ def _connect(address: str | None, verbose: bool) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:  # "local": a private instance, even when a cluster runs on this machine
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            ray.init(address="local", num_cpus=cpus, **kwargs)
     except Exception as exc:  # no cluster there, bad address
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise NaskdError(f"cannot start or join {where} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
@@ -456,7 +459,7 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
 def _fit(config: StudyConfig, out_dir: Path, context: StudyContext, storage: optuna.storages.BaseStorage,
          samples: int, concurrency: int, *, name: str, callbacks: list, scheduler: Any, verbose: bool) -> None:
     students = out_dir / "students"
-    search = NaskdSearch(config, storage, students)
+    search = NaskdSearch(config, storage)
     tuner = tune.Tuner(
         make_trainable(config, context, students),
         tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=samples,

@@ -171,14 +171,16 @@ def _tau_sentence(n: int, tau: float | None, p_value: float | None, short: list[
     change = float(np.mean(np.subtract(long, short)))
     tail = f" Longer training changed accuracy by {_points(change)} on average."
     if n < 3:
-        return f"Only {n} confirmed student(s): too few to measure whether the short runs rank students correctly." + tail
+        return (f"Only {n} confirmed student(s): too few to measure whether the short runs rank students "
+                "correctly." + tail)
     if tau is None:
         return (f"Kendall's tau is undefined for these {n} students (all short-run or all long-run accuracies "
                 "are equal)." + tail)
     if tau >= 0.7:
         verdict = "the short runs rank students almost as the long runs do; the front's order can be trusted"
     elif tau >= 0.4:
-        verdict = "the short runs rank students roughly right; close neighbours on the front may swap with longer training"
+        verdict = ("the short runs rank students roughly right; close neighbours on the front may swap with "
+                   "longer training")
     elif tau >= 0:
         verdict = ("the short runs rank students only weakly like the long runs; confirm candidates with longer "
                    "runs before choosing")

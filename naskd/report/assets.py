@@ -32,44 +32,131 @@ pre.command, code.command { background: #f4f6f9; padding: 4px 8px; border-radius
 .warning { background: var(--warn-bg); border-left: 4px solid var(--warn); padding: 10px 14px; margin: 10px 0; }
 .warning strong { color: var(--warn); }
 .figure { margin: 8px 0 24px; }
-.sentence { font-size: 15px; background: #eef3fb; border-left: 4px solid var(--accent); padding: 8px 12px; max-width: 90ch; }
+.sentence { font-size: 15px; background: #eef3fb; border-left: 4px solid var(--accent); padding: 8px 12px;
+  max-width: 90ch; }
 table { border-collapse: collapse; font-size: 13px; width: 100%; }
 th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 th button { font: inherit; font-weight: 600; background: none; border: 0; padding: 0; cursor: pointer; color: inherit; }
 th[aria-sort="ascending"] button::after { content: " \\25B2"; }
 th[aria-sort="descending"] button::after { content: " \\25BC"; }
-tr.knee { background: #fdf1f1; }
+table.front-table tbody { border-bottom: 1px solid var(--line); }
+table.front-table tr.metrics td { border-bottom: 0; padding-bottom: 1px; }
+table.front-table tr.spec td { border-bottom: 0; padding-top: 1px; padding-bottom: 8px; font-size: 12px; }
+tbody.knee { background: #fdf1f1; }
 .table-wrap { overflow-x: auto; }
 details summary { cursor: pointer; color: var(--accent); }
+.lazy-note { height: 100%; margin: 0; display: flex; align-items: center; justify-content: center; text-align: center;
+  color: var(--muted); background: #f7f8fa; border: 1px dashed #c8ced8; border-radius: 4px; }
 """
 
-#: Records when each figure has been drawn (plotly's newPlot promise resolved), so a reader's
-#: tooling (and the browser test) can tell when the page is complete.
+#: Draws the figures and records when each is drawn, so a reader's tooling, the browser test
+#: and the benchmark can tell how far the page is: ``naskdReport.ready`` / ``readyAt`` (every
+#: eager figure drawn) and ``naskdReport.done`` / ``renderedAt`` (every figure, the lazy ones
+#: included), times in ms since navigation start; ``rendered`` lists [id, ms] per figure.
+#:
+#: Each figure is a <div> followed by its plotly JSON (``<script type="application/json">``,
+#: parsed only when the figure is drawn) and a call to ``naskdFigure(id, lazy)``. Figures are
+#: drawn one at a time, in page order, each in its own task after a frame so the browser
+#: paints in between. Lazy figures (the WebGL ones: software WebGL needs a second or more to
+#: set each up) wait until every eager figure is drawn and the page is parsed, then until the
+#: reader scrolls near them (an IntersectionObserver with a margin of 1.5 screens); where
+#: IntersectionObserver is missing, they are drawn right after the eager ones. Printing draws
+#: them all. ``naskdReport.drawAll()`` does too.
 RENDER_HOOK = """
-window.naskdReport = { expected: %d, rendered: [], done: %s, renderedAt: null };
-function naskdFigureDone(id) {
-  var r = window.naskdReport;
-  r.rendered.push([id, Math.round(performance.now())]);
-  if (r.rendered.length >= r.expected) { r.done = true; r.renderedAt = performance.now(); }
-}
+(function () {
+  "use strict";
+  var report = window.naskdReport = { expected: %(expected)d, eager: %(eager)d, lazy: [], rendered: [],
+    ready: false, readyAt: null, done: false, renderedAt: null, drawAll: drawAll };
+  var queue = [], waiting = {}, busy = false, parsed = false, watching = false, observer = null, eagerLeft = report.eager;
+  if (report.eager === 0) { report.ready = true; report.readyAt = 0; }
+  if (report.expected === 0) { report.done = true; report.renderedAt = 0; }
+
+  function nextFrame(fn) {  // after the next paint; a timer too, as frames stop in hidden tabs
+    var called = false;
+    function go() { if (!called) { called = true; setTimeout(fn, 0); } }
+    if (window.requestAnimationFrame) { requestAnimationFrame(go); }
+    setTimeout(go, 100);
+  }
+  function pump() {
+    if (busy || !queue.length || typeof window.Plotly === "undefined") { return; }
+    busy = true;
+    var job = queue.shift(), div = document.getElementById(job.id);
+    if (job.lazy) {
+      var note = div.querySelector(".lazy-note");
+      if (note) { note.textContent = "Drawing this figure\u2026"; }
+    }
+    nextFrame(function () {
+      Promise.resolve().then(function () {
+        var spec = JSON.parse(document.querySelector('script[data-figure="' + job.id + '"]').textContent);
+        div.textContent = "";
+        return Plotly.newPlot(div, spec.data, spec.layout, spec.config);
+      }).catch(function (e) {
+        console.error("naskd: figure " + job.id + " could not be drawn: " + e);
+        div.textContent = "This figure could not be drawn: " + e;
+      }).then(function () { finished(job); });
+    });
+  }
+  function finished(job) {
+    report.rendered.push([job.id, Math.round(performance.now())]);
+    if (!job.lazy && --eagerLeft === 0) { report.ready = true; report.readyAt = performance.now(); }
+    if (report.rendered.length >= report.expected) { report.done = true; report.renderedAt = performance.now(); }
+    busy = false;
+    watch();
+    pump();
+  }
+  function request(id) {  // a lazy figure is wanted now
+    if (!waiting[id]) { return; }
+    delete waiting[id];
+    if (observer) { observer.unobserve(document.getElementById(id)); }
+    queue.push({ id: id, lazy: true });
+    pump();
+  }
+  function drawAll() { Object.keys(waiting).forEach(request); }
+  function watch() {  // once the page is parsed and every eager figure drawn
+    if (watching || !parsed || eagerLeft > 0) { return; }
+    watching = true;
+    if (!("IntersectionObserver" in window)) { drawAll(); return; }
+    observer = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) { if (e.isIntersecting) { request(e.target.id); } });
+    }, { rootMargin: "150%% 0px 150%% 0px" });
+    Object.keys(waiting).forEach(function (id) { observer.observe(document.getElementById(id)); });
+  }
+  window.naskdFigure = function (id, lazy) {
+    if (lazy) {
+      waiting[id] = true;
+      report.lazy.push(id);
+      if (watching) { observer ? observer.observe(document.getElementById(id)) : request(id); }
+    } else {
+      queue.push({ id: id, lazy: false });
+      pump();
+    }
+  };
+  window.naskdPlotlyLoaded = pump;
+  document.addEventListener("DOMContentLoaded", function () { parsed = true; watch(); });
+  window.addEventListener("beforeprint", drawAll);
+})();
 """
 
+#: Sorts a table's <tbody> groups (one per student) by the clicked column of their first row.
 SORT_TABLE = """
 document.querySelectorAll("table.sortable th[data-sort] button").forEach(function (button) {
   button.addEventListener("click", function () {
-    var th = button.parentElement, table = th.closest("table"), body = table.tBodies[0], col = th.cellIndex;
+    var th = button.parentElement, table = th.closest("table"), col = th.cellIndex;
     var ascending = th.getAttribute("aria-sort") !== "ascending", numeric = th.dataset.sort === "num";
     table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
     th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
-    function key(row) { var c = row.cells[col]; return c.dataset.value !== undefined ? c.dataset.value : c.textContent; }
-    Array.from(body.rows).sort(function (a, b) {
+    function key(body) {
+      var c = body.rows[0].cells[col];
+      return c.dataset.value !== undefined ? c.dataset.value : c.textContent;
+    }
+    Array.from(table.tBodies).sort(function (a, b) {
       var x = key(a), y = key(b), d;
       if (numeric) { x = parseFloat(x); y = parseFloat(y);
         if (isNaN(x) || isNaN(y)) { return isNaN(x) - isNaN(y); }  // missing values always last
         d = x - y; } else { d = x.localeCompare(y); }
       return ascending ? d : -d;
-    }).forEach(function (row) { body.appendChild(row); });
+    }).forEach(function (body) { table.appendChild(body); });
   });
 });
 """

@@ -3,17 +3,15 @@ figures took to draw, which figures and points were drawn, every request the pag
 every console error. Tooling for the browser test and ``benchmarks/report_size.py``.
 
 Needs Playwright (a dev dependency, imported only here) and Debian's ``chromium`` at
-``/usr/bin/chromium``; ``ensure_chromium`` installs it with apt when running as root.
-Playwright's own browser download (``playwright install``) is never used.
+``/usr/bin/chromium`` (the browser test installs it when missing; nothing here downloads
+anything). Playwright's own browser download (``playwright install``) is never used.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,14 +45,19 @@ _FIGURES_JS = """
 
 @dataclass
 class Rendered:
-    """What one report did in the browser."""
+    """What one report did in the browser. Times are per load (the first cold, the rest warm),
+    in seconds, by the page's own clock unless said otherwise."""
 
-    render_seconds: list[float]  # per load: navigation start to the last figure drawn (page clock)
-    wall_seconds: list[float]  # per load: from asking for the page to the last figure drawn
+    ready_seconds: list[float]  # navigation start to the page and every eagerly drawn (SVG) figure drawn
+    lazy_seconds: list[dict[str, float]]  # lazy (WebGL) figure id -> from scrolling it into view to drawn
+    paint_seconds: list[float]  # navigation start to the first contentful paint (text on screen)
+    wall_seconds: list[float]  # from asking for the page to every eager figure drawn (Python's clock)
     figures: list[dict[str, Any]]
     requests: list[str] = field(default_factory=list)  # every URL the page asked for
     console_errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)  # alert()/confirm() the page opened: none expected
     screenshot: Path | None = None
+    inspected: Any = None  # what ``inspect`` returned
 
     def outside_requests(self, page_url: str) -> list[str]:
         """Requests for anything but the page itself (``data:`` and ``blob:`` URLs never leave
@@ -62,34 +65,38 @@ class Rendered:
         return [u for u in self.requests if u != page_url]
 
 
-def ensure_chromium() -> Path:
-    """``/usr/bin/chromium``, installing Debian's package first when it is missing (as root)."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
+def find_chromium() -> Path:
+    """``/usr/bin/chromium``, or a RuntimeError saying how to install it (nothing is downloaded here)."""
     if not CHROMIUM.exists():
-        raise RuntimeError(f"{CHROMIUM} is missing; install Debian's chromium (apt-get install -y chromium, as root)")
+        raise RuntimeError(f"{CHROMIUM} is missing; install Debian's chromium (as root: apt-get update && "
+                           "apt-get install -y chromium). Playwright's own browser download is not used.")
     return CHROMIUM
 
 
-def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, timeout_s: float = 60.0) -> Rendered:
-    """Load ``path`` ``loads`` times in one fresh headless Chromium profile and wait each time
-    until every figure reports it is drawn (``window.naskdReport.done``).
+def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, timeout_s: float = 60.0,
+                inspect: Callable[[Any], Any] | None = None, lazy: bool = True,
+                viewport: tuple[int, int] = (1280, 900)) -> Rendered:
+    """Load ``path`` ``loads`` times in one fresh headless Chromium profile; each time, wait
+    until the page says every eager figure is drawn (``naskdReport.ready``), then (``lazy``)
+    scroll each lazily drawn figure into view in turn and wait until it is drawn too, timing
+    it from the scroll, and scroll back to the top.
 
     The first load is cold (empty caches), later ones warm. Every request is routed: the page
     itself is served, anything else is recorded and aborted, so nothing can leave the machine.
+    The figures are read and the screenshot (full page) taken after the last load;
+    ``inspect(page)`` (a Playwright page) runs last, and its result is kept.
     """
     from playwright.sync_api import sync_playwright
 
-    executable = ensure_chromium()
+    executable = find_chromium()
     url = Path(path).resolve().as_uri()
     requests: list[str] = []
     errors: list[str] = []
-    render: list[float] = []
+    dialogs: list[str] = []
+    inspected: Any = None
+    ready: list[float] = []
+    lazy_times: list[dict[str, float]] = []
+    paint: list[float] = []
     wall: list[float] = []
 
     def route(r: Any) -> None:
@@ -99,24 +106,60 @@ def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, t
         else:
             r.abort()
 
+    def wait(page: Any, condition: str, what: str) -> None:
+        try:
+            page.wait_for_function(condition, timeout=timeout_s * 1000)
+        except Exception as exc:  # say why the page never finished, not just that it timed out
+            raise RuntimeError(f"{url}: {what} not drawn within {timeout_s} s; console errors: {errors}; drawn: "
+                               f"{page.evaluate('window.naskdReport && window.naskdReport.rendered')}") from exc
+
     with tempfile.TemporaryDirectory(prefix="naskd-chromium-") as profile, sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(profile, executable_path=str(executable), headless=True,
-                                                        args=list(FLAGS), viewport={"width": 1280, "height": 900})
+                                                        args=list(FLAGS),
+                                                        viewport={"width": viewport[0], "height": viewport[1]})
         try:
             context.route("**/*", route)
             page = context.new_page()
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             for _ in range(loads):
                 start = time.perf_counter()
                 page.goto(url, wait_until="load", timeout=timeout_s * 1000)
-                page.wait_for_function("window.naskdReport && window.naskdReport.done", timeout=timeout_s * 1000)
+                wait(page, "window.naskdReport && window.naskdReport.ready", "the eager figures")
                 wall.append(time.perf_counter() - start)
-                render.append(page.evaluate("window.naskdReport.renderedAt || 0") / 1000.0)
+                times = page.evaluate(_TIMES_JS)
+                ready.append(times["ready"] / 1000.0)
+                paint.append(times["paint"] / 1000.0)
+                drawn: dict[str, float] = {}
+                for fig_id in times["lazy"] if lazy else []:
+                    asked = page.evaluate(_SCROLL_JS, fig_id)
+                    wait(page, f"window.naskdReport.rendered.some(r => r[0] === {fig_id!r})", fig_id)
+                    at = page.evaluate(f"window.naskdReport.rendered.find(r => r[0] === {fig_id!r})[1]")
+                    drawn[fig_id] = max(0.0, at - asked) / 1000.0
+                if lazy:
+                    wait(page, "window.naskdReport.done", "every figure")
+                    page.evaluate("window.scrollTo(0, 0)")
+                lazy_times.append(drawn)
             figures = page.evaluate(_FIGURES_JS)
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)
+            if inspect is not None:
+                inspected = inspect(page)
         finally:
             context.close()
-    return Rendered(render, wall, figures, requests, errors, screenshot)
+    return Rendered(ready, lazy_times, paint, wall, figures, requests, errors, dialogs, screenshot, inspected)
+
+
+_TIMES_JS = """() => {
+  const paint = performance.getEntriesByName('first-contentful-paint')[0];
+  return {ready: window.naskdReport.readyAt || 0, paint: paint ? paint.startTime : 0, lazy: window.naskdReport.lazy || []};
+}"""
+
+# Scrolls a figure to the middle of the screen, as a reader would; returns when (page clock).
+_SCROLL_JS = """(id) => {
+  const at = performance.now();
+  document.getElementById(id).scrollIntoView({block: 'center'});
+  return at;
+}"""

@@ -32,9 +32,20 @@ TEACHER_COLOR = "#444"
 LOG_METRICS = frozenset({"params", "flops", "capacity_ratio"})
 
 
+_GRID = "#e6e9ef"
+#: A small template of our own: plotly's named ones hold settings for every trace type, and
+#: plotly deep-copies the template into every figure (most of the time a report takes to build).
+TEMPLATE = go.layout.Template(layout=dict(
+    paper_bgcolor="white", plot_bgcolor="white", font=dict(color="#2a3f5f"), hovermode="closest",
+    colorway=["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"],
+    xaxis=dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor="#c8ced8", automargin=True),
+    yaxis=dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor="#c8ced8", automargin=True),
+))
+
+
 def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
     # An explicit height: without one a plotly figure fills the viewport, and several share a page.
-    settings: dict[str, Any] = dict(template="plotly_white", height=height, margin=dict(l=70, r=30, t=40, b=60),
+    settings: dict[str, Any] = dict(template=TEMPLATE, height=height, margin=dict(l=70, r=30, t=40, b=60),
                                     hoverlabel=dict(align="left", font_size=12))
     fig.update_layout(**{**settings, **extra})
     fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
@@ -43,6 +54,13 @@ def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
 
 def _axis_type(metric: str, values: Sequence[float]) -> str:
     return "log" if metric in LOG_METRICS and values and min(values) > 0 else "linear"
+
+
+def _axis(metric: str, values: Sequence[float]) -> dict[str, Any]:
+    """Axis settings: log for counts spanning orders of magnitude, labelled at 1, 2 and 5 per
+    decade (plotly's default labels every digit, which collide on short log ranges)."""
+    kind = _axis_type(metric, values)
+    return dict(type=kind, dtick="D2") if kind == "log" else dict(type=kind)
 
 
 def _sizes(params: Sequence[float | None]) -> tuple[list[float], float]:
@@ -58,7 +76,8 @@ def _rank_marker(view: StudyView, records: Sequence[TrialRecord], sizes: list[fl
     ranks = [view.ranks.get(r.number, max(view.ranks.values(), default=0) + 1) for r in records]
     marker: dict[str, Any] = dict(color=ranks, colorscale=RANK_COLORSCALE, cmin=0, cmax=max(1, max(ranks, default=1)),
                                   line=dict(width=0.6, color="white"), opacity=0.9,
-                                  colorbar=dict(title=dict(text="Pareto rank<br>(0 = front)"), thickness=14, len=0.8))
+                                  colorbar=dict(title=dict(text="Pareto rank<br>(0 = front)"), thickness=14, len=0.8,
+                                                dtick=1))
     if sizes is not None:
         marker.update(size=sizes, sizemode="area", sizeref=sizeref, sizemin=MIN_MARKER_PX)
     else:
@@ -69,8 +88,8 @@ def _rank_marker(view: StudyView, records: Sequence[TrialRecord], sizes: list[fl
 def _teacher_line(fig: go.Figure, view: StudyView, **where: Any) -> None:
     teacher = view.teacher_value("accuracy")
     if teacher is not None:
-        fig.add_hline(y=teacher, line=dict(color=TEACHER_COLOR, dash="dot", width=1.5),
-                      annotation_text=f"teacher accuracy {fmt(teacher)}", annotation_position="top left", **where)
+        fig.add_hline(y=teacher, line=dict(color=TEACHER_COLOR, dash="dot", width=1.5), annotation_position="top left",
+                      annotation_text=f"teacher accuracy {fmt(teacher, 'accuracy')}", **where)
 
 
 def pareto_2d(view: StudyView, x_metric: str) -> go.Figure | None:
@@ -85,7 +104,7 @@ def pareto_2d(view: StudyView, x_metric: str) -> go.Figure | None:
         return None
     x_done = [float(r.metrics[x_metric]) for r in done]
     y_done = [float(r.metrics["accuracy"]) for r in done]
-    sizes, sizeref = _sizes([number(r.metrics.get("params")) for r in (*done, *faded)])
+    sizes, sizeref = _sizes([number(r.metrics.get("params")) for r in done])
     fig = go.Figure()
     if done:
         fig.add_trace(go.Scatter(x=x_done, y=y_done, mode="markers", name="completed students",
@@ -115,7 +134,7 @@ def pareto_2d(view: StudyView, x_metric: str) -> go.Figure | None:
                                  hovertext=[view.hover(r) for r in faded], hoverinfo="text"))
     _teacher_line(fig, view)
     all_x = x_done + [float(r.metrics[x_metric]) for r in faded]
-    fig.update_xaxes(title_text=label(x_metric), type=_axis_type(x_metric, all_x))
+    fig.update_xaxes(title_text=label(x_metric), **_axis(x_metric, all_x))
     fig.update_yaxes(title_text="accuracy (validation)")
     return _layout(fig, 520)
 
@@ -141,7 +160,7 @@ def pareto_3d(view: StudyView) -> go.Figure | None:
                                    hovertext=[view.hover(k)], hoverinfo="text"))
     params = [float(r.metrics["params"]) for r in done]
     fig.update_layout(scene=dict(xaxis_title=label("latency_p50_ms"), yaxis_title=label("params"),
-                                 zaxis_title="accuracy", yaxis_type=_axis_type("params", params)))
+                                 zaxis_title="accuracy", yaxis=_axis("params", params)))
     return _layout(fig, 600)
 
 
@@ -161,7 +180,7 @@ def capacity_gap(view: StudyView) -> go.Figure | None:
                                                 for r in rows], hoverinfo="text"))
     _teacher_line(fig, view)
     ratios = [float(r.metrics["capacity_ratio"]) for r in done]
-    fig.update_xaxes(title_text="capacity ratio (teacher params / student params)", type=_axis_type("capacity_ratio", ratios))
+    fig.update_xaxes(title_text="capacity ratio (teacher params / student params)", **_axis("capacity_ratio", ratios))
     fig.update_yaxes(title_text="accuracy / agreement")
     return _layout(fig, 460)
 
@@ -175,8 +194,8 @@ def kd_gain(view: StudyView, rows: Sequence[GapRow]) -> go.Figure | None:
                                         "gap closure = (distilled − scratch) / (teacher − scratch)"))
     hover = {g.number: _gap_hover(view, g) for g in rows}
     fig.add_trace(go.Scatter(x=[g.capacity_ratio for g in rows], y=[g.kd_gain for g in rows], mode="markers",
-                             name="KD gain", marker=dict(size=9, color=[g.kd_gain for g in rows],
-                                                         colorscale="RdBu", cmid=0),
+                             name="KD gain", marker=dict(size=9, color=[_gain_colour(g.kd_gain) for g in rows],
+                                                         line=dict(width=1, color="#555")),
                              hovertext=[hover[g.number] for g in rows], hoverinfo="text"), row=1, col=1)
     closing = [g for g in rows if g.gap_closure is not None]
     if closing:
@@ -187,8 +206,7 @@ def kd_gain(view: StudyView, rows: Sequence[GapRow]) -> go.Figure | None:
                       annotation_text="teacher's accuracy", annotation_position="top left")
     for col in (1, 2):
         fig.add_hline(y=0.0, line=dict(color="#888", width=1), row=1, col=col)
-    kind = _axis_type("capacity_ratio", [g.capacity_ratio for g in rows])
-    fig.update_xaxes(title_text="capacity ratio", type=kind)
+    fig.update_xaxes(title_text="capacity ratio", **_axis("capacity_ratio", [g.capacity_ratio for g in rows]))
     fig.update_yaxes(title_text="accuracy difference", row=1, col=1)
     fig.update_yaxes(title_text="share of the gap closed", row=1, col=2)
     return _layout(fig, 460, showlegend=False)
@@ -239,7 +257,7 @@ def history(view: StudyView) -> go.Figure | None:
                       row=row, col=1)
         fig.add_trace(go.Scatter(x=numbers, y=best_so_far(values, direction), mode="lines", name="best so far",
                                  line=dict(shape="hv", color="#ff7f0e"), hoverinfo="skip"), row=row, col=1)
-        fig.update_yaxes(title_text=label(metric), type=_axis_type(metric, values), row=row, col=1)
+        fig.update_yaxes(title_text=label(metric), **_axis(metric, values), row=row, col=1)
     fig.update_xaxes(title_text="trial number", row=k, col=1)
     return _layout(fig, 120 + 230 * k, showlegend=False)
 
@@ -292,6 +310,11 @@ def _short_hover(record: TrialRecord, metrics: Sequence[str]) -> str:
     return "<br>".join(lines)
 
 
+def _gain_colour(gain: float) -> str:
+    """Green where the teacher helped, red where it hurt, grey where it made no difference."""
+    return "#2ca02c" if gain > 0 else "#d62728" if gain < 0 else "#bbbbbb"
+
+
 def _gap_hover(view: StudyView, g: GapRow) -> str:
     closure = "undefined (teacher not above scratch)" if g.gap_closure is None else f"{g.gap_closure:.2f}"
     record = next(r for r in view.complete if r.number == g.number)
@@ -302,27 +325,26 @@ def _gap_hover(view: StudyView, g: GapRow) -> str:
 
 
 def _spec_columns(records: Sequence[TrialRecord], view: StudyView) -> list[tuple[str, dict[int, Any]]]:
-    """Axis name -> {trial number: value}: every architecture key (lists split by position),
-    then the recipe keys that vary between trials (a fixed recipe says nothing)."""
-    order = [row.get("name") for row in (view.facts.get("space") or {}).get("params", []) or []
-             if isinstance(row, Mapping)]
-    columns: dict[str, dict[int, Any]] = {}
+    """Axis name -> {trial number: value}: every architecture key in the space's order (lists
+    split by position as ``width_0``, ``width_1``, the names the space gives them), then the
+    recipe keys that vary between trials (a fixed recipe says nothing)."""
+    space = view.facts.get("space") if isinstance(view.facts.get("space"), Mapping) else {}
+    order = {row.get("name"): i for i, row in enumerate(space.get("params") or []) if isinstance(row, Mapping)}
+    columns: dict[tuple[int, str, int], dict[int, Any]] = {}  # (declared position, name, list index)
     for r in records:
         arch = r.spec.get("arch") if isinstance(r.spec.get("arch"), Mapping) else {}
         for key, value in arch.items():
-            if isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    columns.setdefault(f"{key}[{i}]", {})[r.number] = item
-            else:
-                columns.setdefault(str(key), {})[r.number] = value
-    rank = {name: i for i, name in enumerate(order)}
-    arch_cols = sorted(columns.items(), key=lambda kv: (rank.get(kv[0].split("[")[0], len(rank)), kv[0]))
+            at = order.get(key, len(order))
+            items = enumerate(value) if isinstance(value, (list, tuple)) else [(-1, value)]
+            for i, item in items:
+                columns.setdefault((at, str(key), i), {})[r.number] = item
+    named = [(name if i < 0 else f"{name}_{i}", values) for (_, name, i), values in sorted(columns.items())]
     recipe: dict[str, dict[int, Any]] = {}
     for r in records:
         for key, value in (r.spec.get("recipe") or {}).items():
             recipe.setdefault(f"recipe.{key}", {})[r.number] = value
     varying = [(k, v) for k, v in sorted(recipe.items()) if len({repr(x) for x in v.values()}) > 1]
-    return arch_cols + varying
+    return named + varying
 
 
 def _dimension(name: str, values: Sequence[Any]) -> dict[str, Any]:
@@ -333,12 +355,20 @@ def _dimension(name: str, values: Sequence[Any]) -> dict[str, Any]:
     numeric = present and all(number(v) is not None for v in present) and not any(isinstance(v, bool) for v in present)
     if numeric:
         nums = [float(v) for v in present]
+        whole = all(v.is_integer() for v in nums)
         if len(present) == len(values):
+            distinct = sorted(set(nums))
+            if whole and len(distinct) <= 8:  # a few counts (depth 1-3): one tick each, no "1.2"
+                span = [distinct[0], distinct[-1]] if len(distinct) > 1 else [distinct[0] - 1, distinct[0] + 1]
+                return dict(label=plot_text(name), values=nums, tickvals=distinct,
+                            ticktext=[fmt(int(v)) for v in distinct], range=span)
             return dict(label=plot_text(name), values=nums)
         low, high = min(nums), max(nums)
         gap = (high - low) * 0.15 or max(abs(low) * 0.15, 1.0)
         absent = low - gap
         ticks = sorted(set(np.round(np.linspace(low, high, 4), 6).tolist()))
+        if whole:  # counts (depth, width) get whole-number ticks
+            ticks = sorted({float(round(t)) for t in ticks})
         return dict(label=plot_text(name), values=[absent if v is None else float(v) for v in values],
                     range=[absent, high], tickvals=[absent, *ticks], ticktext=["absent", *(fmt(t) for t in ticks)])
     categories = sorted({fmt(v) for v in present})

@@ -16,6 +16,8 @@ from importlib import metadata
 from typing import Any
 
 import plotly.graph_objects as go
+from plotly.io.json import to_json_plotly
+from plotly.offline import get_plotlyjs
 
 from naskd.report import analysis, assets, figures
 from naskd.report.checks import Finding, findings
@@ -32,22 +34,41 @@ def _e(value: Any) -> str:
     return html.escape(value if isinstance(value, str) else fmt(value))
 
 
+#: Trace types plotly draws with WebGL. Software WebGL (a browser without a GPU) needs a
+#: second or more to set up each such figure, so they are drawn lazily: only when the reader
+#: scrolls near them, after every other figure.
+WEBGL_TRACES = frozenset({"scatter3d", "parcoords", "scattergl", "surface", "mesh3d", "cone", "streamtube"})
+_CONFIG = {"displaylogo": False, "responsive": True}
+LAZY_NOTE = "Interactive WebGL figure: drawn when scrolled into view."
+
+
 class _Figures:
-    """Turns figures into HTML: the first one carries the plotly.js bundle (offline, never
-    the CDN), the others only their data; each reports to ``naskdFigureDone`` when drawn."""
+    """Turns figures into HTML: a sized <div>, the figure's plotly JSON in a
+    ``<script type="application/json">`` (parsed only when drawn) and a call to
+    ``naskdFigure`` (``assets.RENDER_HOOK``), which draws SVG figures one by one as the page
+    loads and WebGL ones when scrolled near. The plotly.js bundle is embedded once (offline:
+    never the CDN), before the first figure."""
 
     def __init__(self) -> None:
         self.ids: list[str] = []
+        self.eager = 0
 
     def html(self, fig: go.Figure, div_id: str, caption: str) -> str:
         first = not self.ids
         self.ids.append(div_id)
-        height = fig.layout.height or 450
-        body = fig.to_html(include_plotlyjs=True if first else False, full_html=False, div_id=div_id,
-                           default_height=f"{height}px", default_width="100%",
-                           config={"displaylogo": False, "responsive": True},
-                           post_script=f"naskdFigureDone({div_id!r});")
-        return f'<div class="figure">\n<p class="caption">{caption}</p>\n{body}\n</div>'
+        height = int(fig.layout.height or 450)
+        lazy = any(trace.type in WEBGL_TRACES for trace in fig.data)
+        self.eager += not lazy
+        spec = fig.to_dict()
+        # plotly's own serialiser: escapes "<", ">" and "/" so no string can close the script.
+        data = to_json_plotly({"data": spec.get("data", []), "layout": spec.get("layout", {}), "config": _CONFIG})
+        bundle = ("<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>\n"
+                  f"<script>{get_plotlyjs()}</script>\n") if first else ""
+        note = f'<p class="lazy-note">{_e(LAZY_NOTE)}</p>' if lazy else ""
+        return (f'<div class="figure">\n<p class="caption">{caption}</p>\n{bundle}'
+                f'<div id="{div_id}" class="plotly-graph-div" style="height:{height}px; width:100%;">{note}</div>\n'
+                f'<script type="application/json" data-figure="{div_id}">{data}</script>\n'
+                f'<script>naskdFigure("{div_id}", {"true" if lazy else "false"});</script>\n</div>')
 
 
 def build_page(view: StudyView, *, importances: Mapping[str, Mapping[str, float]] | None,
@@ -64,7 +85,7 @@ def build_page(view: StudyView, *, importances: Mapping[str, Mapping[str, float]
         _search_section(view, figs, importances),
         _details_section(view),
     ]
-    hook = assets.RENDER_HOOK % (len(figs.ids), "false" if figs.ids else "true")
+    hook = assets.RENDER_HOOK % {"expected": len(figs.ids), "eager": figs.eager}
     title = f"naskd report: {view.name}"
     return "\n".join([
         "<!DOCTYPE html>",
@@ -103,14 +124,14 @@ def _header(view: StudyView, created: datetime) -> str:
     if view.hypervolume is not None:
         result += f"; normalised hypervolume {view.hypervolume:.4f}"
     if knee is not None:
-        result += (f"; knee: trial {knee.number} (accuracy {fmt(knee.metrics.get('accuracy'))}, "
+        result += (f"; knee: trial {knee.number} (accuracy {fmt(knee.metrics.get('accuracy'), 'accuracy')}, "
                    f"{fmt(knee.metrics.get('params'), 'params')} params, "
                    f"{fmt(knee.metrics.get('latency_p50_ms'))} ms)")
     search = parse_search_command(str(facts.get("command") or ""))
     command = (f'<code class="command">{_e(facts["command"])}</code>' if facts.get("command")
                else "not recorded (the study was run from Python, not with <code>naskd search</code>)")
     rows = [
-        ("Date", _e(created.isoformat(timespec="minutes"))),
+        ("Date", _e(_date_text(created))),
         ("Dataset", _data_text(facts.get("data"))),
         ("Teacher", _teacher_text(view)),
         ("Search space", _space_text(facts.get("space"))),
@@ -150,6 +171,12 @@ def _header(view: StudyView, created: datetime) -> str:
     ])
 
 
+def _date_text(created: datetime) -> str:
+    offset = created.utcoffset()
+    zone = "" if offset is None else " UTC" if not offset else f" UTC{created.strftime('%z')}"
+    return created.strftime("%Y-%m-%d %H:%M") + zone
+
+
 def _data_text(data: Any) -> str:
     if not isinstance(data, Mapping) or not data:
         return "not recorded"
@@ -170,7 +197,7 @@ def _teacher_text(view: StudyView) -> str:
     teacher = view.facts.get("teacher") if isinstance(view.facts.get("teacher"), Mapping) else {}
     if not view.teacher and not teacher:
         return "not recorded"
-    parts = [f"accuracy {fmt(view.teacher_value('accuracy'))}",
+    parts = [f"accuracy {fmt(view.teacher_value('accuracy'), 'accuracy')}",
              f"{fmt(view.teacher_value('params'), 'params')} params",
              f"{fmt(view.teacher_value('flops'), 'flops')} FLOPs",
              f"latency p50 {fmt(view.teacher_value('latency_p50_ms'))} ms / p95 "
@@ -201,7 +228,7 @@ def _param_text(row: Mapping[str, Any]) -> str:
     if kind in ("int", "float") and row.get("range"):
         low, high = (list(row["range"]) + [None, None])[:2]
         text += f"{kind} {fmt(low)}–{fmt(high)}"
-        if row.get("step"):
+        if row.get("step") and not (kind == "int" and row["step"] == 1):  # step 1 is every integer: say nothing
             text += f" step {fmt(row['step'])}"
         if row.get("log"):
             text += " (log scale)"
@@ -270,7 +297,8 @@ def _pareto_section(view: StudyView, figs: _Figures) -> str:
         if fig is not None:
             drawn = True
             out.append(f"<h3>Accuracy against {_e(label(metric))}</h3>")
-            out.append(figs.html(fig, div_id, _e(f"Up and to the left is better: more accurate, lower {label(metric)}.")))
+            caption = f"Up and to the left is better: more accurate, lower {label(metric)}."
+            out.append(figs.html(fig, div_id, _e(caption)))
     if not drawn:
         out.append(_missing("No trial was measured, so there is nothing to draw."))
     fig = figures.pareto_3d(view)
@@ -292,38 +320,36 @@ def _table_section(view: StudyView) -> str:
     extra = [m for m in DIAGNOSTIC_METRICS if any(m in r.metrics for r in rows)]
     metrics = [*FRONT_COLUMNS, *extra]
     show_gain = "scratch_accuracy" in extra
-    head = ['<th data-sort="num"><button type="button">trial</button></th>']
-    head += [f'<th data-sort="num"><button type="button">{_e(label(m))}</button></th>' for m in metrics]
-    if show_gain:
-        head.append('<th data-sort="num"><button type="button">KD gain</button></th>')
-    head += ['<th data-sort="text"><button type="button">spec</button></th>', "<th>export</th>"]
-    body = []
+    titles = ["trial", *(label(m) for m in metrics), *(["KD gain"] if show_gain else [])]
+    head = "".join(f'<th data-sort="num"><button type="button">{_e(t)}</button></th>' for t in titles)
+    # One <tbody> per student: its metrics row, then a full-width row with the spec and the
+    # export command (too long for a column); the sort moves the two rows together.
+    bodies = []
     for r in rows:
         knee = r.number == view.knee
-        cells = [f'<td class="num" data-value="{r.number}">{r.number}{" ★ knee" if knee else ""}</td>']
-        for m in metrics:
-            value = number(r.metrics.get(m))
-            cells.append(f'<td class="num" data-value="{"" if value is None else repr(value)}">'
-                         f"{_e(fmt(r.metrics.get(m), m))}</td>")
+        cells = [_num_cell(r.number, f"{r.number}{' ★ knee' if knee else ''}")]
+        cells += [_num_cell(number(r.metrics.get(m)), fmt(r.metrics.get(m), m)) for m in metrics]
         if show_gain:
             acc, scratch = number(r.metrics.get("accuracy")), number(r.metrics.get("scratch_accuracy"))
             gain = None if acc is None or scratch is None else acc - scratch
-            cells.append(f'<td class="num" data-value="{"" if gain is None else repr(gain)}">'
-                         f"{'–' if gain is None else _e(f'{gain * 100:+.1f} pts')}</td>")
+            cells.append(_num_cell(gain, "–" if gain is None else f"{gain * 100:+.1f} pts"))
         recipe = recipe_text(r.spec)
-        spec = f"<code>{_e(arch_text(r.spec))}</code>"
-        if recipe:
-            spec += f"<br><small>{_e(recipe)}</small>"
-        cells.append(f'<td data-value="{_e(arch_text(r.spec))}">{spec}</td>')
-        cells.append(f'<td><code class="command">{_e(export_command(view.facts, view.name, r.number))}</code></td>')
-        body.append(f'<tr{" class=knee" if knee else ""} data-trial="{r.number}">' + "".join(cells) + "</tr>")
-    out += ['<p class="caption">Sorted by accuracy; click a column title to sort by it. The export command writes '
-            "the student's weights, TorchScript, spec and a README, after checking that the reloaded student "
-            "reproduces its recorded accuracy.</p>",
+        spec = f"<code>{_e(arch_text(r.spec))}</code>" + (f" <small>recipe: {_e(recipe)}</small>" if recipe else "")
+        command = f'<code class="command">{_e(export_command(view.facts, view.name, r.number))}</code>'
+        bodies.append(f'<tbody data-trial="{r.number}"{" class=knee" if knee else ""}>'
+                      f'<tr class="metrics">{"".join(cells)}</tr>'
+                      f'<tr class="spec"><td colspan="{len(titles)}">{spec}<br>export: {command}</td></tr></tbody>')
+    out += ['<p class="caption">Sorted by accuracy; click a column title to sort by it. Under each student: its '
+            "spec, and the command that exports it (weights, TorchScript, spec and a README, after checking that "
+            "the reloaded student reproduces its recorded accuracy).</p>",
             '<div class="table-wrap"><table class="sortable front-table">',
-            "<thead><tr>" + "".join(head) + "</tr></thead>",
-            "<tbody>", *body, "</tbody></table></div>", "</section>"]
+            f"<thead><tr>{head}</tr></thead>", *bodies, "</table></div>", "</section>"]
     return "\n".join(out)
+
+
+def _num_cell(value: float | None, text: str) -> str:
+    """A numeric cell; ``data-value`` carries the exact number the sort uses."""
+    return f'<td class="num" data-value="{"" if value is None else repr(float(value))}">{_e(text)}</td>'
 
 
 def _capacity_section(view: StudyView, figs: _Figures) -> str:
@@ -390,20 +416,23 @@ def _search_section(view: StudyView, figs: _Figures,
     out.append("<h3>Optimisation history per objective</h3>")
     out.append(_missing("No trial completed.") if fig is None else figs.html(
         fig, "fig-history", "Each completed trial's value; the orange line is the best so far."))
-    fig = figures.parallel(view)
-    out.append("<h3>Architecture parameters</h3>")
-    out.append(_missing("No completed trial with architecture parameters.") if fig is None else figs.html(
-        fig, "fig-parallel", "One line per completed student through its architecture values, coloured by accuracy. "
-        "Drag along an axis to keep only the lines in a range. List parameters get one axis per position; "
-        "\u201cabsent\u201d marks a student without that position (e.g. fewer layers)."))
     out.append("<h3>Parameter importances</h3>")
     fig = figures.importances(view, importances) if importances else None
     out.append(_missing("Parameter importances are not available for this study (they need enough completed "
                         "trials and are computed by the search backend).") if fig is None else figs.html(
         fig, "fig-importances", "How much of each objective's variation each parameter explains (fANOVA; the "
         "importances of one objective sum to 1)."))
+    fig = figures.parallel(view)
+    out.append("<h3>Architecture parameters</h3>")
+    out.append(_missing("No completed trial with architecture parameters.") if fig is None else figs.html(
+        fig, "fig-parallel", "One line per completed student through its architecture values, coloured by accuracy. "
+        "Drag along an axis to keep only the lines in a range. List parameters get one axis per position; "
+        "\u201cabsent\u201d marks a student without that position (e.g. fewer layers)."))
     out.append("</section>")
     return "\n".join(out)
+
+
+_SPACE_COLUMNS = ("name", "kind", "range", "step", "log", "choices", "value", "per", "when")
 
 
 def _details_section(view: StudyView) -> str:
@@ -413,11 +442,11 @@ def _details_section(view: StudyView) -> str:
     for row in space.get("params") or []:
         if isinstance(row, Mapping):
             cells = "".join(f"<td>{_e(fmt(row.get(k)) if row.get(k) is not None else '')}</td>"
-                            for k in ("name", "kind", "range", "step", "log", "choices", "value", "per", "when"))
+                            for k in _SPACE_COLUMNS)
             rows.append(f"<tr>{cells}</tr>")
-    table = ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in
-                                             ("name", "kind", "range", "step", "log", "choices", "value", "per", "when"))
-             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>") if rows else _missing("Not recorded.")
+    head = "".join(f"<th>{h}</th>" for h in _SPACE_COLUMNS)
+    table = (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>" if rows
+             else _missing("Not recorded."))
     problems = [r for r in view.records if r.state in ("failed", "infeasible", "pruned") and r.reason]
     listing = "".join(f"<li>trial {r.number} ({_e(r.state)}): {_e(r.reason)}</li>" for r in problems[:200])
     more = f"<p class=\"note\">… and {len(problems) - 200} more.</p>" if len(problems) > 200 else ""

@@ -19,12 +19,13 @@ import numpy as np
 
 from naskd.config import METRIC_DIRECTIONS
 from naskd.front import pareto_ranks
-from naskd.results import FRONT_COLUMNS, TrialRecord
+from naskd.results import DIAGNOSTIC_COLUMNS, FRONT_COLUMNS, TrialRecord
 
 #: The objectives a study optimises when its file names none; the 3-D view always uses them.
 DEFAULT_OBJECTIVES = ("accuracy", "latency_p50_ms", "params")
-#: Metrics the diagnostics commands add to completed trials, shown after FRONT_COLUMNS.
-DIAGNOSTIC_METRICS = ("scratch_accuracy", "long_accuracy", "long_steps")
+#: Metrics the diagnostics add to completed trials (scratch baselines, confirmation runs),
+#: shown after FRONT_COLUMNS.
+DIAGNOSTIC_METRICS = DIAGNOSTIC_COLUMNS
 #: Readable axis and column labels; any other metric shows its own name.
 LABELS = {
     "accuracy": "accuracy",
@@ -38,9 +39,13 @@ LABELS = {
     "capacity_ratio": "capacity ratio",
     "scratch_accuracy": "scratch accuracy",
     "long_accuracy": "long-run accuracy",
+    "long_teacher_agreement": "long-run agreement",
     "long_steps": "long-run steps",
 }
 _INT_METRICS = frozenset({"params", "flops", "long_steps"})
+#: Shares in [0, 1] read best with a fixed number of decimals, so a column lines up.
+_SHARE_METRICS = frozenset({"accuracy", "teacher_agreement", "scratch_accuracy", "long_accuracy",
+                            "long_teacher_agreement"})
 
 
 def label(metric: str) -> str:
@@ -59,8 +64,9 @@ def number(value: Any) -> float | None:
 
 
 def fmt(value: Any, metric: str | None = None) -> str:
-    """A value for people: counted metrics (params, FLOPs) with thousands separators, floats
-    to 4 significant digits, anything else as text ("–" for missing)."""
+    """A value for people: counted metrics (params, FLOPs) with thousands separators, shares
+    (accuracy, agreement) to 4 decimals, other floats to 4 significant digits, lists and
+    dicts item by item, anything else as text ("–" for missing)."""
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -69,12 +75,16 @@ def fmt(value: Any, metric: str | None = None) -> str:
         return f"{int(value):,}"  # separators only for counts: "[1,024, 8]" would misread in a spec
     if isinstance(value, (int, np.integer)):
         return str(int(value))
+    if metric in _SHARE_METRICS and number(value) is not None:
+        return f"{float(value):.4f}"
     if isinstance(value, (float, np.floating)):
         if not math.isfinite(value):
             return str(value)
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(fmt(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}={fmt(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
@@ -134,6 +144,7 @@ class StudyView:
     metrics: tuple[str, ...]
     hypervolume: float | None
     facts: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    _hovers: dict[int, str] = field(repr=False, compare=False, default_factory=dict)  # four figures share them
 
     @property
     def finished(self) -> int:
@@ -152,6 +163,11 @@ class StudyView:
 
     def hover(self, record: TrialRecord) -> str:
         """Hover label: trial number, state and rank, every metric, the whole spec, the reason."""
+        if record.number not in self._hovers:
+            self._hovers[record.number] = self._hover(record)
+        return self._hovers[record.number]
+
+    def _hover(self, record: TrialRecord) -> str:
         head = f"<b>trial {record.number}</b> · {plot_text(record.state)}"
         if record.number in self.ranks:
             rank = self.ranks[record.number]

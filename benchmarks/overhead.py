@@ -1,0 +1,392 @@
+"""How much does naskd's training loop cost, and how many trials an hour does a study run?
+
+Measures, on CPU, for the mnist1d study (``studies/mnist1d.toml``):
+
+1. One fixed cnn1d student (about 1/10 of the built-in teacher's forward FLOPs), trained for
+   the same number of steps, with the same seed, batch size and optimizer, three ways,
+   interleaved over R repeats (median of each):
+
+   (a) naskd, teacher cache on:  ``distill(..., teacher_logits=context.train_logits)``
+   (b) naskd, teacher cache off: ``distill(..., teacher=context.teacher.model)``, the teacher
+       runs on every batch inside naskd's loop
+   (c) a plain PyTorch loop written here, the way a user would without naskd: Adam, a seeded
+       permutation, tensor slices, the teacher under ``torch.no_grad()`` every step, and
+       ``(1-a)*CE + a*T^2*KL`` written inline.
+
+   Targets: (a) <= 0.5x (c), and (b) <= 1.05x (c). Both are printed as PASS/FAIL; the
+   script never exits non-zero for a FAIL (it is a benchmark, not a test).
+
+2. Trials per hour: K trials through ``naskd.trial.evaluate`` (cost measurement, budget
+   check, distillation, scoring), with specs drawn from the study's space by a seeded random
+   suggester. Optuna's own overhead per trial is excluded (it is small).
+
+Building the study context (data, and the built-in teacher, which trains on first use and is
+cached under $NASKD_CACHE_DIR or ~/.cache/naskd) happens once and is excluded from every
+timing. torch uses os.cpu_count() intra-op threads throughout.
+
+Run:
+    .venv/bin/python benchmarks/overhead.py            # full run (300 steps x 5 repeats, 8 trials)
+    .venv/bin/python benchmarks/overhead.py --quick    # short run (60 steps x 3 repeats, 3 trials)
+
+It ends with a Markdown snippet to paste into the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from naskd.cache import cache_root  # noqa: E402
+from naskd.config import DistillConfig, load_study  # noqa: E402
+from naskd.distill import distill  # noqa: E402
+from naskd.measure import count_flops, count_params  # noqa: E402
+from naskd.spaces import build_student  # noqa: E402
+from naskd.trial import StudyContext, build_context, evaluate, full_spec  # noqa: E402
+
+STUDY = REPO_ROOT / "studies" / "mnist1d.toml"
+
+#: The fixed student: 2 stages of one residual block each, 11 -> 22 channels, kernel 5.
+STUDENT_SPEC: dict[str, Any] = {
+    "family": "cnn1d",
+    "arch": {"stages": 2, "blocks": 1, "width": 11, "width_mult": 2.0, "kernel": 5},
+}
+
+
+# --------------------------------------------------------------------------- suggester
+
+
+class RandomSuggester:
+    """Seeded uniform random sampling with optuna's ``suggest_*`` signatures."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.params: dict[str, Any] = {}
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        if log:
+            # Log-uniform over [low, high + 1), floored: each int weighted by its log-width.
+            value = int(math.exp(self.rng.uniform(math.log(low), math.log(high + 1))))
+            value = min(max(value, low), high)
+        else:
+            value = low + step * self.rng.randint(0, (high - low) // step)
+        self.params[name] = value
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        if log:
+            value = math.exp(self.rng.uniform(math.log(low), math.log(high)))
+        elif step is not None:
+            value = low + step * self.rng.randint(0, int(math.floor((high - low) / step + 1e-9)))
+        else:
+            value = self.rng.uniform(low, high)
+        self.params[name] = value
+        return value
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        value = self.rng.choice(list(choices))
+        self.params[name] = value
+        return value
+
+
+# --------------------------------------------------------------------------- the three loops
+
+
+def plain_loop(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+               steps: int, batch_size: int, lr: float, alpha: float, temperature: float, seed: int) -> float:
+    """What a user would write without naskd. Returns the last loss."""
+    n = len(y)
+    per_epoch = math.ceil(n / batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(student.parameters(), lr=lr)
+    teacher.eval()
+    student.train()
+    order = torch.randperm(n, generator=generator)
+    for step in range(steps):
+        i = step % per_epoch
+        if i == 0 and step > 0:
+            order = torch.randperm(n, generator=generator)
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        xb, yb = x[idx], y[idx]
+        logits = student(xb)
+        with torch.no_grad():
+            t = teacher(xb)
+        ce = F.cross_entropy(logits, yb)
+        kl = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.log_softmax(t / temperature, dim=-1),
+                      reduction="batchmean", log_target=True)
+        loss = (1 - alpha) * ce + alpha * temperature**2 * kl
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    student.eval()
+    return loss.item()
+
+
+def make_runners(context: StudyContext, recipe: DistillConfig) -> dict[str, Callable[[nn.Module], float]]:
+    x, y = context.data.x_train, context.data.y_train
+    teacher = context.teacher.model
+    assert context.train_logits is not None, "studies/mnist1d.toml must have [distill].cache_teacher on"
+
+    def cached(student: nn.Module) -> float:
+        return distill(student, x, y, recipe, teacher_logits=context.train_logits).final_loss
+
+    def uncached(student: nn.Module) -> float:
+        return distill(student, x, y, recipe, teacher=teacher).final_loss
+
+    def plain(student: nn.Module) -> float:
+        return plain_loop(student, teacher, x, y, steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr,
+                          alpha=recipe.alpha, temperature=recipe.temperature, seed=recipe.seed)
+
+    return {"naskd, cache on": cached, "naskd, cache off": uncached, "plain PyTorch loop": plain}
+
+
+def fresh_student(context: StudyContext, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_student(STUDENT_SPEC, context.data.input_shape, context.data.num_classes)
+
+
+def piece_times(context: StudyContext, recipe: DistillConfig, seed: int, calls: int = 200) -> dict[str, float]:
+    """Median ms per call of the pieces a step is made of, interleaved in rounds of 10 calls.
+
+    The cache removes exactly the teacher's forward pass from a step, so
+    ``student_step / (student_step + teacher_forward)`` bounds what cache-on / plain can reach.
+    """
+    x, y = context.data.x_train, context.data.y_train
+    assert context.train_logits is not None
+    xb, yb, tb = x[:recipe.batch_size], y[:recipe.batch_size], context.train_logits[:recipe.batch_size]
+    teacher = context.teacher.model.eval()
+    student = fresh_student(context, seed).train()
+    optimizer = torch.optim.Adam(student.parameters(), lr=recipe.lr)
+    a, temp = recipe.alpha, recipe.temperature
+
+    def loss_of() -> torch.Tensor:
+        logits = student(xb)
+        kl = F.kl_div(F.log_softmax(logits / temp, dim=-1), F.log_softmax(tb / temp, dim=-1),
+                      reduction="batchmean", log_target=True)
+        return (1 - a) * F.cross_entropy(logits, yb) + a * temp**2 * kl
+
+    def student_step() -> None:
+        loss = loss_of()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def teacher_forward() -> None:
+        with torch.no_grad():
+            teacher(xb)
+
+    def student_forward() -> None:
+        with torch.no_grad():
+            student(xb)
+
+    pieces = {"student train step (fwd+loss+bwd+Adam)": student_step, "  of which Adam step": optimizer.step,
+              "student forward (no_grad)": student_forward, "teacher forward (no_grad)": teacher_forward}
+    samples: dict[str, list[float]] = {name: [] for name in pieces}
+    for fn in pieces.values():  # warm-up
+        for _ in range(5):
+            fn()
+    for _ in range(max(1, calls // 10)):
+        for name, fn in pieces.items():
+            for _ in range(10):
+                start = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - start)
+    student.eval()
+    return {name: 1e3 * statistics.median(v) for name, v in samples.items()}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def load_text() -> str:
+    """The 1-minute load average against the CPU count: other processes make timings noisy."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return "load average unknown"
+    cpus = os.cpu_count() or 1
+    busy = " (BUSY: more runnable threads than CPUs; timings are noisy)" if load > cpus else ""
+    return f"1-min load average {load:.2f} on {os.cpu_count()} CPUs{busy}"
+
+
+def spec_text(spec: dict[str, Any]) -> str:
+    arch = spec["arch"]
+    return f"{spec['family']} " + ", ".join(f"{k}={v}" for k, v in arch.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short run: 60 steps, 3 repeats, 3 trials")
+    parser.add_argument("--steps", type=int, help="training steps per run (default 300; --quick 60)")
+    parser.add_argument("--repeats", type=int, help="interleaved repeats, median taken (default 5; --quick 3)")
+    parser.add_argument("--trials", type=int, help="trials for the trials/hour figure (default 8; --quick 3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the student, batches and sampled specs")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch intra-op threads (default: os.cpu_count())")
+    args = parser.parse_args()
+    steps = args.steps or (60 if args.quick else 300)
+    repeats = args.repeats or (3 if args.quick else 5)
+    trials = args.trials if args.trials is not None else (3 if args.quick else 8)
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    threads = args.threads
+    torch.set_num_threads(threads)
+    machine = (f"{platform.processor() or platform.machine()} ({platform.machine()}), {os.cpu_count()} CPUs, "
+               f"torch {torch.__version__}, {threads} thread{'s' if threads != 1 else ''}, "
+               f"Python {platform.python_version()}")
+    print(f"machine: {machine}")
+    print(f"torch.set_num_threads({threads}){' (os.cpu_count())' if threads == os.cpu_count() else ''} for every "
+          f"variant and every trial")
+    load_before = load_text()
+
+    # ---- setup (not timed)
+    print(f"\nsetting up {STUDY.relative_to(REPO_ROOT)} (not timed: data, teacher and its cached outputs; the "
+          f"built-in teacher trains on first use, minutes on a small CPU, then is cached under "
+          f"{cache_root(None)})", flush=True)
+    t0 = time.perf_counter()
+    config = load_study(STUDY)
+    context = build_context(config)
+    setup_s = time.perf_counter() - t0
+    torch.set_num_threads(threads)
+    data = context.data
+    print(f"setup took {setup_s:.1f} s (excluded); train set {tuple(data.x_train.shape)}, "
+          f"teacher accuracy {context.teacher_info['accuracy']:.3f}")
+
+    # ---- the student
+    teacher_flops = count_flops(context.teacher.model, data.input_shape)
+    teacher_params = count_params(context.teacher.model)
+    student = fresh_student(context, args.seed)
+    student_flops = count_flops(student, data.input_shape)
+    student_params = count_params(student)
+    flop_ratio = teacher_flops / student_flops
+    print(f"\nteacher: {teacher_params:,} params, {teacher_flops:,} FLOPs/sample (forward)")
+    print(f"student: {spec_text(STUDENT_SPEC)}: {student_params:,} params, {student_flops:,} FLOPs/sample "
+          f"(forward); teacher/student FLOPs = {flop_ratio:.2f}x")
+    if not 8 <= flop_ratio <= 12:
+        print("WARNING: the teacher/student FLOP ratio is outside 8x..12x; retune STUDENT_SPEC")
+
+    # ---- loop overhead
+    recipe = dataclasses.replace(config.distill, steps=steps)
+    runners = make_runners(context, recipe)
+    names = list(runners)
+    print(f"\ntraining loop: {steps} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}, alpha {recipe.alpha}, "
+          f"T {recipe.temperature}, seed {recipe.seed}; a fresh student per run; {repeats} repeats, interleaved "
+          f"(order rotated each repeat), each variant warmed up once first", flush=True)
+    for name in names:
+        runners[name](fresh_student(context, args.seed))
+    times: dict[str, list[float]] = {name: [] for name in names}
+    losses: dict[str, float] = {}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            model = fresh_student(context, args.seed)
+            start = time.perf_counter()
+            losses[name] = runners[name](model)
+            times[name].append(time.perf_counter() - start)
+        print(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in names), flush=True)
+
+    load_after = load_text()
+    median = {name: statistics.median(times[name]) for name in names}
+    best = {name: min(times[name]) for name in names}
+    plain = median["plain PyTorch loop"]
+    rows = [(name, median[name], steps / median[name], median[name] / plain, losses[name]) for name in names]
+    print(f"\n{'variant':<20} {'median s':>9} {'steps/s':>9} {'vs plain':>9} {'min s':>8} {'min vs plain':>13} "
+          f"{'final loss':>11}")
+    for name, sec, sps, ratio, loss in rows:
+        print(f"{name:<20} {sec:>9.3f} {sps:>9.1f} {ratio:>8.2f}x {best[name]:>8.3f} "
+              f"{best[name] / best['plain PyTorch loop']:>12.2f}x {loss:>11.4f}")
+    print(f"(load before: {load_before}; after: {load_after})")
+    on_ratio = median["naskd, cache on"] / plain
+    off_ratio = median["naskd, cache off"] / plain
+    on_ok, off_ok = on_ratio <= 0.5, off_ratio <= 1.05
+    print(f"\ntarget: cache on  <= 0.50x plain: {on_ratio:.2f}x  {'PASS' if on_ok else 'FAIL'}  (medians)")
+    print(f"target: cache off <= 1.05x plain: {off_ratio:.2f}x  {'PASS' if off_ok else 'FAIL'}  (medians)")
+
+    # ---- where a step's time goes
+    print("\nwhere a step goes (median ms per call, batch of "
+          f"{recipe.batch_size}, same threads; timed call by call, interleaved):", flush=True)
+    pieces = piece_times(context, recipe, args.seed)
+    for name, ms in pieces.items():
+        print(f"  {name:<40} {ms:8.3f} ms")
+    step_ms = pieces["student train step (fwd+loss+bwd+Adam)"]
+    teacher_ms = pieces["teacher forward (no_grad)"]
+    bound = step_ms / (step_ms + teacher_ms)
+    print(f"  the cache saves only the teacher's forward, so cache-on/plain >= about {step_ms:.2f} / "
+          f"({step_ms:.2f} + {teacher_ms:.2f}) = {bound:.2f}x for this student, whatever the loop does")
+
+    # ---- trials per hour
+    trial_s: list[float] = []
+    statuses: Counter[str] = Counter()
+    if trials > 0:
+        print(f"\ntrials/hour: {trials} trials of {STUDY.relative_to(REPO_ROOT)} through naskd.trial.evaluate "
+              f"(recipe: {config.distill.epochs} epochs of batch {config.distill.batch_size}; latency "
+              f"{config.cost.repeats} repeats at {config.cost.threads} thread), specs from a seeded random "
+              f"suggester (seed {args.seed})", flush=True)
+        suggester = RandomSuggester(args.seed)
+        for k in range(trials):
+            spec = full_spec(config.space.sample(suggester), config)
+            start = time.perf_counter()
+            result = evaluate(spec, context)
+            elapsed = time.perf_counter() - start
+            torch.set_num_threads(threads)
+            trial_s.append(elapsed)
+            statuses[result.status] += 1
+            extra = (f"acc {result.metrics['accuracy']:.3f}, {int(result.metrics['params']):,} params"
+                     if result.status == "complete" else (result.reason or ""))
+            print(f"  trial {k + 1}/{trials}: {elapsed:6.2f} s  {result.status:<10} {spec_text(spec)}  [{extra}]",
+                  flush=True)
+    mean_trial = statistics.fmean(trial_s) if trial_s else float("nan")
+    per_hour = 3600 / mean_trial if trial_s else float("nan")
+    status_text = ", ".join(f"{statuses[s]} {s}" for s in ("complete", "infeasible", "invalid", "failed")
+                            if statuses[s] or s != "invalid")
+    if trial_s:
+        median_trial = statistics.median(trial_s)
+        print(f"\nmean {mean_trial:.2f} s per trial -> {per_hour:.0f} trials/hour on one worker "
+              f"(median {median_trial:.2f} s -> {3600 / median_trial:.0f}/hour, less sensitive to a "
+              f"busy machine); {status_text}")
+        print("(excludes Optuna's own sampler/storage overhead per trial, which is small)")
+
+    # ---- README snippet
+    print("\n---- Markdown for README ----\n")
+    print(f"Training-loop overhead, mnist1d: a {spec_text(STUDENT_SPEC)} student ({student_params:,} params, "
+          f"{student_flops / 1e3:,.0f} kFLOPs/sample, {flop_ratio:.1f}x fewer than the {teacher_params:,}-param "
+          f"teacher), {steps} steps of batch {recipe.batch_size}, median of {repeats} interleaved runs "
+          f"(`.venv/bin/python benchmarks/overhead.py`):\n")
+    print("| variant | seconds | steps/s | vs plain loop |")
+    print("|---|---:|---:|---:|")
+    for name, sec, sps, ratio, _ in rows:
+        print(f"| {name} | {sec:.2f} | {sps:.0f} | {ratio:.2f}x |")
+    print(f"\nTargets: cache on <= 0.5x plain ({on_ratio:.2f}x, {'pass' if on_ok else 'fail'}); "
+          f"cache off <= 1.05x plain ({off_ratio:.2f}x, {'pass' if off_ok else 'fail'}). The cache removes only "
+          f"the teacher's forward pass ({teacher_ms:.1f} ms per batch here, against {step_ms:.1f} ms for the "
+          f"student's training step), so this student cannot go below about {bound:.2f}x.")
+    if trial_s:
+        print(f"\nThroughput, `studies/mnist1d.toml`: {per_hour:.0f} trials/hour on one worker "
+              f"({mean_trial:.1f} s per trial, mean of {len(trial_s)}: {status_text}; "
+              f"Optuna's own overhead excluded).")
+    print(f"\nMachine: {machine}; {load_after}.")
+
+
+if __name__ == "__main__":
+    main()

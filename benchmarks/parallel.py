@@ -1,0 +1,167 @@
+"""Trials per hour with 1 and 2 workers, through the Optuna backend (journal file, worker
+processes) and the Ray backend (a local Ray instance), on ``studies/mnist1d.toml``.
+
+"1 worker" runs one trial at a time with torch using every core; "2 workers" runs two at a
+time with cores / 2 torch threads each, so they do not fight over the cores:
+
+    optuna  1 worker:  run_search in this process           (torch threads = cores)
+    optuna  2 workers: run_search with [search].workers = 2 (each process: cores / 2 threads)
+    ray     1 worker:  [ray] cpus_per_trial = cores, concurrency 1
+    ray     2 workers: [ray] cpus_per_trial = cores / 2, concurrency 2
+
+Each run starts a fresh study (same seed) and runs N trials. Two rates are printed:
+``wall`` counts the whole call (spawning worker processes or starting Ray included);
+``steady`` counts from the first trial's start to the last trial's end (the study's own
+timestamps), which is what a long study sees. The study context (data, the built-in teacher,
+its outputs) is built once beforehand and excluded. Latency is measured while the other
+worker trains, so its figures are noisier with 2 workers; the trials per hour are what this
+measures. Ray is kept on 127.0.0.1.
+
+Other work on the machine skews every figure: the load average is printed before and after
+each run, with a warning when it is above the number of cores.
+
+Run:
+    .venv/bin/python benchmarks/parallel.py            # 12 trials per run, the study's 10 epochs each
+    .venv/bin/python benchmarks/parallel.py --quick    # 4 trials per run, 2 epochs each (rates of those
+                                                       # shorter trials; the speed-ups still compare)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Read by Ray when it is first imported: a local instance on loopback only, no usage stats.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import optuna  # noqa: E402
+import torch  # noqa: E402
+
+from naskd.backends import optuna_backend as ob  # noqa: E402
+from naskd.config import RayConfig, load_study  # noqa: E402
+from naskd.trial import build_context  # noqa: E402
+
+STUDY = REPO_ROOT / "studies" / "mnist1d.toml"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import ray
+
+    return (f"{cpu}, {cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, optuna {optuna.__version__}, ray {ray.__version__}")
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def steady_rate(trials: list[optuna.trial.FrozenTrial]) -> float:
+    done = [t for t in trials if t.datetime_complete is not None]
+    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    return len(done) / span * 3600 if span > 0 else float("nan")
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects taskset and cpusets), not the machine's total."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run(backend: str, workers: int, trials: int, epochs: int | None, root: Path) -> dict:
+    cores = cpu_count()
+    out = root / f"{backend}-{workers}"
+    shutil.rmtree(out, ignore_errors=True)
+    config = load_study(STUDY, trials=trials, workers=workers if backend == "optuna" else 1,
+                        storage=str(out / "study.journal"))
+    if epochs is not None:
+        config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, epochs=epochs))
+    threads = max(1, cores // workers)
+    before = load()
+    start = time.perf_counter()
+    if backend == "optuna":
+        torch.set_num_threads(cores)  # one worker runs here, on every core; 2 workers get cores / 2 each
+        ob.run_search(config, out, show_progress=False)
+    else:
+        from naskd.backends import ray_backend
+
+        config = dataclasses.replace(config, ray=RayConfig(cpus_per_trial=float(threads), concurrency=workers))
+        ray_backend.run_ray_search(config, out, show_progress=False)
+    wall = time.perf_counter() - start
+    study = ob.open_study(config, ob.open_storage(ob.StorageChoice(str(out / "study.journal"), "journal")), create=False)
+    done = [t for t in study.get_trials(deepcopy=False) if ob.counts(t)]
+    return {"backend": backend, "workers": workers, "threads": threads, "trials": len(done),
+            "wall_s": wall, "wall_rate": len(done) / wall * 3600, "steady_rate": steady_rate(done),
+            "load_before": before, "load_after": load()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 trials of 2 epochs per run instead of 12 of 10")
+    parser.add_argument("--trials", type=int, help="trials per run (overrides --quick)")
+    args = parser.parse_args()
+    trials = args.trials or (4 if args.quick else 12)
+    epochs = 2 if args.quick else None
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    cores = cpu_count()
+    print(f"machine: {machine()}")
+    print(f"study: {STUDY.relative_to(REPO_ROOT)}, {trials} trials per run"
+          + (f", {epochs} epochs per trial (--quick)" if epochs else ""))
+    t = time.perf_counter()
+    build_context(load_study(STUDY))
+    print(f"study context (data, teacher, teacher outputs) ready in {time.perf_counter() - t:.1f} s, excluded below\n")
+
+    root = Path(tempfile.mkdtemp(prefix="naskd-parallel-"))
+    rows = []
+    try:
+        for backend in ("optuna", "ray"):
+            for workers in (1, 2):
+                row = run(backend, workers, trials, epochs, root)
+                rows.append(row)
+                print(f"{backend:6s} {workers} worker(s) x {row['threads']} thread(s): {row['trials']} trials, "
+                      f"wall {row['wall_s']:.0f} s -> {row['wall_rate']:.0f}/h, steady {row['steady_rate']:.0f}/h "
+                      f"(load {row['load_before']:.1f} -> {row['load_after']:.1f})", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print("\n| backend | workers | torch threads each | trials/hour (steady) | trials/hour (wall) | speed-up (steady) |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        base = next(r for r in rows if r["backend"] == row["backend"] and r["workers"] == 1)
+        print(f"| {row['backend']} | {row['workers']} | {row['threads']} | {row['steady_rate']:.0f} | "
+              f"{row['wall_rate']:.0f} | {row['steady_rate'] / base['steady_rate']:.2f}x |")
+    for backend in ("optuna", "ray"):
+        one, two = (next(r for r in rows if r["backend"] == backend and r["workers"] == k) for k in (1, 2))
+        speedup = two["steady_rate"] / one["steady_rate"]
+        print(f"{backend}: 2 workers reach {speedup:.2f}x the single-worker rate (target >= 1.7x): "
+              f"{'PASS' if speedup >= 1.7 else 'FAIL'}")
+    busiest = max(max(r["load_before"], r["load_after"]) for r in rows)
+    if busiest > cores:
+        print(f"warning: load average reached {busiest:.1f} on {cores} cores: other work shared the machine, "
+              "so these figures are low and noisy; rerun when it is idle")
+
+
+if __name__ == "__main__":
+    main()

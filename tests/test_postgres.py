@@ -1,0 +1,166 @@
+"""Many workers on one study without Ray: a real PostgreSQL server on loopback, worker threads
+racing for the last slots, and three ``naskd search --storage postgresql+psycopg2://...``
+processes, one of them killed mid-trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from helpers_pg import postgres_server
+
+if not os.environ.get("CI"):  # in CI a missing driver fails the run rather than skipping it
+    pytest.importorskip("psycopg2", reason="psycopg2-binary is part of the dev extra: pip install -e '.[dev]'")
+
+from naskd.backends import optuna_backend as ob  # noqa: E402
+from naskd.cli import main  # noqa: E402
+from naskd.config import load_study  # noqa: E402
+from naskd.trial import build_context  # noqa: E402
+
+State = optuna.trial.TrialState
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """One server for the module (each test uses its own study); always stopped."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def fast_heartbeats(monkeypatch):
+    """Heartbeat every second, stale after 5 (production: 20 and 60); also for subprocesses."""
+    monkeypatch.setenv("NASKD_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("NASKD_HEARTBEAT_GRACE", "5")
+
+
+def _study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def _check_exact(trials: list[optuna.trial.FrozenTrial], target: int) -> list[optuna.trial.FrozenTrial]:
+    """Exactly ``target`` counted trials, unique numbers, none left running; surplus trials
+    (if a race made any) ended without being sampled. Returns the counted ones."""
+    assert len({t.number for t in trials}) == len(trials)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert not [t for t in trials if t.state == State.RUNNING]
+    counted = [t for t in trials if ob.counts(t)]
+    assert len(counted) == target
+    for t in trials:
+        if t.user_attrs.get("surplus"):
+            assert t.state == State.FAIL and not t.params
+    return counted
+
+
+class _Quick:
+    """A trivial objective: trials take milliseconds, so workers race for the last slots."""
+
+    directions = ["maximize"]
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float]:
+        trial.set_user_attr("status", "complete")
+        return (trial.suggest_float("x", 0.0, 1.0),)
+
+
+@pytest.mark.parametrize("kind", ["rdb", "journal"])
+def test_racing_workers_hold_exactly_the_requested_count(kind, postgres, fast_heartbeats, tmp_path):
+    """Four workers race for the last slots of a study whose trials take milliseconds."""
+    name, target = f"race-{kind}", 30
+    choice = ob.StorageChoice(postgres, "rdb") if kind == "rdb" else ob.StorageChoice(str(tmp_path / "s.journal"), "journal")
+    optuna.create_study(study_name=name, storage=ob.open_storage(choice), directions=["maximize"])
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        try:
+            study = optuna.load_study(study_name=name, storage=ob.open_storage(choice),  # heartbeats on for rdb
+                                      sampler=optuna.samplers.RandomSampler(seed=seed))
+            ob._optimize_until(study, _Quick(), target, lock_path=ob._creation_lock_path(choice))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    trials = optuna.load_study(study_name=name, storage=ob.open_storage(choice)).get_trials()
+    counted = _check_exact(trials, target)
+    assert all(t.state == State.COMPLETE for t in counted)
+    if kind == "journal":  # one machine: the creation lock prevents the race itself
+        assert len(trials) == target
+
+
+def _naskd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from naskd.cli import main; sys.exit(main())", *args]
+
+
+def test_three_worker_processes_and_one_killed(postgres, fast_heartbeats, write_study, tmp_path, capsys):
+    target = 6
+    study = write_study(name="pg3", distill={"steps": 1000, "batch_size": 32},
+                        search={"trials": target, "sampler": "tpe"})
+    out = tmp_path / "out"
+    build_context(load_study(study))  # the teacher and its outputs, once, before the workers start
+    # One torch thread each: three processes sharing two cores would otherwise oversubscribe them.
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
+    cmd = _naskd("search", str(study), "--storage", postgres, "--out", str(out), "-q")
+    procs = {}
+    for i in range(3):
+        log = open(tmp_path / f"worker{i}.log", "wb")
+        p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs[p.pid] = p
+    victim = None
+    try:
+        # Kill the worker of a running trial once one trial has completed.
+        deadline = time.monotonic() + 120
+        while victim is None:
+            assert time.monotonic() < deadline, "no trial completed with another one running"
+            time.sleep(0.2)
+            try:
+                trials = _study(postgres, "pg3").get_trials()
+            except KeyError:  # not created yet
+                continue
+            if not any(t.state == State.COMPLETE for t in trials):
+                continue
+            for t in trials:
+                pid = int(t.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
+                if t.state == State.RUNNING and pid in procs and t.user_attrs.get("surplus") is None:
+                    os.kill(pid, signal.SIGKILL)
+                    victim = (t.number, procs.pop(pid))
+                    break
+        number, killed = victim
+        killed.wait(timeout=10)
+        for p in procs.values():
+            assert p.wait(timeout=180) == 0, "\n".join(f.read_text() for f in tmp_path.glob("worker*.log"))
+    finally:
+        for p in [*procs.values(), *([victim[1]] if victim else [])]:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    trials = _study(postgres, "pg3").get_trials()
+    dead = trials[number]
+    if dead.state == State.COMPLETE:  # it finished in the instant before the kill: nothing to recover
+        pytest.fail("the killed worker's trial completed before the kill; make trials longer")
+    # Its trial was failed by the survivors' heartbeat check and is not counted.
+    assert dead.state == State.FAIL and not ob.counts(dead)
+    assert "heartbeats" in ob.to_record(dead).reason
+    counted = _check_exact(trials, target)
+    assert all(t.state == State.COMPLETE and t.user_attrs["status"] == "complete" for t in counted)
+    assert len({t.user_attrs["worker"] for t in counted}) >= 2  # the work was shared
+
+    capsys.readouterr()
+    assert main(["front", str(study), "--storage", postgres, "--out", str(out), "--format", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counts"]["complete"] == target and summary["counts"]["failed"] == 1
