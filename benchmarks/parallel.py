@@ -5,11 +5,14 @@ processes) and the Ray backend (a local Ray instance), on ``studies/mnist1d.toml
 time with cores / 2 torch threads each, so they do not fight over the cores:
 
     optuna  1 worker:  run_search in this process           (torch threads = cores)
+    optuna  1 worker, 1 thread: the same with one torch thread (a reference: per-worker speed)
     optuna  2 workers: run_search with [search].workers = 2 (each process: cores / 2 threads)
     ray     1 worker:  [ray] cpus_per_trial = cores, concurrency 1
     ray     2 workers: [ray] cpus_per_trial = cores / 2, concurrency 2
 
-Each run starts a fresh study (same seed) and runs N trials. Two rates are printed:
+Each run starts a fresh study holding the same N students, enqueued in the same order (drawn
+once from the study's space by a seeded random sampler), so every configuration trains the
+same architectures whatever its workers' samplers would pick. Two rates are printed:
 ``wall`` counts the whole call (spawning worker processes or starting Ray included);
 ``steady`` counts from the first trial's start to the last trial's end (the study's own
 timestamps), which is what a long study sees. The study context (data, the built-in teacher,
@@ -22,7 +25,7 @@ each run, with a warning when it is above the number of cores.
 
 Run:
     .venv/bin/python benchmarks/parallel.py            # 12 trials per run, the study's 10 epochs each
-    .venv/bin/python benchmarks/parallel.py --quick    # 4 trials per run, 2 epochs each (rates of those
+    .venv/bin/python benchmarks/parallel.py --quick    # 6 trials per run, 2 epochs each (rates of those
                                                        # shorter trials; the speed-ups still compare)
 """
 
@@ -88,19 +91,38 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def run(backend: str, workers: int, trials: int, epochs: int | None, root: Path) -> dict:
+def fixed_students(trials: int) -> list[dict]:
+    """The parameters of ``trials`` students drawn from the study's space (seeded)."""
+    config = load_study(STUDY)
+    draw = optuna.create_study(directions=list(config.search.directions), sampler=optuna.samplers.RandomSampler(seed=0))
+    params = []
+    for _ in range(trials):
+        trial = draw.ask()
+        config.space.sample(trial)
+        params.append(dict(trial.params))
+        draw.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return params
+
+
+def run(backend: str, workers: int, trials: int, epochs: int | None, root: Path, students: list[dict],
+        threads: int | None = None) -> dict:
     cores = cpu_count()
-    out = root / f"{backend}-{workers}"
+    out = root / f"{backend}-{workers}-{threads}"
     shutil.rmtree(out, ignore_errors=True)
     config = load_study(STUDY, trials=trials, workers=workers if backend == "optuna" else 1,
                         storage=str(out / "study.journal"))
     if epochs is not None:
         config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, epochs=epochs))
-    threads = max(1, cores // workers)
+    threads = threads or max(1, cores // workers)
+    out.mkdir(parents=True)
+    queue = optuna.create_study(study_name=config.name, directions=list(config.search.directions),
+                                storage=ob.open_storage(ob.StorageChoice(str(out / "study.journal"), "journal")))
+    for params in students:
+        queue.enqueue_trial(params)
     before = load()
     start = time.perf_counter()
     if backend == "optuna":
-        torch.set_num_threads(cores)  # one worker runs here, on every core; 2 workers get cores / 2 each
+        torch.set_num_threads(threads)  # one worker runs here; 2 workers get cores / 2 threads each
         ob.run_search(config, out, show_progress=False)
     else:
         from naskd.backends import ray_backend
@@ -117,10 +139,10 @@ def run(backend: str, workers: int, trials: int, epochs: int | None, root: Path)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 trials of 2 epochs per run instead of 12 of 10")
+    parser.add_argument("--quick", action="store_true", help="6 trials of 2 epochs per run instead of 12 of 10")
     parser.add_argument("--trials", type=int, help="trials per run (overrides --quick)")
     args = parser.parse_args()
-    trials = args.trials or (4 if args.quick else 12)
+    trials = args.trials or (6 if args.quick else 12)
     epochs = 2 if args.quick else None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -133,30 +155,40 @@ def main() -> None:
     build_context(load_study(STUDY))
     print(f"study context (data, teacher, teacher outputs) ready in {time.perf_counter() - t:.1f} s, excluded below\n")
 
+    students = fixed_students(trials)
     root = Path(tempfile.mkdtemp(prefix="naskd-parallel-"))
     rows = []
     try:
-        for backend in ("optuna", "ray"):
-            for workers in (1, 2):
-                row = run(backend, workers, trials, epochs, root)
-                rows.append(row)
-                print(f"{backend:6s} {workers} worker(s) x {row['threads']} thread(s): {row['trials']} trials, "
-                      f"wall {row['wall_s']:.0f} s -> {row['wall_rate']:.0f}/h, steady {row['steady_rate']:.0f}/h "
-                      f"(load {row['load_before']:.1f} -> {row['load_after']:.1f})", flush=True)
+        plan = [("optuna", 1, None), ("optuna", 1, 1), ("optuna", 2, None), ("ray", 1, None), ("ray", 2, None)]
+        if cores == 1:
+            plan = [p for p in plan if p[2] is None]
+        for backend, workers, threads in plan:
+            row = run(backend, workers, trials, epochs, root, students, threads)
+            rows.append(row)
+            print(f"{backend:6s} {workers} worker(s) x {row['threads']} thread(s): {row['trials']} trials, "
+                  f"wall {row['wall_s']:.0f} s -> {row['wall_rate']:.0f}/h, steady {row['steady_rate']:.0f}/h "
+                  f"(load {row['load_before']:.1f} -> {row['load_after']:.1f})", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     print("\n| backend | workers | torch threads each | trials/hour (steady) | trials/hour (wall) | speed-up (steady) |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        base = next(r for r in rows if r["backend"] == row["backend"] and r["workers"] == 1)
+        base = next(r for r in rows if r["backend"] == row["backend"] and r["workers"] == 1
+                    and r["threads"] == cores)
         print(f"| {row['backend']} | {row['workers']} | {row['threads']} | {row['steady_rate']:.0f} | "
               f"{row['wall_rate']:.0f} | {row['steady_rate'] / base['steady_rate']:.2f}x |")
     for backend in ("optuna", "ray"):
-        one, two = (next(r for r in rows if r["backend"] == backend and r["workers"] == k) for k in (1, 2))
+        one = next(r for r in rows if r["backend"] == backend and r["workers"] == 1 and r["threads"] == cores)
+        two = next(r for r in rows if r["backend"] == backend and r["workers"] == 2)
         speedup = two["steady_rate"] / one["steady_rate"]
         print(f"{backend}: 2 workers reach {speedup:.2f}x the single-worker rate (target >= 1.7x): "
               f"{'PASS' if speedup >= 1.7 else 'FAIL'}")
+    ref = next((r for r in rows if r["backend"] == "optuna" and r["workers"] == 1 and r["threads"] == 1), None)
+    if ref is not None:
+        two = next(r for r in rows if r["backend"] == "optuna" and r["workers"] == 2)
+        print(f"optuna: 2 workers reach {two['steady_rate'] / ref['steady_rate']:.2f}x one single-threaded worker "
+              "(parallel efficiency; 2.00x is perfect)")
     busiest = max(max(r["load_before"], r["load_after"]) for r in rows)
     if busiest > cores:
         print(f"warning: load average reached {busiest:.1f} on {cores} cores: other work shared the machine, "

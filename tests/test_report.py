@@ -138,6 +138,30 @@ def test_page_is_self_contained_and_offline() -> None:
                                           "fig-parallel"} <= set(ids)
 
 
+def test_webgl_figures_are_drawn_lazily_and_the_rest_as_the_page_loads() -> None:
+    from plotly.offline import get_plotlyjs
+
+    from naskd.report.page import LAZY_NOTE
+
+    page = report(facts(), healthy(12))
+    calls = dict(re.findall(r'<script>naskdFigure\("(fig-[a-z0-9-]+)", (true|false)\);</script>', page))
+    assert {k for k, lazy in calls.items() if lazy == "true"} == {"fig-pareto-3d", "fig-parallel"}
+    assert {"fig-pareto-latency", "fig-capacity", "fig-hypervolume", "fig-history"} <= set(calls)
+    for fig_id, lazy in calls.items():
+        spec = figure_json(page, fig_id)  # each figure's plotly JSON, parsed only when it is drawn
+        assert spec["data"] and spec["layout"] and spec["config"]["displaylogo"] is False
+        # a sized box, holding the visible placeholder until a WebGL figure is drawn
+        div = re.search(rf'<div id="{fig_id}" class="plotly-graph-div" style="height:\d+px; width:100%;">(.*?)</div>',
+                        page).group(1)
+        assert (htmllib.escape(LAZY_NOTE) in div) == (lazy == "true"), (fig_id, div)
+    assert "drawn when scrolled into view" in LAZY_NOTE
+    assert page.index(get_plotlyjs()[:500]) < page.index("<script>naskdFigure(")  # plotly.js before any figure
+    # Every figure is counted, the lazy ones included; they start after the eager ones.
+    assert f'expected: {len(calls)}, eager: {sum(v == "false" for v in calls.values())}' in page
+    # The CSP still allows the page's own inline scripts (and plotly's WebGL shader code), nothing else.
+    assert "script-src 'unsafe-inline' 'unsafe-eval';" in page and "IntersectionObserver" in page
+
+
 def test_header_states_the_study() -> None:
     from importlib.metadata import version
 

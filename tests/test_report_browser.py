@@ -2,9 +2,10 @@
 
 Debian's ``chromium`` is driven through Playwright; when it is missing the test installs it
 with apt (CI runs as root with Debian's mirrors), so this test is never skipped. Checks:
-every figure drew (SVG markers counted against the trials; WebGL figures have their canvas),
-no request left the page, no console error, the study's name shows as text (no script ran),
-the table sorts; a full-page screenshot is kept (``$NASKD_ARTIFACTS`` when set).
+every figure drew (SVG markers counted against the trials as the page loads; the WebGL
+figures, drawn lazily, show a placeholder until scrolled into view, then have their canvas
+and points), no request left the page, no console error, the study's name shows as text (no
+script ran), the table sorts; a full-page screenshot is kept (``$NASKD_ARTIFACTS`` when set).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     page = build_report(facts, records, summary,
                         importances={o: {"depth": 0.6, "width_0": 0.4} for o in facts["objectives"]})
     report = write_report(out / "report.html", page)
+    # open_report scrolls each lazily drawn figure into view and waits until it is drawn.
     rendered = open_report(report, screenshot=tmp / "report.png", inspect=_inspect)
     artifacts = os.environ.get("NASKD_ARTIFACTS")
     if artifacts:
@@ -131,10 +133,21 @@ def test_every_figure_is_drawn_with_one_point_per_trial(study: dict[str, Any]) -
         assert any(name.startswith("knee") and t["points"] == 1 for name, t in by_name.items())
     assert figures["fig-capacity"]["traces"][0]["points"] == len(complete)
     assert figures["fig-hypervolume"]["traces"][0]["points"] == len(study["records"])
-    for fig_id in WEBGL_FIGURES:
+    for fig_id in WEBGL_FIGURES:  # drawn once scrolled into view: the placeholder is gone
         fig = figures[fig_id]
-        assert fig["canvases"] >= 1 and "WebGL" not in fig["text"], fig
-        assert fig["traces"][0]["points"] == len(complete)
+        assert fig["canvases"] >= 1 and "WebGL" not in fig["text"] and "scrolled into view" not in fig["text"], fig
+        assert fig["layout"] and fig["traces"][0]["points"] == len(complete)
+
+
+def test_webgl_figures_wait_until_scrolled_into_view(study: dict[str, Any]) -> None:
+    rendered = study["rendered"]
+    assert rendered.ready_seconds[0] > 0  # every eager figure drawn, the WebGL ones not needed for that
+    # The parallel coordinates are far below the first screen: at that point only the
+    # placeholder showed. Each was drawn after open_report scrolled to it.
+    assert set(rendered.waiting) == set(WEBGL_FIGURES)
+    assert "drawn when scrolled into view" in rendered.waiting["fig-parallel"], rendered.waiting
+    assert set(rendered.lazy_seconds[0]) == set(WEBGL_FIGURES)
+    assert all(0 <= t < 60 for t in rendered.lazy_seconds[0].values()), rendered.lazy_seconds
 
 
 def test_no_request_leaves_the_page(study: dict[str, Any]) -> None:

@@ -9,6 +9,11 @@ can move between ``--backend optuna`` and ``--backend ray`` at any point. ``Nask
 records each result as ``optuna_backend.record`` does (spec, status, metrics, reason,
 constraints) and never lets a trial that was stopped early enter the front with partial
 values.
+
+Only the driver writes the study storage. Workers save the trained students
+(``students/trial_N.pt``) themselves: on a cluster of several machines, put the output
+directory on a filesystem they all share, or ``naskd export`` will not find them. Workers
+must be able to import naskd (and any user model or loader module the study names).
 """
 
 from __future__ import annotations

@@ -46,13 +46,16 @@ table.front-table tr.spec td { border-bottom: 0; padding-top: 1px; padding-botto
 tbody.knee { background: #fdf1f1; }
 .table-wrap { overflow-x: auto; }
 details summary { cursor: pointer; color: var(--accent); }
+/* Each figure is its own layout and paint root (it has a fixed height): the many layouts
+   plotly forces while drawing one figure then leave the rest of the page alone. */
+.plotly-graph-div { contain: strict; }
 .lazy-note { height: 100%; margin: 0; display: flex; align-items: center; justify-content: center; text-align: center;
   color: var(--muted); background: #f7f8fa; border: 1px dashed #c8ced8; border-radius: 4px; }
 """
 
 #: Draws the figures and records when each is drawn, so a reader's tooling, the browser test
-#: and the benchmark can tell how far the page is: ``naskdReport.ready`` / ``readyAt`` (every
-#: eager figure drawn) and ``naskdReport.done`` / ``renderedAt`` (every figure, the lazy ones
+#: and the benchmark can tell how far the page is: ``naskdReport.ready`` / ``readyAt`` (the
+#: page parsed and every eager figure drawn) and ``naskdReport.done`` / ``renderedAt`` (every figure, the lazy ones
 #: included), times in ms since navigation start; ``rendered`` lists [id, ms] per figure.
 #:
 #: Each figure is a <div> followed by its plotly JSON (``<script type="application/json">``,
@@ -60,16 +63,16 @@ details summary { cursor: pointer; color: var(--accent); }
 #: drawn one at a time, in page order, each in its own task after a frame so the browser
 #: paints in between. Lazy figures (the WebGL ones: software WebGL needs a second or more to
 #: set each up) wait until every eager figure is drawn and the page is parsed, then until the
-#: reader scrolls near them (an IntersectionObserver with a margin of 1.5 screens); where
-#: IntersectionObserver is missing, they are drawn right after the eager ones. Printing draws
-#: them all. ``naskdReport.drawAll()`` does too.
+#: reader scrolls near them (an IntersectionObserver with a margin of 1.5 screens above and
+#: below the visible part); where IntersectionObserver is missing, they are drawn right after
+#: the eager ones. A print request (``beforeprint``) and ``naskdReport.drawAll()`` ask for
+#: every lazy figure at once. A figure that fails says so in its box and on the console.
 RENDER_HOOK = """
 (function () {
   "use strict";
   var report = window.naskdReport = { expected: %(expected)d, eager: %(eager)d, lazy: [], rendered: [],
     ready: false, readyAt: null, done: false, renderedAt: null, drawAll: drawAll };
   var queue = [], waiting = {}, busy = false, parsed = false, watching = false, observer = null, eagerLeft = report.eager;
-  if (report.eager === 0) { report.ready = true; report.readyAt = 0; }
   if (report.expected === 0) { report.done = true; report.renderedAt = 0; }
 
   function nextFrame(fn) {  // after the next paint; a timer too, as frames stop in hidden tabs
@@ -79,7 +82,7 @@ RENDER_HOOK = """
     setTimeout(go, 100);
   }
   function pump() {
-    if (busy || !queue.length || typeof window.Plotly === "undefined") { return; }
+    if (busy || !queue.length) { return; }
     busy = true;
     var job = queue.shift(), div = document.getElementById(job.id);
     if (job.lazy) {
@@ -99,7 +102,7 @@ RENDER_HOOK = """
   }
   function finished(job) {
     report.rendered.push([job.id, Math.round(performance.now())]);
-    if (!job.lazy && --eagerLeft === 0) { report.ready = true; report.readyAt = performance.now(); }
+    if (!job.lazy) { eagerLeft -= 1; }
     if (report.rendered.length >= report.expected) { report.done = true; report.renderedAt = performance.now(); }
     busy = false;
     watch();
@@ -116,6 +119,8 @@ RENDER_HOOK = """
   function watch() {  // once the page is parsed and every eager figure drawn
     if (watching || !parsed || eagerLeft > 0) { return; }
     watching = true;
+    report.ready = true;
+    report.readyAt = performance.now();
     if (!("IntersectionObserver" in window)) { drawAll(); return; }
     observer = new IntersectionObserver(function (entries) {
       entries.forEach(function (e) { if (e.isIntersecting) { request(e.target.id); } });
@@ -132,7 +137,6 @@ RENDER_HOOK = """
       pump();
     }
   };
-  window.naskdPlotlyLoaded = pump;
   document.addEventListener("DOMContentLoaded", function () { parsed = true; watch(); });
   window.addEventListener("beforeprint", drawAll);
 })();

@@ -53,6 +53,7 @@ class Rendered:
     paint_seconds: list[float]  # navigation start to the first contentful paint (text on screen)
     wall_seconds: list[float]  # from asking for the page to every eager figure drawn (Python's clock)
     figures: list[dict[str, Any]]
+    waiting: dict[str, str] = field(default_factory=dict)  # last load: lazy figure id -> its text before scrolling
     requests: list[str] = field(default_factory=list)  # every URL the page asked for
     console_errors: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)  # alert()/confirm() the page opened: none expected
@@ -96,6 +97,7 @@ def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, t
     inspected: Any = None
     ready: list[float] = []
     lazy_times: list[dict[str, float]] = []
+    waiting: dict[str, str] = {}
     paint: list[float] = []
     wall: list[float] = []
 
@@ -106,9 +108,9 @@ def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, t
         else:
             r.abort()
 
-    def wait(page: Any, condition: str, what: str) -> None:
+    def wait(page: Any, condition: str, what: str, arg: Any = None) -> None:
         try:
-            page.wait_for_function(condition, timeout=timeout_s * 1000)
+            page.wait_for_function(condition, arg=arg, timeout=timeout_s * 1000)
         except Exception as exc:  # say why the page never finished, not just that it timed out
             raise RuntimeError(f"{url}: {what} not drawn within {timeout_s} s; console errors: {errors}; drawn: "
                                f"{page.evaluate('window.naskdReport && window.naskdReport.rendered')}") from exc
@@ -131,11 +133,12 @@ def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, t
                 times = page.evaluate(_TIMES_JS)
                 ready.append(times["ready"] / 1000.0)
                 paint.append(times["paint"] / 1000.0)
+                waiting = times["waiting"]
                 drawn: dict[str, float] = {}
                 for fig_id in times["lazy"] if lazy else []:
                     asked = page.evaluate(_SCROLL_JS, fig_id)
-                    wait(page, f"window.naskdReport.rendered.some(r => r[0] === {fig_id!r})", fig_id)
-                    at = page.evaluate(f"window.naskdReport.rendered.find(r => r[0] === {fig_id!r})[1]")
+                    wait(page, "id => window.naskdReport.rendered.some(r => r[0] === id)", fig_id, fig_id)
+                    at = page.evaluate("id => window.naskdReport.rendered.find(r => r[0] === id)[1]", fig_id)
                     drawn[fig_id] = max(0.0, at - asked) / 1000.0
                 if lazy:
                     wait(page, "window.naskdReport.done", "every figure")
@@ -149,12 +152,14 @@ def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, t
                 inspected = inspect(page)
         finally:
             context.close()
-    return Rendered(ready, lazy_times, paint, wall, figures, requests, errors, dialogs, screenshot, inspected)
+    return Rendered(ready, lazy_times, paint, wall, figures, waiting, requests, errors, dialogs, screenshot, inspected)
 
 
 _TIMES_JS = """() => {
   const paint = performance.getEntriesByName('first-contentful-paint')[0];
-  return {ready: window.naskdReport.readyAt || 0, paint: paint ? paint.startTime : 0, lazy: window.naskdReport.lazy || []};
+  const lazy = window.naskdReport.lazy || [];
+  const waiting = Object.fromEntries(lazy.map(id => [id, document.getElementById(id).innerText]));
+  return {ready: window.naskdReport.readyAt || 0, paint: paint ? paint.startTime : 0, lazy: lazy, waiting: waiting};
 }"""
 
 # Scrolls a figure to the middle of the screen, as a reader would; returns when (page clock).

@@ -35,11 +35,14 @@ LOG_METRICS = frozenset({"params", "flops", "capacity_ratio"})
 _GRID = "#e6e9ef"
 #: A small template of our own: plotly's named ones hold settings for every trace type, and
 #: plotly deep-copies the template into every figure (most of the time a report takes to build).
+#: ``ticklabeloverflow="allow"``: plotly's default ("hide past div") measures every tick label
+#: in the browser to hide those overflowing the figure, one forced layout each, and with
+#: ``automargin`` none overflows.
+_AXIS = dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor="#c8ced8", automargin=True, ticklabeloverflow="allow")
 TEMPLATE = go.layout.Template(layout=dict(
     paper_bgcolor="white", plot_bgcolor="white", font=dict(color="#2a3f5f"), hovermode="closest",
     colorway=["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"],
-    xaxis=dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor="#c8ced8", automargin=True),
-    yaxis=dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor="#c8ced8", automargin=True),
+    xaxis=_AXIS, yaxis=_AXIS,
 ))
 
 
