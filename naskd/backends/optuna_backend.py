@@ -153,6 +153,28 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, cre
     return study
 
 
+def study_facts_for(config: StudyConfig, context: StudyContext, choice: StorageChoice,
+                    command: str | None) -> dict[str, Any]:
+    """What a study records about itself (stored as ``study.user_attrs["naskd"]``): the search
+    set-up, the data split and the teacher's figures, and what the latest run asked for."""
+    return {
+        "name": config.name,
+        "objectives": list(config.search.objectives),
+        "sampler": config.search.sampler,
+        "seed": config.search.seed,
+        "space": {"family": config.space.family, "source": str(config.space.source),
+                  "params": config.space.summary()},
+        "budgets": {"max_latency_ms": config.cost.max_latency_ms, "max_params": config.cost.max_params,
+                    "max_flops": config.cost.max_flops},
+        "storage": redact(choice.url),
+        "command": command or "",
+        "trials": config.search.trials,
+        "description": config.raw.get("description", ""),
+        "versions": library_versions(),
+        **context.describe(),
+    }
+
+
 #: Facts that describe the latest run rather than the study; refreshed on every resume.
 _RUN_FACTS = ("trials", "command", "versions", "description")
 
@@ -484,22 +506,7 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
     context = build_context(config)
     storage = open_storage(choice)
     study = open_study(config, storage, create=True)
-    facts = {
-        "name": config.name,
-        "objectives": list(config.search.objectives),
-        "sampler": config.search.sampler,
-        "seed": config.search.seed,
-        "space": {"family": config.space.family, "source": str(config.space.source),
-                  "params": config.space.summary()},
-        "budgets": {"max_latency_ms": config.cost.max_latency_ms, "max_params": config.cost.max_params,
-                    "max_flops": config.cost.max_flops},
-        "storage": redact(choice.url),
-        "command": command or "",
-        "trials": config.search.trials,
-        "description": config.raw.get("description", ""),
-        "versions": library_versions(),
-        **context.describe(),
-    }
+    facts = study_facts_for(config, context, choice, command)
     _check_facts(study, config, facts)
     if choice.kind != "rdb":
         fail_stale_trials(study, storage)

@@ -321,19 +321,7 @@ def _prepare(config: StudyConfig, out_dir: Path, command: str | None) -> tuple[S
     context = build_context(config)
     storage = ob.open_storage(choice)
     study = ob.open_study(config, storage, create=True)
-    facts = {
-        "name": config.name,
-        "objectives": list(config.search.objectives),
-        "sampler": config.search.sampler,
-        "seed": config.search.seed,
-        "space": {"family": config.space.family, "source": str(config.space.source),
-                  "params": config.space.summary()},
-        "budgets": {"max_latency_ms": config.cost.max_latency_ms, "max_params": config.cost.max_params,
-                    "max_flops": config.cost.max_flops},
-        "storage": ob.redact(choice.url),
-        "command": command or "",
-        **context.describe(),
-    }
+    facts = ob.study_facts_for(config, context, choice, command)
     ob._check_facts(study, config, facts)
     if choice.kind != "rdb":
         ob.fail_stale_trials(study, storage)
