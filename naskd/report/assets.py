@@ -46,17 +46,15 @@ table.front-table tr.spec td { border-bottom: 0; padding-top: 1px; padding-botto
 tbody.knee { background: #fdf1f1; }
 .table-wrap { overflow-x: auto; }
 details summary { cursor: pointer; color: var(--accent); }
-/* Each figure is its own layout and paint root (it has a fixed height): the many layouts
-   plotly forces while drawing one figure then leave the rest of the page alone. */
-.plotly-graph-div { contain: strict; }
 .lazy-note { height: 100%; margin: 0; display: flex; align-items: center; justify-content: center; text-align: center;
   color: var(--muted); background: #f7f8fa; border: 1px dashed #c8ced8; border-radius: 4px; }
 """
 
 #: Draws the figures and records when each is drawn, so a reader's tooling, the browser test
 #: and the benchmark can tell how far the page is: ``naskdReport.ready`` / ``readyAt`` (the
-#: page parsed and every eager figure drawn) and ``naskdReport.done`` / ``renderedAt`` (every figure, the lazy ones
-#: included), times in ms since navigation start; ``rendered`` lists [id, ms] per figure.
+#: page parsed and every eager figure drawn) and ``naskdReport.done`` / ``renderedAt`` (every
+#: figure, the lazy ones included), times in ms since navigation start; ``rendered`` lists
+#: [id, ms] per figure and ``lazy`` the ids of the lazily drawn ones.
 #:
 #: Each figure is a <div> followed by its plotly JSON (``<script type="application/json">``,
 #: parsed only when the figure is drawn) and a call to ``naskdFigure(id, lazy)``. Figures are
@@ -72,7 +70,8 @@ RENDER_HOOK = """
   "use strict";
   var report = window.naskdReport = { expected: %(expected)d, eager: %(eager)d, lazy: [], rendered: [],
     ready: false, readyAt: null, done: false, renderedAt: null, drawAll: drawAll };
-  var queue = [], waiting = {}, busy = false, parsed = false, watching = false, observer = null, eagerLeft = report.eager;
+  var queue = [], waiting = {}, busy = false, parsed = false, watching = false, observer = null;
+  var eagerLeft = report.eager;
   if (report.expected === 0) { report.done = true; report.renderedAt = 0; }
 
   function nextFrame(fn) {  // after the next paint; a timer too, as frames stop in hidden tabs

@@ -51,6 +51,7 @@ class Rendered:
     ready_seconds: list[float]  # navigation start to the page and every eagerly drawn (SVG) figure drawn
     lazy_seconds: list[dict[str, float]]  # lazy (WebGL) figure id -> from scrolling it into view to drawn
     paint_seconds: list[float]  # navigation start to the first contentful paint (text on screen)
+    parsed_seconds: list[float]  # navigation start to the whole page parsed (DOMContentLoaded): all its text there
     wall_seconds: list[float]  # from asking for the page to every eager figure drawn (Python's clock)
     figures: list[dict[str, Any]]
     waiting: dict[str, str] = field(default_factory=dict)  # last load: lazy figure id -> its text before scrolling
@@ -99,6 +100,7 @@ def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, t
     lazy_times: list[dict[str, float]] = []
     waiting: dict[str, str] = {}
     paint: list[float] = []
+    parsed: list[float] = []
     wall: list[float] = []
 
     def route(r: Any) -> None:
@@ -133,6 +135,7 @@ def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, t
                 times = page.evaluate(_TIMES_JS)
                 ready.append(times["ready"] / 1000.0)
                 paint.append(times["paint"] / 1000.0)
+                parsed.append(times["parsed"] / 1000.0)
                 waiting = times["waiting"]
                 drawn: dict[str, float] = {}
                 for fig_id in times["lazy"] if lazy else []:
@@ -152,14 +155,17 @@ def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, t
                 inspected = inspect(page)
         finally:
             context.close()
-    return Rendered(ready, lazy_times, paint, wall, figures, waiting, requests, errors, dialogs, screenshot, inspected)
+    return Rendered(ready, lazy_times, paint, parsed, wall, figures, waiting, requests, errors, dialogs, screenshot,
+                    inspected)
 
 
 _TIMES_JS = """() => {
   const paint = performance.getEntriesByName('first-contentful-paint')[0];
+  const nav = performance.getEntriesByType('navigation')[0];
   const lazy = window.naskdReport.lazy || [];
   const waiting = Object.fromEntries(lazy.map(id => [id, document.getElementById(id).innerText]));
-  return {ready: window.naskdReport.readyAt || 0, paint: paint ? paint.startTime : 0, lazy: lazy, waiting: waiting};
+  return {ready: window.naskdReport.readyAt || 0, paint: paint ? paint.startTime : 0,
+          parsed: nav ? nav.domContentLoadedEventStart : 0, lazy: lazy, waiting: waiting};
 }"""
 
 # Scrolls a figure to the middle of the screen, as a reader would; returns when (page clock).
