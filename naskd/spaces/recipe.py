@@ -46,19 +46,26 @@ def knowledge_problem(value: str) -> str | None:
     return None
 
 
-def parse_recipe_space(table: Any, file: str, at: KeyPath) -> tuple[Param, ...]:
-    """Validate ``[space.recipe]`` into Params; every key must be one of ``RECIPE_KEYS``."""
-    params = parse_params(table, file, at, section="recipe")
+def check_declarations(params: tuple[Param, ...], keys: dict[str, Key], file: str, at: KeyPath, section: str,
+                       *, unknown: str, prefix: str) -> None:
+    """Every declared param must name one of ``keys`` and fit its type, range and choices
+    (shared by ``[space.params]`` against a family and ``[space.recipe]`` against RECIPE_KEYS)."""
     for param in params:
-        key = RECIPE_KEYS.get(param.name)
+        key = keys.get(param.name)
         if key is None:
-            hint = did_you_mean(param.name, RECIPE_KEYS)
-            raise ConfigError(file, at("recipe", param.name),
-                              f"not a recipe key{hint} (known: {', '.join(RECIPE_KEYS)})")
+            hint = did_you_mean(param.name, keys)
+            raise ConfigError(file, at(section, param.name), f"{unknown}{hint} (known: {', '.join(keys)})")
         problem = key.declaration_problem(param)
         if problem:
             sub, phrase = problem
-            raise ConfigError(file, at("recipe", param.name, sub), f"recipe {param.name} {phrase}")
+            raise ConfigError(file, at(section, param.name, sub), f"{prefix} {param.name} {phrase}")
+
+
+def parse_recipe_space(table: Any, file: str, at: KeyPath) -> tuple[Param, ...]:
+    """Validate ``[space.recipe]`` into Params; every key must be one of ``RECIPE_KEYS``."""
+    params = parse_params(table, file, at, section="recipe")
+    check_declarations(params, RECIPE_KEYS, file, at, "recipe", unknown="not a recipe key", prefix="recipe")
+    for param in params:
         if param.name == "knowledge":
             values = param.choices if param.kind == "categorical" else (param.value,)
             for value in values or ():

@@ -16,7 +16,7 @@ from naskd.errors import ConfigError
 from naskd.spaces._text import did_you_mean, show, unknown_key
 from naskd.spaces.families import FAMILIES, import_builder
 from naskd.spaces.params import KeyPath, Param, Suggester, parse_params, sample_params
-from naskd.spaces.recipe import parse_recipe_space
+from naskd.spaces.recipe import check_declarations, parse_recipe_space
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -156,15 +156,7 @@ def _parse_space(data: dict, file: str, at: KeyPath, extra_keys: tuple[str, ...]
 
     params = parse_params(data.get("params", {}), file, at)
     if family_name != "user":
-        for param in params:
-            key = family.keys.get(param.name)
-            if key is None:
-                hint = did_you_mean(param.name, family.keys)
-                raise ConfigError(file, at("params", param.name),
-                                  f"{family_name} has no arch key of this name{hint} (known: {', '.join(family.keys)})")
-            problem = key.declaration_problem(param)
-            if problem:
-                sub, phrase = problem
-                raise ConfigError(file, at("params", param.name, sub), f"{family_name} {param.name} {phrase}")
+        check_declarations(params, family.keys, file, at, "params",
+                           unknown=f"{family_name} has no arch key of this name", prefix=family_name)
     recipe = parse_recipe_space(data["recipe"], file, at) if "recipe" in data else ()
     return Space(family=family_name, params=params, builder=builder, source=file, recipe=recipe)
