@@ -229,7 +229,8 @@ def test_make_optimizer_follows_the_recipe():
     assert type(sgd) is torch.optim.SGD
     assert sgd.param_groups[0]["lr"] == 0.1 and sgd.param_groups[0]["momentum"] == 0.5
     assert sgd.param_groups[0]["weight_decay"] == 1e-4
-    assert type(make_optimizer(params, DistillConfig(optimizer="adam"))) is torch.optim.Adam
+    adam = make_optimizer(params, DistillConfig(optimizer="adam"))
+    assert type(adam) is torch.optim.Adam and adam.param_groups[0]["fused"]  # fused on CPU
     adamw = make_optimizer(params, DistillConfig(optimizer="adamw", lr=0.01, weight_decay=0.05))
     assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["weight_decay"] == 0.05
     model[0].weight.requires_grad_(False)
