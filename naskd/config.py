@@ -27,6 +27,7 @@ BUILTIN_DATASETS = ("digits", "mnist1d", "synthetic")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("tpe", "nsga2", "random")
 DEVICES = ("cpu", "cuda")
+RAY_SCHEDULERS = ("fifo", "asha")
 
 #: Every metric a trial records, with the direction that makes it better.
 METRIC_DIRECTIONS: dict[str, str] = {
@@ -139,6 +140,9 @@ class RayConfig:
     max_failures: int = 1
     address: str | None = None  # None: start Ray on this machine; "auto" or "HOST:PORT": join a cluster
     concurrency: int = 0  # trials at once; 0: as many as the cluster's CPUs allow
+    scheduler: str = "fifo"  # "asha": trials report validation accuracy per epoch; weak ones stop early
+    grace_epochs: int = 2  # asha: epochs every trial trains before it may be stopped
+    reduction_factor: int = 3  # asha: about 1 in this many trials goes on at each rung
 
 
 @dataclass(frozen=True)
@@ -537,4 +541,8 @@ def _ray(s: _Section) -> RayConfig:
         max_failures=s.get("max_failures", _Key(int, _non_negative), d.max_failures),
         address=s.get("address", _Key(str, lambda v: None if v.strip() else "must not be empty"), None),
         concurrency=s.get("concurrency", _Key(int, _non_negative), d.concurrency),
+        scheduler=s.get("scheduler", _Key(str, _one_of(RAY_SCHEDULERS)), d.scheduler),
+        grace_epochs=s.get("grace_epochs", _Key(int, _positive), d.grace_epochs),
+        reduction_factor=s.get("reduction_factor", _Key(int, lambda v: None if v >= 2 else f"must be >= 2, got {v}"),
+                               d.reduction_factor),
     )

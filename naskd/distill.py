@@ -12,7 +12,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -122,6 +122,7 @@ def distill(
     teacher: nn.Module | None = None,
     teacher_values: Mapping[str, torch.Tensor] | None = None,
     pairs: Sequence[tuple[str, str]] = (),
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> DistillResult:
     """Train ``student`` in place on ``(x, y)``.
 
@@ -134,6 +135,9 @@ def distill(
     Args:
         pairs: ``(teacher module, student module)`` names for feature knowledge; empty pairs
             stages automatically.
+        on_epoch: called as ``on_epoch(epoch, train_seconds)`` after every full epoch but the
+            last (the caller scores the final student itself), e.g. to report validation
+            accuracy to an early-stopping scheduler; its own time is not training time.
 
     Raises:
         Diverged: the loss became NaN or infinite.
@@ -189,6 +193,10 @@ def distill(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if on_epoch is not None and (step + 1) % per_epoch == 0 and step + 1 < steps:
+                paused = time.perf_counter()
+                on_epoch((step + 1) // per_epoch, paused - start)
+                start += time.perf_counter() - paused
             if step % every == 0 or step == steps - 1:
                 # .item() synchronises; doing it only at curve points keeps the step loop lean.
                 loss_value = loss.item()

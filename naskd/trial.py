@@ -12,7 +12,7 @@ import logging
 import math
 import traceback
 from dataclasses import dataclass, field
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -141,12 +141,18 @@ def budget_violations(metrics: dict[str, float], config: StudyConfig) -> tuple[d
     return values, broken
 
 
-def evaluate(spec: dict[str, Any], context: StudyContext) -> TrialResult:
+def evaluate(spec: dict[str, Any], context: StudyContext,
+             report: Callable[[int, dict[str, float]], None] | None = None) -> TrialResult:
     """Run one trial. Never raises for a trial's own failure: the reason goes on the result.
 
     Args:
         spec: ``{"family", "arch", "recipe"}`` as plain JSON.
         context: the study's shared context.
+        report: when given, called after every epoch but the last as ``report(epoch, metrics)``
+            with every metric of a complete trial, scored on the validation set as the
+            student stands; for schedulers that stop weak trials early (Ray Tune's ASHA).
+            An exception it raises fails the trial like any other, except ``SystemExit``,
+            which passes through: that is how Ray Tune stops a trial from ``tune.report``.
     """
     data, config = context.data, context.config
     reason = check_spec(spec, data.input_shape, data.num_classes)
@@ -169,10 +175,15 @@ def evaluate(spec: dict[str, Any], context: StudyContext) -> TrialResult:
             return TrialResult("infeasible", spec, metrics, reason="over budget: " + "; ".join(broken),
                                constraints=constraints)
         teacher_values = context.teacher_values(recipe.knowledge or ())
+
+        def on_epoch(epoch: int, seconds: float) -> None:
+            scored = score(predict(student, data.x_val), data.y_val, context.val_logits)
+            report(epoch, {**metrics, **scored, "train_seconds": seconds})  # type: ignore[misc]
+
         torch.manual_seed(recipe.seed)
         result = distill(student, data.x_train, data.y_train, recipe, teacher_logits=context.train_logits,
                          teacher=context.teacher.model, teacher_values=teacher_values,
-                         pairs=config.distill.pairs)
+                         pairs=config.distill.pairs, on_epoch=on_epoch if report is not None else None)
         metrics.update(score(predict(student, data.x_val), data.y_val, context.val_logits))
         metrics["train_seconds"] = result.train_seconds
     except InvalidSpec as exc:

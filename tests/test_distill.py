@@ -114,6 +114,27 @@ def test_same_seed_gives_bit_identical_weights(data, teacher_logits):
     assert not _same(runs[0][0], _state(student))
 
 
+def test_on_epoch_sees_every_epoch_but_the_last_and_changes_nothing(data, teacher_logits):
+    plain = _student()
+    distill(plain, data.x_train, data.y_train, RECIPE, teacher_logits=teacher_logits)
+    calls: list[tuple[int, float, bool, float]] = []
+    watched = _student()
+
+    def on_epoch(epoch: int, seconds: float) -> None:
+        accuracy = score(predict(watched, data.x_val), data.y_val)["accuracy"]
+        calls.append((epoch, seconds, watched.training, accuracy))
+
+    result = distill(watched, data.x_train, data.y_train, RECIPE, teacher_logits=teacher_logits, on_epoch=on_epoch)
+    # 60 steps of 32 rows out of 320 = 6 epochs; the caller scores the sixth itself.
+    assert [c[0] for c in calls] == [1, 2, 3, 4, 5]
+    seconds = [c[1] for c in calls]
+    assert seconds == sorted(seconds) and 0 < seconds[-1] <= result.train_seconds
+    assert all(c[2] for c in calls)  # called in training mode, as the loop left it
+    assert calls[-1][3] > 0.25  # learning by the fifth epoch (chance is 1/4)
+    # Scoring between epochs (eval mode, no grad) leaves the training bit-identical.
+    assert _same(_state(plain), _state(watched))
+
+
 def test_cached_logits_and_live_teacher_train_the_same_student(data, teacher, teacher_logits):
     cached = _student()
     distill(cached, data.x_train, data.y_train, RECIPE, teacher_logits=teacher_logits)

@@ -1,7 +1,8 @@
 """The Ray Tune backend against a real Ray cluster on loopback (``ray start``, 2 CPUs): a
 sweep through the CLI sharing one study with the Optuna backend in both directions, the
-teacher never run on a worker, failing / infeasible / dying trials, and naskd inside a user's
-own Tuner with an ASHA scheduler that stops trials early."""
+teacher never run on a worker, failing / infeasible / dying trials, ``[ray] scheduler = "asha"``
+stopping weak students after their per-epoch reports, and naskd inside a user's own Tuner
+with an ASHA scheduler that stops trials early."""
 
 from __future__ import annotations
 
@@ -165,6 +166,39 @@ def test_ray_options_need_the_ray_backend(write_study, capsys):
     assert "--backend ray" in capsys.readouterr().err
 
 
-def test_ray_section_is_validated(write_study, capsys):
-    assert main(["search", str(write_study(ray={"cpus_per_trial": 0})), "--backend", "ray"]) == 2
-    assert "[ray].cpus_per_trial" in capsys.readouterr().err
+@pytest.mark.parametrize("ray_section, key, expected", [
+    ({"cpus_per_trial": 0}, "[ray].cpus_per_trial", "must be > 0"),
+    ({"scheduler": "hyperband"}, "[ray].scheduler", "must be one of 'fifo', 'asha'"),
+    ({"grace_epochs": 0}, "[ray].grace_epochs", "must be > 0"),
+    ({"reduction_factor": 1}, "[ray].reduction_factor", "must be >= 2, got 1"),
+])
+def test_ray_section_is_validated(write_study, capsys, ray_section, key, expected):
+    assert main(["search", str(write_study(ray=ray_section)), "--backend", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert key in err and expected in err and "Traceback" not in err
+
+
+def test_asha_stops_weak_students_early_and_keeps_them_off_the_front(cluster, write_study, tmp_path, capsys):
+    # 40 steps of 32 rows out of 320 = 4 epochs; ASHA may stop a trial after each of the first three.
+    study = write_study(distill={"steps": 40}, search={"trials": 8, "sampler": "random"},
+                        ray={"scheduler": "asha", "grace_epochs": 1, "reduction_factor": 2})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster,
+                 "--concurrency", "2", "-q"]) == 0
+    trials = _trials(out)
+    assert len(trials) == 8 and {t.state for t in trials} <= {State.COMPLETE, State.PRUNED}
+    pruned = [t for t in trials if t.state == State.PRUNED]
+    complete = [t for t in trials if t.state == State.COMPLETE]
+    # The first trial at a rung always goes on; a later one below the rung's median stops.
+    assert pruned and complete
+    for t in pruned:
+        assert t.user_attrs["status"] == "pruned" and "stopped early" in t.user_attrs["reason"]
+        partial = t.user_attrs["partial"]
+        assert set(partial) == {"accuracy", "latency_p50_ms", "params"} and 0.0 <= partial["accuracy"] <= 1.0
+        assert not (out / "students" / f"trial_{t.number}.pt").exists()
+    for t in complete:
+        assert t.user_attrs["status"] == "complete" and (out / "students" / f"trial_{t.number}.pt").is_file()
+
+    summary = _front_json(study, out, capsys)
+    assert summary["counts"] == {"complete": len(complete), "infeasible": 0, "failed": 0, "pruned": len(pruned)}
+    assert {e["number"] for e in summary["front"]} <= {t.number for t in complete}

@@ -35,6 +35,20 @@ def test_complete_trial_records_every_metric(context):
     assert result.student is not None and result.curve
 
 
+def test_report_gets_every_metric_after_each_epoch_but_the_last(context):
+    reports: list[tuple[int, dict[str, float]]] = []
+    result = evaluate(_spec(context.config), context, report=lambda epoch, m: reports.append((epoch, m)))
+    assert result.status == "complete", result.reason
+    # The tiny study: 30 steps of 32 rows out of 320 = 3 epochs; the final one is the result.
+    assert [epoch for epoch, _ in reports] == [1, 2]
+    for _, metrics in reports:
+        assert set(METRICS) <= set(metrics) and 0.0 <= metrics["accuracy"] <= 1.0
+        assert metrics["params"] == result.metrics["params"]
+    assert reports[0][1]["train_seconds"] < reports[1][1]["train_seconds"] <= result.metrics["train_seconds"]
+    # Reporting does not change the trial.
+    assert evaluate(_spec(context.config), context).metrics["accuracy"] == result.metrics["accuracy"]
+
+
 def test_same_spec_same_result(context):
     a = evaluate(_spec(context.config), context)
     b = evaluate(_spec(context.config), context)

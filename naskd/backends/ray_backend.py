@@ -8,7 +8,8 @@ to the study's own storage, so ``naskd front`` reads a Ray-run study unchanged, 
 can move between ``--backend optuna`` and ``--backend ray`` at any point. ``NaskdSearch``
 records each result as ``optuna_backend.record`` does (spec, status, metrics, reason,
 constraints) and never lets a trial that was stopped early enter the front with partial
-values.
+values. With a scheduler (``[ray] scheduler = "asha"``, or one passed in), each trial also
+reports its validation accuracy after every epoch, so weak students stop early.
 
 Only the driver writes the study storage. Workers save the trained students
 (``students/trial_N.pt``) themselves: on a cluster of several machines, put the output
@@ -41,6 +42,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from naskd.backends import optuna_backend as ob
 from naskd.config import METRIC_DIRECTIONS, StudyConfig
+from naskd.distill import total_steps
 from naskd.errors import ConfigError, NaskdError
 from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
 
@@ -82,6 +84,7 @@ class WorkerPayload:
     objectives: tuple[str, ...]
     students_dir: str | None
     threads: int
+    epoch_reports: bool = False  # also report after every epoch, for a scheduler such as ASHA
 
 
 def _pack(context: StudyContext) -> StudyContext:
@@ -141,8 +144,17 @@ def result_payload(result: TrialResult, objectives: tuple[str, ...], teacher_for
     }
 
 
+def epoch_payload(epoch: int, metrics: dict[str, float], objectives: tuple[str, ...]) -> dict[str, Any]:
+    """A result reported after an epoch: validation accuracy so far and every objective,
+    without the final flag, so a stop here leaves the trial PRUNED (``record_ray_result``)."""
+    return {"accuracy": metrics["accuracy"], **{name: metrics[name] for name in objectives},
+            "epoch": epoch, FINAL_KEY: False}
+
+
 def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
-    """The Tune function trainable: one naskd trial on a worker, reported once at its end."""
+    """The Tune function trainable: one naskd trial on a worker, reported at its end, and
+    after every epoch when ``payload.epoch_reports`` (a scheduler stops a trial by raising
+    ``SystemExit`` in ``tune.report``, which passes through ``evaluate``)."""
     import torch
 
     from naskd.export import save_student
@@ -154,8 +166,12 @@ def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
     torch.set_num_threads(payload.threads)
     context = _unpack(payload.context)
     forwards, unhook = _count_forwards(context.teacher.model)
+    report = None
+    if payload.epoch_reports:
+        def report(epoch: int, metrics: dict[str, float]) -> None:
+            tune.report(epoch_payload(epoch, metrics, payload.objectives))
     try:
-        result = evaluate(spec, context)
+        result = evaluate(spec, context, report)
     finally:
         unhook()
     number = param_config.get(NUMBER_KEY)
@@ -165,11 +181,13 @@ def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
                                torch.get_num_threads()))
 
 
-def make_trainable(config: StudyConfig, context: StudyContext, students_dir: Path | None) -> Any:
+def make_trainable(config: StudyConfig, context: StudyContext, students_dir: Path | None,
+                   epoch_reports: bool = False) -> Any:
     """``run_trial`` with the study context in the object store and the study's resources."""
     threads = max(1, int(config.ray.cpus_per_trial))
     payload = WorkerPayload(_pack(context), tuple(config.search.objectives),
-                            str(students_dir.resolve()) if students_dir is not None else None, threads)
+                            str(students_dir.resolve()) if students_dir is not None else None, threads,
+                            epoch_reports)
     trainable = tune.with_parameters(run_trial, payload=payload)
     return tune.with_resources(trainable, {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial})
 
@@ -332,7 +350,8 @@ def _prepare(config: StudyConfig, out_dir: Path, command: str | None) -> tuple[S
     return context, choice, storage, study
 
 
-def ray_trainable(config: StudyConfig | str | Path, *, out_dir: str | Path | None = None) -> RayTrainable:
+def ray_trainable(config: StudyConfig | str | Path, *, out_dir: str | Path | None = None,
+                  epoch_reports: bool = False) -> RayTrainable:
     """A trainable and its search algorithm for a user's own ``tune.Tuner``.
 
     Results go into the study's storage in ``out_dir`` (default ``reports/<study name>/``, as
@@ -347,6 +366,10 @@ def ray_trainable(config: StudyConfig | str | Path, *, out_dir: str | Path | Non
     Args:
         config: a study file or a loaded study.
         out_dir: the study's output directory.
+        epoch_reports: report after every epoch too (validation ``accuracy``, every objective,
+            ``epoch``), for a scheduler that stops trials early, e.g.
+            ``ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration")``.
+            A stopped trial is recorded PRUNED, never with its partial values.
 
     Returns:
         ``RayTrainable(trainable, search_alg)``; the trainable carries the study's resources
@@ -359,7 +382,7 @@ def ray_trainable(config: StudyConfig | str | Path, *, out_dir: str | Path | Non
     out = Path(out_dir) if out_dir is not None else config.default_out_dir()
     context, _, storage, _ = _prepare(config, out, command="naskd.ray_trainable")
     students = out / "students"
-    return RayTrainable(make_trainable(config, context, students), NaskdSearch(config, storage))
+    return RayTrainable(make_trainable(config, context, students, epoch_reports), NaskdSearch(config, storage))
 
 
 def _connect(address: str | None, verbose: bool) -> bool:
@@ -408,7 +431,9 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
         show_progress: draw a progress bar.
         verbose: let Ray's workers log to this terminal.
         command: the command line that reproduces this run, recorded with the study.
-        scheduler: a Tune trial scheduler (e.g. ASHA); trials it stops are recorded PRUNED.
+        scheduler: a Tune trial scheduler; default: the one ``[ray].scheduler`` names (FIFO, or
+            ASHA on validation accuracy per epoch). With any scheduler but FIFO, trials report
+            after every epoch; trials it stops are recorded PRUNED.
 
     Returns:
         The front summary (see ``naskd.results.front_summary``).
@@ -437,7 +462,9 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
             rounds += 1
             _fit(config, out_dir, context, storage, target - before, _concurrency(config, concurrency),
                  name=f"{config.slug}-{time.strftime('%Y%m%d-%H%M%S')}-{rounds}",
-                 callbacks=[_ProgressCallback(progress, study)], scheduler=scheduler, verbose=verbose)
+                 callbacks=[_ProgressCallback(progress, study)],
+                 scheduler=scheduler if scheduler is not None else make_scheduler(config, len(context.data.y_train)),
+                 verbose=verbose)
             # Trials that never ran do not count; run them again, unless nothing moved at all.
             made_progress = ob.counted_trials(study) > before
     finally:
@@ -449,12 +476,29 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
     return summary
 
 
+def make_scheduler(config: StudyConfig, n_train: int) -> Any:
+    """The scheduler ``[ray].scheduler`` names: None for FIFO (Tune's default), or ASHA on the
+    validation accuracy each trial reports after every epoch. ``n_train`` (training rows)
+    turns a step budget into epochs, ASHA's longest run."""
+    if config.ray.scheduler == "fifo":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    recipe = config.distill
+    per_epoch = math.ceil(n_train / min(recipe.batch_size, n_train))
+    epochs = math.ceil(total_steps(recipe, n_train) / per_epoch)
+    # One report per epoch (the last is the final result), so training_iteration counts epochs.
+    return ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration", max_t=max(1, epochs),
+                         grace_period=min(config.ray.grace_epochs, max(1, epochs)),
+                         reduction_factor=config.ray.reduction_factor)
+
+
 def _fit(config: StudyConfig, out_dir: Path, context: StudyContext, storage: optuna.storages.BaseStorage,
          samples: int, concurrency: int, *, name: str, callbacks: list, scheduler: Any, verbose: bool) -> None:
     students = out_dir / "students"
     search = NaskdSearch(config, storage)
     tuner = tune.Tuner(
-        make_trainable(config, context, students),
+        make_trainable(config, context, students, epoch_reports=scheduler is not None),
         tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=samples,
                                     max_concurrent_trials=concurrency, reuse_actors=True),
         run_config=tune.RunConfig(
