@@ -9,6 +9,9 @@ time with cores / 2 torch threads each, so they do not fight over the cores:
     optuna  2 workers: run_search with [search].workers = 2 (each process: cores / 2 threads)
     ray     1 worker:  [ray] cpus_per_trial = cores, concurrency 1
     ray     2 workers: [ray] cpus_per_trial = cores / 2, concurrency 2
+    ray + asha, 2 workers: the same with [ray] scheduler = "asha" (grace 2 epochs, factor 3):
+            weak students stop early (recorded pruned), so trials cost less on average; its
+            pruned count, front size and best front accuracy show what that costs the front
 
 Each run starts a fresh study holding the same N students, enqueued in the same order (drawn
 once from the study's space by a seeded random sampler), so every configuration trains the
@@ -112,9 +115,9 @@ def fixed_students(trials: int) -> list[dict]:
 
 
 def run(backend: str, workers: int, trials: int, epochs: int | None, root: Path, students: list[dict],
-        threads: int | None = None) -> dict:
+        threads: int | None = None, scheduler: str = "fifo") -> dict:
     cores = cpu_count()
-    out = root / f"{backend}-{workers}-{threads}"
+    out = root / f"{backend}-{workers}-{threads}-{scheduler}"
     shutil.rmtree(out, ignore_errors=True)
     config = load_study(STUDY, trials=trials, workers=workers if backend == "optuna" else 1,
                         storage=str(out / "study.journal"))
@@ -130,16 +133,20 @@ def run(backend: str, workers: int, trials: int, epochs: int | None, root: Path,
     start = time.perf_counter()
     if backend == "optuna":
         torch.set_num_threads(threads)  # one worker runs here; 2 workers get cores / 2 threads each
-        ob.run_search(config, out, show_progress=False)
+        summary = ob.run_search(config, out, show_progress=False)
     else:
         from naskd.backends import ray_backend
 
-        config = dataclasses.replace(config, ray=RayConfig(cpus_per_trial=float(threads), concurrency=workers))
-        ray_backend.run_ray_search(config, out, show_progress=False)
+        config = dataclasses.replace(config, ray=RayConfig(cpus_per_trial=float(threads), concurrency=workers,
+                                                           scheduler=scheduler))
+        summary = ray_backend.run_ray_search(config, out, show_progress=False)
     wall = time.perf_counter() - start
     study = ob.open_study(config, ob.open_storage(ob.StorageChoice(str(out / "study.journal"), "journal")), create=False)
     done = [t for t in study.get_trials(deepcopy=False) if ob.counts(t)]
-    return {"backend": backend, "workers": workers, "threads": threads, "trials": len(done),
+    front_accuracy = [e["metrics"]["accuracy"] for e in summary["front"]]
+    return {"backend": backend + (f" + {scheduler}" if scheduler != "fifo" else ""), "workers": workers,
+            "threads": threads, "trials": len(done), "pruned": summary["counts"]["pruned"],
+            "front": len(front_accuracy), "best": max(front_accuracy, default=float("nan")),
             "wall_s": wall, "wall_rate": len(done) / wall * 3600, "steady_rate": steady_rate(done),
             "load_before": before, "load_after": load()}
 
@@ -166,27 +173,30 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="naskd-parallel-"))
     rows = []
     try:
-        plan = [("optuna", 1, None), ("optuna", 1, 1), ("optuna", 2, None), ("ray", 1, None), ("ray", 2, None)]
+        plan = [("optuna", 1, None, "fifo"), ("optuna", 1, 1, "fifo"), ("optuna", 2, None, "fifo"),
+                ("ray", 1, None, "fifo"), ("ray", 2, None, "fifo"), ("ray", 2, None, "asha")]
         if cores == 1:
             plan = [p for p in plan if p[2] is None]
-        for backend, workers, threads in plan:
-            row = run(backend, workers, trials, epochs, root, students, threads)
+        for backend, workers, threads, scheduler in plan:
+            row = run(backend, workers, trials, epochs, root, students, threads, scheduler)
             rows.append(row)
-            print(f"{backend:6s} {workers} worker(s) x {row['threads']} thread(s): {row['trials']} trials, "
-                  f"wall {row['wall_s']:.0f} s -> {row['wall_rate']:.0f}/h, steady {row['steady_rate']:.0f}/h "
+            print(f"{row['backend']:13s} {workers} worker(s) x {row['threads']} thread(s): {row['trials']} trials, "
+                  f"wall {row['wall_s']:.0f} s -> {row['wall_rate']:.0f}/h, steady {row['steady_rate']:.0f}/h, "
+                  f"{row['pruned']} pruned, front {row['front']} (best accuracy {row['best']:.3f}) "
                   f"(load {row['load_before']:.1f} -> {row['load_after']:.1f})", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     print("\n| backend | workers | torch threads each | trials/hour (steady) | trials/hour (wall) | speed-up (steady) "
-          "| speed-up (wall) |")
-    print("|---|---|---|---|---|---|---|")
+          "| speed-up (wall) | pruned | front | best front accuracy |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        base = next(r for r in rows if r["backend"] == row["backend"] and r["workers"] == 1
+        # Speed-ups against one worker of the same backend without a scheduler.
+        base = next(r for r in rows if r["backend"] == row["backend"].split(" + ")[0] and r["workers"] == 1
                     and r["threads"] == cores)
         print(f"| {row['backend']} | {row['workers']} | {row['threads']} | {row['steady_rate']:.0f} | "
               f"{row['wall_rate']:.0f} | {row['steady_rate'] / base['steady_rate']:.2f}x | "
-              f"{row['wall_rate'] / base['wall_rate']:.2f}x |")
+              f"{row['wall_rate'] / base['wall_rate']:.2f}x | {row['pruned']} | {row['front']} | {row['best']:.3f} |")
     for backend in ("optuna", "ray"):
         one = next(r for r in rows if r["backend"] == backend and r["workers"] == 1 and r["threads"] == cores)
         two = next(r for r in rows if r["backend"] == backend and r["workers"] == 2)
