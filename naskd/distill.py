@@ -61,9 +61,17 @@ class DistillResult:
     curve: list[tuple[int, float]] = field(default_factory=list)
 
 
+def steps_per_epoch(recipe: DistillConfig, n: int) -> int:
+    return math.ceil(n / min(recipe.batch_size, n))
+
+
 def total_steps(recipe: DistillConfig, n: int) -> int:
-    per_epoch = math.ceil(n / min(recipe.batch_size, n))
-    return recipe.steps or recipe.epochs * per_epoch
+    return recipe.steps or recipe.epochs * steps_per_epoch(recipe, n)
+
+
+def total_epochs(recipe: DistillConfig, n: int) -> int:
+    """Epochs a run starts, the last one possibly cut short by a step budget."""
+    return math.ceil(total_steps(recipe, n) / steps_per_epoch(recipe, n))
 
 
 def make_optimizer(params: list[nn.Parameter], recipe: DistillConfig) -> torch.optim.Optimizer:
@@ -145,7 +153,7 @@ def distill(
     """
     n = len(y)
     batch = min(recipe.batch_size, n)
-    per_epoch = math.ceil(n / batch)
+    per_epoch = steps_per_epoch(recipe, n)
     steps = total_steps(recipe, n)
     generator = torch.Generator().manual_seed(recipe.seed)
     has_teacher = teacher_logits is not None or teacher is not None

@@ -42,7 +42,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from naskd.backends import optuna_backend as ob
 from naskd.config import METRIC_DIRECTIONS, StudyConfig
-from naskd.distill import total_steps
+from naskd.distill import total_epochs
 from naskd.errors import ConfigError, NaskdError
 from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
 
@@ -484,13 +484,10 @@ def make_scheduler(config: StudyConfig, n_train: int) -> Any:
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    recipe = config.distill
-    per_epoch = math.ceil(n_train / min(recipe.batch_size, n_train))
-    epochs = math.ceil(total_steps(recipe, n_train) / per_epoch)
+    epochs = total_epochs(config.distill, n_train)
     # One report per epoch (the last is the final result), so training_iteration counts epochs.
-    return ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration", max_t=max(1, epochs),
-                         grace_period=min(config.ray.grace_epochs, max(1, epochs)),
-                         reduction_factor=config.ray.reduction_factor)
+    return ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration", max_t=epochs,
+                         grace_period=min(config.ray.grace_epochs, epochs), reduction_factor=config.ray.reduction_factor)
 
 
 def _fit(config: StudyConfig, out_dir: Path, context: StudyContext, storage: optuna.storages.BaseStorage,
