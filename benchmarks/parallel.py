@@ -12,6 +12,8 @@ time with cores / 2 torch threads each, so they do not fight over the cores:
     ray + asha, 2 workers: the same with [ray] scheduler = "asha" (grace 2 epochs, factor 3):
             weak students stop early (recorded pruned), so trials cost less on average; its
             pruned count, front size and best front accuracy show what that costs the front
+    ray + pareto_asha, 2 workers: the same, ranking students by Pareto rank over the study's
+            objectives instead of by accuracy alone
 
 Each run starts a fresh study holding the same N students, enqueued in the same order (drawn
 once from the study's space by a seeded random sampler), so every configuration trains the
@@ -174,7 +176,8 @@ def main() -> None:
     rows = []
     try:
         plan = [("optuna", 1, None, "fifo"), ("optuna", 1, 1, "fifo"), ("optuna", 2, None, "fifo"),
-                ("ray", 1, None, "fifo"), ("ray", 2, None, "fifo"), ("ray", 2, None, "asha")]
+                ("ray", 1, None, "fifo"), ("ray", 2, None, "fifo"), ("ray", 2, None, "asha"),
+                ("ray", 2, None, "pareto_asha")]
         if cores == 1:
             plan = [p for p in plan if p[2] is None]
         for backend, workers, threads, scheduler in plan:

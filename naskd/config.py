@@ -27,7 +27,7 @@ BUILTIN_DATASETS = ("digits", "mnist1d", "synthetic")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("tpe", "nsga2", "random")
 DEVICES = ("cpu", "cuda")
-RAY_SCHEDULERS = ("fifo", "asha")
+RAY_SCHEDULERS = ("fifo", "asha", "pareto_asha")
 
 #: Every metric a trial records, with the direction that makes it better.
 METRIC_DIRECTIONS: dict[str, str] = {
@@ -140,9 +140,11 @@ class RayConfig:
     max_failures: int = 1
     address: str | None = None  # None: start Ray on this machine; "auto" or "HOST:PORT": join a cluster
     concurrency: int = 0  # trials at once; 0: as many as the cluster's CPUs allow
-    scheduler: str = "fifo"  # "asha": trials report validation accuracy per epoch; weak ones stop early
-    grace_epochs: int = 2  # asha: epochs every trial trains before it may be stopped
-    reduction_factor: int = 3  # asha: about 1 in this many trials goes on at each rung
+    # "asha" / "pareto_asha": trials report validation accuracy per epoch and weak ones stop
+    # early, ranked on accuracy alone / by Pareto rank over the study's objectives.
+    scheduler: str = "fifo"
+    grace_epochs: int = 2  # epochs every trial trains before it may be stopped
+    reduction_factor: int = 3  # about 1 in this many trials goes on at each rung
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """A user student family whose ``mode`` decides how its trial ends, for the Ray tests:
 ``ok`` trains, ``big`` breaks the params budget, ``raise`` fails in the builder, ``die_once``
-kills its worker process the first time (then trains), ``die_always`` kills it every time."""
+kills its worker process the first time (then trains), ``die_always`` kills it every time;
+``tiny`` is ``ok`` with 2 hidden units instead of 8 (cheaper, less accurate), and ``blind``
+is ``ok`` with its input zeroed (the same parameters, so it can learn only the class prior)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,16 @@ def build(arch: dict, input_shape: tuple[int, ...], num_classes: int) -> nn.Modu
         raise ValueError("this student is cursed")
     if mode == "die_always" or (mode == "die_once" and _first_time(Path(arch["markers"]) / "die_once")):
         os.kill(os.getpid(), signal.SIGKILL)
-    width = 256 if mode == "big" else 8
-    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[-1], width), nn.ReLU(), nn.Linear(width, num_classes))
+    width = {"big": 256, "tiny": 2}.get(mode, 8)
+    layers = [nn.Flatten(), nn.Linear(input_shape[-1], width), nn.ReLU(), nn.Linear(width, num_classes)]
+    if mode == "blind":
+        layers.insert(1, _Zero())
+    return nn.Sequential(*layers)
+
+
+class _Zero(nn.Module):
+    def forward(self, x):
+        return x * 0.0
 
 
 def _first_time(marker: Path) -> bool:

@@ -1,8 +1,8 @@
 """The Ray Tune backend against a real Ray cluster on loopback (``ray start``, 2 CPUs): a
 sweep through the CLI sharing one study with the Optuna backend in both directions, the
 teacher never run on a worker, failing / infeasible / dying trials, ``[ray] scheduler = "asha"``
-stopping weak students after their per-epoch reports, and naskd inside a user's own Tuner
-with an ASHA scheduler that stops trials early."""
+and ``"pareto_asha"`` stopping weak students after their per-epoch reports, and naskd inside a
+user's own Tuner with an ASHA scheduler that stops trials early."""
 
 from __future__ import annotations
 
@@ -178,27 +178,42 @@ def test_ray_section_is_validated(write_study, capsys, ray_section, key, expecte
     assert key in err and expected in err and "Traceback" not in err
 
 
-def test_asha_stops_weak_students_early_and_keeps_them_off_the_front(cluster, write_study, tmp_path, capsys):
-    # 40 steps of 32 rows out of 320 = 4 epochs; ASHA may stop a trial after each of the first three.
-    study = write_study(distill={"steps": 40}, search={"trials": 8, "sampler": "random"},
-                        ray={"scheduler": "asha", "grace_epochs": 1, "reduction_factor": 2})
+@pytest.mark.parametrize("scheduler, stopped", [("asha", {"tiny", "blind"}), ("pareto_asha", {"blind"})])
+def test_early_stopping_schedulers_prune_without_partial_values(cluster, write_study, tmp_path, capsys,
+                                                                 scheduler, stopped):
+    # Three students in a known order, one trial at a time (so each rung sees them in order),
+    # 60 steps of 32 rows out of 320 = 6 epochs; rungs after epochs 1, 2 and 4. After epoch 1:
+    # ok ~0.75 accuracy with 172 params, tiny ~0.5 with 46, blind (input zeroed) ~0.21 with 172.
+    # ASHA on accuracy stops tiny and blind; Pareto ASHA over (accuracy, params) keeps tiny,
+    # which is cheaper than ok, and stops blind, which ok dominates.
+    study = write_study(
+        space={"family": "user", "builder": "helpers_ray_models:build",
+               "params": {"mode": {"type": "categorical", "choices": ["ok", "tiny", "blind"]}}},
+        distill={"steps": 60, "lr": 0.01},
+        search={"trials": 3, "sampler": "random", "objectives": ["accuracy", "params"]},
+        ray={"scheduler": scheduler, "grace_epochs": 1, "reduction_factor": 2},
+    )
     out = tmp_path / "out"
+    out.mkdir()
+    pre = optuna.create_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}",
+                              directions=["maximize", "minimize"])
+    for mode in ("ok", "tiny", "blind"):
+        pre.enqueue_trial({"mode": mode})
     assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster,
-                 "--concurrency", "2", "-q"]) == 0
-    trials = _trials(out)
-    assert len(trials) == 8 and {t.state for t in trials} <= {State.COMPLETE, State.PRUNED}
-    pruned = [t for t in trials if t.state == State.PRUNED]
-    complete = [t for t in trials if t.state == State.COMPLETE]
-    # The first trial at a rung always goes on; a later one below the rung's median stops.
-    assert pruned and complete
-    for t in pruned:
-        assert t.user_attrs["status"] == "pruned" and "stopped early" in t.user_attrs["reason"]
-        partial = t.user_attrs["partial"]
-        assert set(partial) == {"accuracy", "latency_p50_ms", "params"} and 0.0 <= partial["accuracy"] <= 1.0
-        assert not (out / "students" / f"trial_{t.number}.pt").exists()
-    for t in complete:
-        assert t.user_attrs["status"] == "complete" and (out / "students" / f"trial_{t.number}.pt").is_file()
+                 "--concurrency", "1", "-q"]) == 0
+
+    by_mode = {t.params["mode"]: t for t in _trials(out)}
+    assert len(_trials(out)) == 3 and set(by_mode) == {"ok", "tiny", "blind"}
+    assert {m for m, t in by_mode.items() if t.state == State.PRUNED} == stopped
+    for mode, t in by_mode.items():
+        if mode in stopped:
+            assert t.user_attrs["status"] == "pruned" and "stopped early" in t.user_attrs["reason"]
+            assert set(t.user_attrs["partial"]) == {"accuracy", "params"}
+            assert not (out / "students" / f"trial_{t.number}.pt").exists()
+        else:
+            assert t.state == State.COMPLETE and t.user_attrs["status"] == "complete"
+            assert (out / "students" / f"trial_{t.number}.pt").is_file()
 
     summary = _front_json(study, out, capsys)
-    assert summary["counts"] == {"complete": len(complete), "infeasible": 0, "failed": 0, "pruned": len(pruned)}
-    assert {e["number"] for e in summary["front"]} <= {t.number for t in complete}
+    assert summary["counts"] == {"complete": 3 - len(stopped), "infeasible": 0, "failed": 0, "pruned": len(stopped)}
+    assert {e["number"] for e in summary["front"]} <= {by_mode[m].number for m in {"ok", "tiny"} - stopped}

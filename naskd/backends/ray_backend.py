@@ -8,8 +8,9 @@ to the study's own storage, so ``naskd front`` reads a Ray-run study unchanged, 
 can move between ``--backend optuna`` and ``--backend ray`` at any point. ``NaskdSearch``
 records each result as ``optuna_backend.record`` does (spec, status, metrics, reason,
 constraints) and never lets a trial that was stopped early enter the front with partial
-values. With a scheduler (``[ray] scheduler = "asha"``, or one passed in), each trial also
-reports its validation accuracy after every epoch, so weak students stop early.
+values. With a scheduler (``[ray] scheduler = "asha"`` or ``"pareto_asha"``, or one passed
+in), each trial also reports its validation accuracy after every epoch, so weak students stop
+early.
 
 Only the driver writes the study storage. Workers save the trained students
 (``students/trial_N.pt``) themselves: on a cluster of several machines, put the output
@@ -41,6 +42,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from naskd.backends import optuna_backend as ob
+from naskd.backends.ray_scheduler import ParetoASHA
 from naskd.config import METRIC_DIRECTIONS, StudyConfig
 from naskd.distill import total_epochs
 from naskd.errors import ConfigError, NaskdError
@@ -477,17 +479,23 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
 
 
 def make_scheduler(config: StudyConfig, n_train: int) -> Any:
-    """The scheduler ``[ray].scheduler`` names: None for FIFO (Tune's default), or ASHA on the
-    validation accuracy each trial reports after every epoch. ``n_train`` (training rows)
-    turns a step budget into epochs, ASHA's longest run."""
+    """The scheduler ``[ray].scheduler`` names: None for FIFO (Tune's default); ASHA on the
+    validation accuracy each trial reports after every epoch; or ``ParetoASHA`` over the
+    study's objectives. ``n_train`` (training rows) turns a step budget into epochs, the
+    longest run."""
     if config.ray.scheduler == "fifo":
         return None
+    epochs = total_epochs(config.distill, n_train)
+    grace, factor = min(config.ray.grace_epochs, epochs), config.ray.reduction_factor
+    # One report per epoch (the last is the final result), so training_iteration counts epochs.
+    if config.ray.scheduler == "pareto_asha":
+        objectives = config.search.objectives
+        return ParetoASHA(objectives, [METRIC_DIRECTIONS[name] for name in objectives], max_t=epochs,
+                          grace_period=grace, reduction_factor=factor, final_key=FINAL_KEY)
     from ray.tune.schedulers import ASHAScheduler
 
-    epochs = total_epochs(config.distill, n_train)
-    # One report per epoch (the last is the final result), so training_iteration counts epochs.
     return ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration", max_t=epochs,
-                         grace_period=min(config.ray.grace_epochs, epochs), reduction_factor=config.ray.reduction_factor)
+                         grace_period=grace, reduction_factor=factor)
 
 
 def _fit(config: StudyConfig, out_dir: Path, context: StudyContext, storage: optuna.storages.BaseStorage,
