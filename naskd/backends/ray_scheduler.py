@@ -3,7 +3,8 @@ students by Pareto rank over the study's objectives instead of by one metric.
 
 Ray's ``ASHAScheduler`` ranks on one metric. On validation accuracy alone it stops the cheap,
 less accurate students first, which are exactly the cheap end of the front a study is meant
-to map (``benchmarks/parallel.py``: 19 of 24 students stopped, front 14 -> 5). This scheduler
+to map (``benchmarks/parallel.py``: 19 of 24 students stopped, front of 13 -> 4-5; this
+scheduler: 13-15 stopped, front of 8). This scheduler
 keeps ASHA's rungs (``grace * factor**k`` epochs, below the full run) and its asynchronous rule
 (a trial is judged against the trials that reached the same rung before it, never waits), but
 judges with non-dominated sorting over every objective, as MO-ASHA does (Schmucker et al.,
