@@ -282,9 +282,19 @@ def _missing(text: str) -> str:
     return f'<p class="note">{_e(text)}</p>'
 
 
+def _section(section_id: str, title: str, parts: list[str]) -> str:
+    """One report section: its id (the page's anchors and the browser test use it), its
+    heading, then its parts."""
+    return "\n".join([f'<section id="{section_id}">', f"<h2>{_e(title)}</h2>", *parts, "</section>"])
+
+
+def _figure_or_note(figs: _Figures, fig: go.Figure | None, div_id: str, caption: str, missing: str) -> str:
+    """The figure with its (already escaped) caption, or a note saying why there is none."""
+    return _missing(missing) if fig is None else figs.html(fig, div_id, caption)
+
+
 def _pareto_section(view: StudyView, figs: _Figures) -> str:
-    out = ['<section id="pareto">', "<h2>The Pareto front</h2>",
-           '<p class="caption">Each marker is one trained student. Marker size grows with the number of parameters; '
+    out = ['<p class="caption">Each marker is one trained student. Marker size grows with the number of parameters; '
            "colour is the Pareto rank over all the study's objectives (0 = on the front, 1 = on the front once the "
            "front is removed, and so on). The dashed line joins the students that are best in the two quantities "
            "drawn; the red star is the knee; the dotted line is the teacher's accuracy. Grey crosses at the bottom "
@@ -306,17 +316,14 @@ def _pareto_section(view: StudyView, figs: _Figures) -> str:
         out.append("<h3>Accuracy, latency and parameters in 3-D</h3>")
         out.append(figs.html(fig, "fig-pareto-3d", "The three default objectives together; drag to rotate. The "
                              "open diamond is the knee."))
-    out.append("</section>")
-    return "\n".join(out)
+    return _section("pareto", "The Pareto front", out)
 
 
 def _table_section(view: StudyView) -> str:
-    out = ['<section id="students">', "<h2>Students on the front</h2>"]
     by_number = {r.number: r for r in view.complete}
     rows = [by_number[n] for n in view.front if n in by_number]
     if not rows:
-        out += [_missing("The front is empty: no trial completed."), "</section>"]
-        return "\n".join(out)
+        return _section("students", "Students on the front", [_missing("The front is empty: no trial completed.")])
     extra = [m for m in DIAGNOSTIC_METRICS if any(m in r.metrics for r in rows)]
     metrics = [*FRONT_COLUMNS, *extra]
     show_gain = "scratch_accuracy" in extra
@@ -339,12 +346,12 @@ def _table_section(view: StudyView) -> str:
         bodies.append(f'<tbody data-trial="{r.number}"{" class=knee" if knee else ""}>'
                       f'<tr class="metrics">{"".join(cells)}</tr>'
                       f'<tr class="spec"><td colspan="{len(titles)}">{spec}<br>export: {command}</td></tr></tbody>')
-    out += ['<p class="caption">Sorted by accuracy; click a column title to sort by it. Under each student: its '
+    out = ['<p class="caption">Sorted by accuracy; click a column title to sort by it. Under each student: its '
             "spec, and the command that exports it (weights, TorchScript, spec and a README, after checking that "
             "the reloaded student reproduces its recorded accuracy).</p>",
             '<div class="table-wrap"><table class="sortable front-table">',
-            f"<thead><tr>{head}</tr></thead>", *bodies, "</table></div>", "</section>"]
-    return "\n".join(out)
+            f"<thead><tr>{head}</tr></thead>", *bodies, "</table></div>"]
+    return _section("students", "Students on the front", out)
 
 
 def _num_cell(value: float | None, text: str) -> str:
@@ -353,17 +360,12 @@ def _num_cell(value: float | None, text: str) -> str:
 
 
 def _capacity_section(view: StudyView, figs: _Figures) -> str:
-    out = ['<section id="capacity">', "<h2>Capacity gap</h2>",
-           '<p class="caption">The capacity ratio is the teacher\'s parameters divided by the student\'s: 10 means the '
+    out = ['<p class="caption">The capacity ratio is the teacher\'s parameters divided by the student\'s: 10 means the '
            "student is ten times smaller. Large gaps often make distillation less effective (Cho &amp; Hariharan, "
            "2019; Mirzadeh et al., 2020): students far below the teacher may learn more from the labels than from "
            "the teacher.</p>"]
-    fig = figures.capacity_gap(view)
-    if fig is None:
-        out.append(_missing("No completed student to draw."))
-    else:
-        out.append(figs.html(fig, "fig-capacity", "Accuracy and top-1 agreement with the teacher against the "
-                             "capacity ratio (log axis)."))
+    out.append(_figure_or_note(figs, figures.capacity_gap(view), "fig-capacity", "Accuracy and top-1 agreement "
+                               "with the teacher against the capacity ratio (log axis).", "No completed student to draw."))
     rows = analysis.gap_rows(view)
     if rows:
         out += ['<div id="kd-gain">', "<h3>What the teacher adds: KD gain and gap closure</h3>",
@@ -378,13 +380,12 @@ def _capacity_section(view: StudyView, figs: _Figures) -> str:
     else:
         out.append(_missing("No scratch baselines were recorded (the same students trained without a teacher), so "
                             "the gain from distillation cannot be shown."))
-    out.append("</section>")
-    return "\n".join(out)
+    return _section("capacity", "Capacity gap", out)
 
 
 def _trust_section(view: StudyView, figs: _Figures) -> str:
-    out = ['<section id="trust-section">', "<h2>Can the short runs be trusted?</h2>"]
     agreement = analysis.rank_agreement(view)
+    out = []
     if agreement is None:
         out.append(_missing("No confirmation run was recorded: every accuracy here comes from a short training "
                             "run, and whether longer training would rank the students the same way is unchecked."))
@@ -398,38 +399,33 @@ def _trust_section(view: StudyView, figs: _Figures) -> str:
                           _e(f"Short-run (search) accuracy against long-run (confirmation) accuracy of the confirmed "
                              f"students{how}. Points on the dotted diagonal kept their accuracy.")),
                 "</div>"]
-    out.append("</section>")
-    return "\n".join(out)
+    return _section("trust-section", "Can the short runs be trusted?", out)
 
 
 def _search_section(view: StudyView, figs: _Figures,
                     importances: Mapping[str, Mapping[str, float]] | None) -> str:
-    out = ['<section id="search">', "<h2>How the search went</h2>"]
     numbers, values = analysis.hypervolume_history(view)
-    fig = figures.hypervolume_history(numbers, values)
-    out.append("<h3>Hypervolume over trials</h3>")
-    out.append(_missing("No trial finished.") if fig is None else figs.html(
-        fig, "fig-hypervolume", "The share of the objective space the front dominates, after each trial (objectives "
-        "normalised: accuracy on [0, 1], costs on [0, the teacher's cost]). A curve that has stopped rising suggests "
-        "more trials would change little."))
-    fig = figures.history(view)
-    out.append("<h3>Optimisation history per objective</h3>")
-    out.append(_missing("No trial completed.") if fig is None else figs.html(
-        fig, "fig-history", "Each completed trial's value; the orange line is the best so far."))
-    out.append("<h3>Parameter importances</h3>")
-    fig = figures.importances(view, importances) if importances else None
-    out.append(_missing("Parameter importances are not available for this study (they need enough completed "
-                        "trials and are computed by the search backend).") if fig is None else figs.html(
-        fig, "fig-importances", "How much of each objective's variation each parameter explains (fANOVA; the "
-        "importances of one objective sum to 1)."))
-    fig = figures.parallel(view)
-    out.append("<h3>Architecture parameters</h3>")
-    out.append(_missing("No completed trial with architecture parameters.") if fig is None else figs.html(
-        fig, "fig-parallel", "One line per completed student through its architecture values, coloured by accuracy. "
-        "Drag along an axis to keep only the lines in a range. List parameters get one axis per position; "
-        "\u201cabsent\u201d marks a student without that position (e.g. fewer layers)."))
-    out.append("</section>")
-    return "\n".join(out)
+    return _section("search", "How the search went", [
+        "<h3>Hypervolume over trials</h3>",
+        _figure_or_note(figs, figures.hypervolume_history(numbers, values), "fig-hypervolume",
+                        "The share of the objective space the front dominates, after each trial (objectives "
+                        "normalised: accuracy on [0, 1], costs on [0, the teacher's cost]). A curve that has stopped "
+                        "rising suggests more trials would change little.", "No trial finished."),
+        "<h3>Optimisation history per objective</h3>",
+        _figure_or_note(figs, figures.history(view), "fig-history",
+                        "Each completed trial's value; the orange line is the best so far.", "No trial completed."),
+        "<h3>Parameter importances</h3>",
+        _figure_or_note(figs, figures.importances(view, importances) if importances else None, "fig-importances",
+                        "How much of each objective's variation each parameter explains (fANOVA; the importances of "
+                        "one objective sum to 1).", "Parameter importances are not available for this study (they "
+                        "need enough completed trials and are computed by the search backend)."),
+        "<h3>Architecture parameters</h3>",
+        _figure_or_note(figs, figures.parallel(view), "fig-parallel",
+                        "One line per completed student through its architecture values, coloured by accuracy. Drag "
+                        "along an axis to keep only the lines in a range. List parameters get one axis per position; "
+                        "\u201cabsent\u201d marks a student without that position (e.g. fewer layers).",
+                        "No completed trial with architecture parameters."),
+    ])
 
 
 _SPACE_COLUMNS = ("name", "kind", "range", "step", "log", "choices", "value", "per", "when")
@@ -450,10 +446,8 @@ def _details_section(view: StudyView) -> str:
     problems = [r for r in view.records if r.state in ("failed", "infeasible", "pruned") and r.reason]
     listing = "".join(f"<li>trial {r.number} ({_e(r.state)}): {_e(r.reason)}</li>" for r in problems[:200])
     more = f"<p class=\"note\">… and {len(problems) - 200} more.</p>" if len(problems) > 200 else ""
-    return "\n".join([
-        '<section id="details">', "<h2>Details</h2>",
+    return _section("details", "Details", [
         "<h3>Search space</h3>", table,
         "<details><summary>Reasons recorded for infeasible, failed and pruned trials "
         f"({len(problems)})</summary><ul>{listing}</ul>{more}</details>" if problems else "",
-        "</section>",
     ])
