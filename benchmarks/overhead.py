@@ -118,6 +118,14 @@ class RandomSuggester:
 # --------------------------------------------------------------------------- the three loops
 
 
+def plain_kd_loss(logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor, alpha: float,
+                  temperature: float) -> torch.Tensor:
+    """``(1-a)*CE + a*T^2*KL``, written inline as a user would (not naskd's KnowledgeLoss)."""
+    kl = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.log_softmax(teacher_logits / temperature, dim=-1),
+                  reduction="batchmean", log_target=True)
+    return (1 - alpha) * F.cross_entropy(logits, y) + alpha * temperature**2 * kl
+
+
 def plain_loop(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                steps: int, batch_size: int, lr: float, alpha: float, temperature: float, seed: int) -> float:
     """What a user would write without naskd. Returns the last loss."""
@@ -137,10 +145,7 @@ def plain_loop(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch
         logits = student(xb)
         with torch.no_grad():
             t = teacher(xb)
-        ce = F.cross_entropy(logits, yb)
-        kl = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.log_softmax(t / temperature, dim=-1),
-                      reduction="batchmean", log_target=True)
-        loss = (1 - alpha) * ce + alpha * temperature**2 * kl
+        loss = plain_kd_loss(logits, yb, t, alpha, temperature)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -188,17 +193,13 @@ def piece_times(context: StudyContext, recipe: DistillConfig, seed: int, calls: 
     assert context.train_logits is not None
     xb, yb, tb = x[:recipe.batch_size], y[:recipe.batch_size], context.train_logits[:recipe.batch_size]
     teacher = context.teacher.model.eval()
-    a, temp = recipe.alpha, recipe.temperature
 
     def stepper(make: Callable[[list[nn.Parameter]], torch.optim.Optimizer]) -> Callable[[], None]:
         student = fresh_student(context, seed).train()
         optimizer = make(list(student.parameters()))
 
         def step() -> None:
-            logits = student(xb)
-            kl = F.kl_div(F.log_softmax(logits / temp, dim=-1), F.log_softmax(tb / temp, dim=-1),
-                          reduction="batchmean", log_target=True)
-            loss = (1 - a) * F.cross_entropy(logits, yb) + a * temp**2 * kl
+            loss = plain_kd_loss(student(xb), yb, tb, recipe.alpha, recipe.temperature)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
