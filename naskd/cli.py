@@ -189,8 +189,11 @@ def _export(config: StudyConfig, out_dir: Path, args: argparse.Namespace) -> int
     _, records, _ = ob.load_summary(config, out_dir)
     record = next((r for r in records if r.number == args.trial), None)
     if record is None or record.state != "complete":
-        state = "no such trial" if record is None else f"trial is {record.state}"
-        raise NaskdError(f"--trial {args.trial}: {state}; only completed, feasible trials can be exported")
+        state = ("no such trial" if record is None else
+                 f"trial was stopped at a rung ({record.steps} training steps)" if record.state == "pruned" else
+                 f"trial is {record.state}")
+        raise NaskdError(f"--trial {args.trial}: {state}; only completed, feasible trials (trained to the target "
+                         "budget) can be exported")
     check = export_student(record.spec, out_dir / "students" / f"trial_{record.number}.pt", load_data(config.data),
                            record.metrics, args.output, number=record.number, study=config.name)
     if not args.quiet:

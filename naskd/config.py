@@ -27,7 +27,9 @@ BUILTIN_DATASETS = ("digits", "mnist1d", "synthetic")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("tpe", "nsga2", "random")
 DEVICES = ("cpu", "cuda")
-RAY_SCHEDULERS = ("fifo", "asha", "pareto_asha")
+FIDELITY_RULES = ("pareto", "off")
+#: ``[ray]`` keys of earlier versions whose job ``[fidelity]`` does now, for both backends.
+_MOVED_RAY_KEYS = ("scheduler", "grace_epochs", "reduction_factor")
 
 #: Every metric a trial records, with the direction that makes it better.
 METRIC_DIRECTIONS: dict[str, str] = {
@@ -123,6 +125,27 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class FidelityConfig:
+    """``[fidelity]``: how each student's training is spent on the way to the target budget
+    (``[distill].epochs`` or ``[distill].steps``, where every figure on the front is measured).
+
+    Students are scored at rungs ``first_rung * reduction_factor**k`` below the target, in the
+    target's unit. With ``rule = "pareto"`` a student stops at a rung when it ranks outside the
+    best ``1 / reduction_factor`` by Pareto rank over the study's objectives among the students
+    recorded at that rung (asynchronous successive halving, ``naskd.fidelity``); a student that
+    goes on continues the same run. ``"off"`` trains every student to the target and only
+    records the rung figures (single fidelity). ``margin`` protects a student whose accuracy (or
+    teacher agreement) is within that much of a cheaper one's: it stops only when others are
+    clearly better.
+    """
+
+    rule: str = "pareto"
+    first_rung: int | None = None  # None: the target divided by reduction_factor**2, at least 1
+    reduction_factor: int = 3
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """``[report]``: what ``naskd search`` adds to the report it writes at the end."""
 
@@ -140,11 +163,6 @@ class RayConfig:
     max_failures: int = 1
     address: str | None = None  # None: start Ray on this machine; "auto" or "HOST:PORT": join a cluster
     concurrency: int = 0  # trials at once; 0: as many as the cluster's CPUs allow
-    # "asha" / "pareto_asha": trials report validation accuracy per epoch and weak ones stop
-    # early, ranked on accuracy alone / by Pareto rank over the study's objectives.
-    scheduler: str = "fifo"
-    grace_epochs: int = 2  # epochs every trial trains before it may be stopped
-    reduction_factor: int = 3  # about 1 in this many trials goes on at each rung
 
 
 @dataclass(frozen=True)
@@ -163,6 +181,7 @@ class StudyConfig:
     raw: dict = field(default_factory=dict, compare=False, repr=False)
     ray: RayConfig = RayConfig()
     report: ReportConfig = ReportConfig()
+    fidelity: FidelityConfig = FidelityConfig()
 
     @property
     def slug(self) -> str:
@@ -291,7 +310,8 @@ def resolve_path(raw: str, base: Path, error: Callable[[str], ConfigError]) -> P
 
 # --- the schema, section by section ----------------------------------------------------
 
-_TOP_KEYS = ["name", "description", "seed", "data", "teacher", "space", "distill", "cost", "search", "ray", "report"]
+_TOP_KEYS = ["name", "description", "seed", "data", "teacher", "space", "distill", "fidelity", "cost", "search", "ray",
+             "report"]
 
 
 def load_study(path: str | Path, **overrides: Any) -> StudyConfig:
@@ -342,6 +362,7 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
     distill = _distill(_Section(shown, "distill", raw.get("distill", {})), seed)
     cost = _cost(_Section(shown, "cost", raw.get("cost", {})))
     search = _search(_Section(shown, "search", raw.get("search", {})), seed, overrides)
+    fidelity = _fidelity(_Section(shown, "fidelity", raw.get("fidelity", {})), distill)
     ray = _ray(_Section(shown, "ray", raw.get("ray", {})))
     report_section = _Section(shown, "report", raw.get("report", {}))
     report_section.reject_unknown(["scratch_baseline"])
@@ -355,7 +376,7 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
     space = load_space(space_table, shown, base)
     return StudyConfig(
         file=Path(shown), name=name, seed=seed, data=data, teacher=teacher, space=space,
-        distill=distill, cost=cost, search=search, raw=raw, ray=ray, report=report,
+        distill=distill, cost=cost, search=search, raw=raw, ray=ray, report=report, fidelity=fidelity,
     )
 
 
@@ -534,7 +555,27 @@ def _search(s: _Section, seed: int, overrides: dict[str, Any]) -> SearchConfig:
     )
 
 
+def _fidelity(s: _Section, distill: DistillConfig) -> FidelityConfig:
+    s.reject_unknown([f.name for f in dataclasses.fields(FidelityConfig)])
+    d = FidelityConfig()
+    rule = s.get("rule", _Key(str, _one_of(FIDELITY_RULES)), d.rule)
+    factor = s.get("reduction_factor", _Key(int, lambda v: None if v >= 2 else f"must be >= 2, got {v}"),
+                   d.reduction_factor)
+    first = s.get("first_rung", _Key(int, _positive), None)
+    target, unit = (distill.steps, "steps") if distill.steps else (distill.epochs, "epochs")
+    if first is not None and first >= target:
+        raise s.error("first_rung", f"must be below the target budget ([distill].{unit} = {target}), got {first}; "
+                                    'or set rule = "off" to train every student to the target')
+    return FidelityConfig(rule=rule, first_rung=first, reduction_factor=factor,
+                          margin=s.get("margin", _Key(float, lambda v: None if 0 <= v < 1 else
+                                                      f"must be in [0, 1), got {v}"), d.margin))
+
+
 def _ray(s: _Section) -> RayConfig:
+    for k in _MOVED_RAY_KEYS:
+        if k in s.table:
+            raise s.error(k, "early stopping moved to [fidelity] (rule, first_rung, reduction_factor, margin), "
+                             "which both backends use; remove this key")
     s.reject_unknown([f.name for f in dataclasses.fields(RayConfig)])
     d = RayConfig()
     return RayConfig(
@@ -543,8 +584,4 @@ def _ray(s: _Section) -> RayConfig:
         max_failures=s.get("max_failures", _Key(int, _non_negative), d.max_failures),
         address=s.get("address", _Key(str, lambda v: None if v.strip() else "must not be empty"), None),
         concurrency=s.get("concurrency", _Key(int, _non_negative), d.concurrency),
-        scheduler=s.get("scheduler", _Key(str, _one_of(RAY_SCHEDULERS)), d.scheduler),
-        grace_epochs=s.get("grace_epochs", _Key(int, _positive), d.grace_epochs),
-        reduction_factor=s.get("reduction_factor", _Key(int, lambda v: None if v >= 2 else f"must be >= 2, got {v}"),
-                               d.reduction_factor),
     )

@@ -1,5 +1,6 @@
-"""The short distillation run: a student, the teacher's (cached) logits and a recipe in,
-a trained student and its loss curve out.
+"""The distillation run: a student, the teacher's (cached) logits and a recipe in, a trained
+student and its loss curve out; paused at rungs, where the caller may stop it, save its
+training state, or continue a saved one exactly where it was.
 
 In-memory data is fed as tensor slices of a seeded permutation, never through a
 per-sample DataLoader: for the small sets a search trains on, Python-level collation
@@ -55,10 +56,22 @@ class Diverged(RuntimeError):
 
 @dataclass
 class DistillResult:
-    steps: int
+    steps: int  # steps trained, from the first (a continued run counts its earlier steps too)
     train_seconds: float
     final_loss: float
     curve: list[tuple[int, float]] = field(default_factory=list)
+    stopped: bool = False  # on_rung ended the run before its budget
+
+
+#: A run's whole training state at a rung: what a continued run needs to carry on bit for bit
+#: (weights, optimizer moments, adapters, the batch order and its generator, the global RNG
+#: that dropout draws from). Plain tensors, numbers and lists, so ``torch.load(...,
+#: weights_only=True)`` reads it back.
+TrainState = dict[str, Any]
+
+#: ``on_rung(rung index, steps done, train seconds so far, state) -> go on?``; ``state()``
+#: captures the ``TrainState`` (only when asked: capturing copies the weights).
+RungCallback = Callable[[int, int, float, Callable[[], TrainState]], bool]
 
 
 def steps_per_epoch(recipe: DistillConfig, n: int) -> int:
@@ -130,7 +143,9 @@ def distill(
     teacher: nn.Module | None = None,
     teacher_values: Mapping[str, torch.Tensor] | None = None,
     pairs: Sequence[tuple[str, str]] = (),
-    on_epoch: Callable[[int, float], None] | None = None,
+    rungs: Sequence[int] = (),
+    on_rung: RungCallback | None = None,
+    resume: TrainState | None = None,
 ) -> DistillResult:
     """Train ``student`` in place on ``(x, y)``.
 
@@ -143,9 +158,15 @@ def distill(
     Args:
         pairs: ``(teacher module, student module)`` names for feature knowledge; empty pairs
             stages automatically.
-        on_epoch: called as ``on_epoch(epoch, train_seconds)`` after every full epoch but the
-            last (the caller scores the final student itself), e.g. to report validation
-            accuracy to an early-stopping scheduler; its own time is not training time.
+        rungs: step counts (ascending, below the run's total) after which ``on_rung`` is
+            called; its time is not training time, and the student is in train mode again
+            when it returns.
+        on_rung: decides at each rung whether the run goes on; returning False ends it
+            there (``DistillResult.stopped``). Scoring the student in eval mode inside it
+            changes nothing the run depends on.
+        resume: a state captured at a rung of the same student, recipe and data: the run
+            carries on from it and ends exactly as an uninterrupted run would. When that
+            step is a rung, ``on_rung`` is asked about it again first.
 
     Raises:
         Diverged: the loss became NaN or infinite.
@@ -182,12 +203,24 @@ def distill(
         optimizer = make_optimizer(params, recipe)
         every = max(1, steps // 50)
         curve: list[tuple[int, float]] = []
+        order = torch.randperm(n, generator=generator)
+        first, seconds_before, loss_value = 0, 0.0, float("nan")
+        if resume is not None:
+            first, seconds_before, loss_value, order, curve = _restore(resume, student, loss_fn, optimizer, generator)
+        ce_weight = recipe.ce_weight if side is not None else 1.0
+        judged = {s: k for k, s in enumerate(rungs) if s > first} if on_rung is not None else {}
+        stopped = False
+        if on_rung is not None and first in rungs:
+            # A continued run is judged again at the rung it was saved at: the decision that
+            # followed the save may never have been recorded.
+            state = _capture_state(student, loss_fn, optimizer, generator, order, first, seconds_before,
+                                   loss_value, curve)
+            stopped = not on_rung(list(rungs).index(first), first, seconds_before, state)
+            if stopped:
+                steps = first
         student.train()
         start = time.perf_counter()
-        order = torch.randperm(n, generator=generator)
-        loss_value = float("nan")
-        ce_weight = recipe.ce_weight if side is not None else 1.0
-        for step in range(steps):
+        for step in range(first, steps):
             i = step % per_epoch
             if i == 0 and step > 0:
                 order = torch.randperm(n, generator=generator)
@@ -201,20 +234,56 @@ def distill(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if on_epoch is not None and (step + 1) % per_epoch == 0 and step + 1 < steps:
-                paused = time.perf_counter()
-                on_epoch((step + 1) // per_epoch, paused - start)
-                start += time.perf_counter() - paused
-            if step % every == 0 or step == steps - 1:
+            if step % every == 0 or step == steps - 1 or step + 1 in judged:
                 # .item() synchronises; doing it only at curve points keeps the step loop lean.
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     raise Diverged(step, loss_value)
                 curve.append((step, loss_value))
+            if step + 1 in judged:
+                paused = time.perf_counter()
+                done_seconds = seconds_before + paused - start
+                state = _capture_state(student, loss_fn, optimizer, generator, order, step + 1, done_seconds,
+                                       loss_value, curve)
+                go_on = on_rung(judged[step + 1], step + 1, done_seconds, state)  # type: ignore[misc]
+                student.train()
+                start += time.perf_counter() - paused
+                if not go_on:
+                    stopped, steps = True, step + 1
+                    break
     finally:
         if student_tap is not None:
             student_tap.close()
         if side is not None:
             side.close()
     student.eval()
-    return DistillResult(steps=steps, train_seconds=time.perf_counter() - start, final_loss=loss_value, curve=curve)
+    return DistillResult(steps=steps, train_seconds=seconds_before + time.perf_counter() - start,
+                         final_loss=loss_value, curve=curve, stopped=stopped)
+
+
+def _capture_state(student: nn.Module, loss_fn: nn.Module | None, optimizer: torch.optim.Optimizer,
+                   generator: torch.Generator, order: torch.Tensor, step: int, seconds: float, loss_value: float,
+                   curve: list[tuple[int, float]]) -> Callable[[], TrainState]:
+    def capture() -> TrainState:
+        return {
+            "step": step, "train_seconds": seconds, "loss": loss_value, "curve": [list(p) for p in curve],
+            "student": {k: v.detach().clone() for k, v in student.state_dict().items()},
+            "adapters": {k: v.detach().clone() for k, v in loss_fn.state_dict().items()} if loss_fn is not None else {},
+            "optimizer": optimizer.state_dict(),
+            "order": order.clone(), "generator": generator.get_state(), "rng": torch.get_rng_state(),
+        }
+
+    return capture
+
+
+def _restore(state: TrainState, student: nn.Module, loss_fn: nn.Module | None, optimizer: torch.optim.Optimizer,
+             generator: torch.Generator) -> tuple[int, float, float, torch.Tensor, list[tuple[int, float]]]:
+    """Load a captured state into a freshly built run; returns where the run stands."""
+    student.load_state_dict(state["student"])
+    if loss_fn is not None:
+        loss_fn.load_state_dict(state["adapters"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["rng"])
+    curve = [(int(a), float(b)) for a, b in state["curve"]]
+    return int(state["step"]), float(state["train_seconds"]), float(state["loss"]), state["order"], curve

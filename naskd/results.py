@@ -30,11 +30,17 @@ DIAGNOSTIC_COLUMNS = ("scratch_accuracy", "long_accuracy", "long_teacher_agreeme
 
 @dataclass(frozen=True)
 class TrialRecord:
+    """One trial. ``metrics`` are measured after ``steps`` training steps: the target budget
+    for a complete trial, the rung where it stopped for a pruned one; ``rungs`` holds
+    ``{"rung", "steps", "metrics"}`` for every rung the student reached."""
+
     number: int
     state: State
     spec: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
+    steps: int | None = None  # None: recorded before naskd kept it
+    rungs: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class StudyFacts:
     objectives: tuple[str, ...]
     teacher: dict[str, Any]
     data: dict[str, Any] = field(default_factory=dict)
+    fidelity: dict[str, Any] = field(default_factory=dict)  # rule, target_steps, rungs, steps_per_epoch, ...
 
 
 def counts(records: Sequence[TrialRecord]) -> dict[str, int]:
@@ -59,9 +66,12 @@ def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str
     """The front of a study as one JSON-able object.
 
     The front is the non-dominated set of completed, feasible trials over the study's
-    objectives. The hypervolume is normalised with a fixed reference (see
+    objectives: students trained to the target budget (``target_steps``); a student stopped at
+    a rung is never on it. The hypervolume is normalised with a fixed reference (see
     ``naskd.front.objective_bounds``: accuracy in [0, 1], costs in [0, teacher's cost]) so two
     runs of the same study compare; the knee is the front point closest to the ideal point.
+    Each member carries ``steps`` (the training behind its metrics) and ``rungs`` (its metrics
+    at every rung it passed).
     """
     directions = [METRIC_DIRECTIONS[o] for o in facts.objectives]
     done = [r for r in records if r.state == "complete"]
@@ -75,14 +85,32 @@ def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str
         "study": facts.name,
         "objectives": [{"name": o, "direction": d} for o, d in zip(facts.objectives, directions)],
         "teacher": {k: facts.teacher.get(k) for k in ("accuracy", "params", "flops", "latency_p50_ms")},
+        "target_steps": facts.fidelity.get("target_steps"),
         "counts": counts(records),
         "hypervolume": hv,
         "knee": done[idx[knee_at]].number if knee_at is not None else None,
         "front": [{"number": r.number, "spec": r.spec,
                    "metrics": {k: r.metrics.get(k) for k in (*FRONT_COLUMNS, *DIAGNOSTIC_COLUMNS)
-                               if k in FRONT_COLUMNS or k in r.metrics}}
+                               if k in FRONT_COLUMNS or k in r.metrics},
+                   "steps": r.steps,
+                   "rungs": [{"rung": e["rung"], "steps": e["steps"],
+                              "metrics": {k: e["metrics"].get(k) for k in FRONT_COLUMNS}} for e in r.rungs]}
                   for r in front],
     }
+
+
+def rung_progress(fidelity: dict[str, Any], records: Sequence[TrialRecord]) -> tuple[str, str]:
+    """For a progress bar: ``("rungs 1/3/9/27ep", "40>14>8>6")``, how many students reached
+    each rung and the target (complete); empty strings when the study has no rungs."""
+    rungs, per_epoch, target = fidelity.get("rungs") or [], fidelity.get("steps_per_epoch"), fidelity.get("target_steps")
+    if not rungs or not target:
+        return "", ""
+    budgets = [*rungs, target]
+    epochs = bool(per_epoch) and all(b % per_epoch == 0 for b in budgets)
+    label = "rungs " + "/".join(str(b // per_epoch if epochs else b) for b in budgets) + ("ep" if epochs else "st")
+    reached = [sum(1 for r in records if any(e.get("rung") == k for e in r.rungs)) for k in range(len(rungs))]
+    reached.append(sum(1 for r in records if r.state == "complete"))
+    return label, ">".join(map(str, reached))
 
 
 def _fmt(value: Any) -> str:
@@ -113,19 +141,21 @@ def render_table(summary: dict[str, Any]) -> str:
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     c = summary["counts"]
-    head = (f"study {summary['study']}: {len(summary['front'])} students on the front "
-            f"({c['complete']} complete, {c['infeasible']} infeasible, {c['failed']} failed, {c['pruned']} pruned); "
-            f"hypervolume {summary['hypervolume']:.4f}; * = knee")
+    budget = f" at the target budget of {summary['target_steps']} training steps" if summary.get("target_steps") else ""
+    head = (f"study {summary['study']}: {len(summary['front'])} students on the front{budget} "
+            f"({c['complete']} complete, {c['infeasible']} infeasible, {c['failed']} failed, "
+            f"{c['pruned']} stopped at a rung); hypervolume {summary['hypervolume']:.4f}; * = knee")
     return "\n".join([head, line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 def render_csv(summary: dict[str, Any]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["number", "knee", *FRONT_COLUMNS, "spec"])
+    writer.writerow(["number", "knee", *FRONT_COLUMNS, "steps", "spec"])
     for entry in summary["front"]:
         writer.writerow([entry["number"], int(entry["number"] == summary["knee"]),
-                         *(entry["metrics"][k] for k in FRONT_COLUMNS), json.dumps(entry["spec"], sort_keys=True)])
+                         *(entry["metrics"][k] for k in FRONT_COLUMNS), entry.get("steps"),
+                         json.dumps(entry["spec"], sort_keys=True)])
     return buf.getvalue()
 
 

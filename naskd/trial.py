@@ -2,8 +2,9 @@
 
 ``build_context`` does the once-per-study work (data, teacher, teacher outputs);
 ``evaluate(spec, context)`` is the one place a trial happens: build the student, measure its
-cost, stop if it breaks a budget, otherwise distil it briefly and score it. It is a plain
-function call, so any backend (or a test) can drive it.
+cost, stop if it breaks a budget, otherwise distil it rung by rung toward the target budget,
+scoring it at every rung (where the backend's rule may stop it), and score it at the target.
+It is a plain function call, so any backend (or a test) can drive it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from naskd.config import StudyConfig
 from naskd.data import Data, load_data
 from naskd.distill import Diverged, distill, recipe_dict, recipe_from_dict
 from naskd.errors import ConfigError, InvalidSpec
+from naskd.fidelity import CheckpointFile, RungPlan, plan_rungs
 from naskd.knowledge.functional import LOSSES
 from naskd.knowledge.hooks import module_names, stage_names
 from naskd.knowledge.terms import EMBEDDING
@@ -34,7 +36,7 @@ from naskd.teacher import Teacher, describe_teacher, load_teacher
 
 log = logging.getLogger(__name__)
 
-Status = Literal["complete", "infeasible", "invalid", "failed"]
+Status = Literal["complete", "pruned", "infeasible", "invalid", "failed"]
 
 #: Every metric a completed trial records.
 METRICS = ("accuracy", "teacher_agreement", "kl_to_teacher", "params", "flops", "latency_p50_ms",
@@ -54,8 +56,17 @@ class StudyContext:
     val_logits: torch.Tensor
 
     def describe(self) -> dict[str, Any]:
-        """Facts recorded with the study: data splits and the teacher's figures."""
-        return {"data": self.data.describe(), "teacher": dict(self.teacher_info)}
+        """Facts recorded with the study: data splits, the teacher's figures and the rungs."""
+        plan = self.plan
+        return {"data": self.data.describe(), "teacher": dict(self.teacher_info),
+                "fidelity": {"rule": self.config.fidelity.rule, "target_steps": plan.target_steps,
+                             "rungs": list(plan.rungs), "steps_per_epoch": plan.steps_per_epoch,
+                             "reduction_factor": plan.reduction_factor, "margin": plan.margin}}
+
+    @property
+    def plan(self) -> RungPlan:
+        """The study's rungs and target budget, in training steps."""
+        return plan_rungs(self.config.fidelity, self.config.distill, len(self.data.y_train))
 
     def teacher_values(self, terms: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor] | None:
         """Cached teacher features/embeddings over the training set for these knowledge terms,
@@ -107,7 +118,9 @@ def _check_teacher_pairs(config: StudyConfig, teacher: nn.Module) -> None:
 
 @dataclass
 class TrialResult:
-    """The outcome of one trial; ``metrics`` holds every name in ``METRICS`` when complete."""
+    """The outcome of one trial. ``metrics`` holds every name in ``METRICS`` when complete (at
+    the target budget) or pruned (at the rung where it stopped: ``steps`` says where);
+    ``rungs`` holds ``{"rung", "steps", "metrics"}`` for every rung the student reached."""
 
     status: Status
     spec: dict[str, Any]
@@ -116,6 +129,12 @@ class TrialResult:
     constraints: dict[str, float] = field(default_factory=dict)  # budget metric -> value, feasible when <= 0
     student: nn.Module | None = None
     curve: list[tuple[int, float]] = field(default_factory=list)
+    steps: int = 0  # training steps behind ``metrics``
+    rungs: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: ``gate(rung, steps, metrics) -> go on?``: the backend's rung rule (``naskd.fidelity.RungGate``).
+Gate = Callable[[int, int, dict[str, float]], bool]
 
 
 def full_spec(sampled: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
@@ -141,60 +160,107 @@ def budget_violations(metrics: dict[str, float], config: StudyConfig) -> tuple[d
     return values, broken
 
 
-def evaluate(spec: dict[str, Any], context: StudyContext,
-             report: Callable[[int, dict[str, float]], None] | None = None) -> TrialResult:
+def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None = None,
+             checkpoint: CheckpointFile | None = None, carried: Sequence[dict[str, Any]] = (),
+             plan: RungPlan | None = None) -> TrialResult:
     """Run one trial. Never raises for a trial's own failure: the reason goes on the result.
+
+    The student is scored on the validation set at every rung of the study's plan
+    (``StudyContext.plan``) and at the target budget; only the target figures are a complete
+    trial's metrics.
 
     Args:
         spec: ``{"family", "arch", "recipe"}`` as plain JSON.
         context: the study's shared context.
-        report: when given, called after every epoch but the last as ``report(epoch, metrics)``
-            with every metric of a complete trial, scored on the validation set as the
-            student stands; for schedulers that stop weak trials early (Ray Tune's ASHA).
-            An exception it raises fails the trial like any other, except ``SystemExit``,
-            which passes through: that is how Ray Tune stops a trial from ``tune.report``.
+        gate: asked at every rung with every metric of the student as it stands; False stops
+            it there (status ``pruned``). None: every student goes to the target. An exception
+            it raises fails the trial like any other, except ``SystemExit``, which passes
+            through: that is how Ray Tune stops a trial from ``tune.report``.
+        checkpoint: where the student's training state is saved at every rung it reaches; a
+            state already there is continued (the student goes on from that rung, bit for bit
+            as if never interrupted). Cleared when the trial ends.
+        carried: rung entries recorded by the interrupted trial a continued student comes
+            from; those below the checkpoint's rung are kept in ``rungs``.
+        plan: rungs to score at instead of the study's (e.g. every epoch, for learning
+            curves); its target must be the study's.
     """
     data, config = context.data, context.config
     reason = check_spec(spec, data.input_shape, data.num_classes)
     if reason:
         return TrialResult("invalid", spec, reason=f"invalid spec: {reason}")
     recipe = recipe_from_dict(spec.get("recipe", {}), base=config.distill)
+    plan = plan or context.plan
+    resume = checkpoint.load() if checkpoint is not None else None
+    if resume is not None and int(resume["step"]) not in plan.rungs:
+        log.warning("%s: saved at step %s, which is not a rung of this study; the student starts again",
+                    checkpoint.path, resume["step"])  # type: ignore[union-attr]
+        resume = None
+    rungs = [dict(e) for e in carried if resume is not None and e["steps"] < int(resume["step"])]
+    stopped_by: list[int] = []
     try:
         torch.manual_seed(recipe.seed)  # same spec and seed -> same initial weights and dropout masks
         student = build_student(spec, data.input_shape, data.num_classes)
-        cost = config.cost
-        measured = measure_cost(student, data.input_shape, batch_size=cost.batch_size, threads=cost.threads,
-                                warmup=cost.warmup, repeats=cost.repeats, device=cost.device)
-        metrics: dict[str, float] = {
-            "params": measured.params, "flops": measured.flops,
-            "latency_p50_ms": measured.latency_p50_ms, "latency_p95_ms": measured.latency_p95_ms,
-            "capacity_ratio": context.teacher_info["params"] / max(1, measured.params),
-        }
+        if resume is not None and isinstance(resume.get("cost"), dict):
+            # A continued student keeps the cost it was judged with (latency is remeasured noise).
+            metrics: dict[str, float] = {k: float(v) for k, v in resume["cost"].items()}
+        else:
+            cost = config.cost
+            measured = measure_cost(student, data.input_shape, batch_size=cost.batch_size, threads=cost.threads,
+                                    warmup=cost.warmup, repeats=cost.repeats, device=cost.device)
+            metrics = {
+                "params": measured.params, "flops": measured.flops,
+                "latency_p50_ms": measured.latency_p50_ms, "latency_p95_ms": measured.latency_p95_ms,
+                "capacity_ratio": context.teacher_info["params"] / max(1, measured.params),
+            }
+        cost_metrics = dict(metrics)
         constraints, broken = budget_violations(metrics, config)
         if broken:
             return TrialResult("infeasible", spec, metrics, reason="over budget: " + "; ".join(broken),
                                constraints=constraints)
         teacher_values = context.teacher_values(recipe.knowledge or ())
 
-        def on_epoch(epoch: int, seconds: float) -> None:
-            scored = score(predict(student, data.x_val), data.y_val, context.val_logits)
-            report(epoch, {**metrics, **scored, "train_seconds": seconds})  # type: ignore[misc]
+        def on_rung(rung: int, steps: int, seconds: float, state: Callable[[], dict[str, Any]]) -> bool:
+            scored = {**metrics, **score(predict(student, data.x_val), data.y_val, context.val_logits),
+                      "train_seconds": seconds}
+            rungs[:] = [e for e in rungs if e["rung"] < rung] + [{"rung": rung, "steps": steps, "metrics": scored}]
+            if checkpoint is not None:  # saved before the verdict: a kill between the two loses nothing
+                checkpoint.save({**state(), "cost": cost_metrics})
+            go_on = gate(rung, steps, scored) if gate is not None else True
+            if not go_on:
+                stopped_by.append(rung)
+            return go_on
 
         torch.manual_seed(recipe.seed)
         result = distill(student, data.x_train, data.y_train, recipe, teacher_logits=context.train_logits,
                          teacher=context.teacher.model, teacher_values=teacher_values,
-                         pairs=config.distill.pairs, on_epoch=on_epoch if report is not None else None)
-        metrics.update(score(predict(student, data.x_val), data.y_val, context.val_logits))
-        metrics["train_seconds"] = result.train_seconds
+                         pairs=config.distill.pairs, rungs=plan.rungs, on_rung=on_rung, resume=resume)
     except InvalidSpec as exc:
-        return TrialResult("invalid", spec, reason=f"invalid spec: {exc}")
+        return _ended(checkpoint, TrialResult("invalid", spec, reason=f"invalid spec: {exc}"))
     except Diverged as exc:
-        return TrialResult("failed", spec, reason=str(exc))
+        return _ended(checkpoint, TrialResult("failed", spec, reason=str(exc), rungs=rungs))
     except Exception as exc:  # a trial's own bug must not end the study; keep the reason
         log.debug("trial failed:\n%s", traceback.format_exc())
-        return TrialResult("failed", spec, reason=f"{type(exc).__name__}: {exc}")
+        return _ended(checkpoint, TrialResult("failed", spec, reason=f"{type(exc).__name__}: {exc}", rungs=rungs))
+    if result.stopped:
+        last = rungs[-1]
+        why = getattr(gate, "last", None)
+        detail = f": {why.reason}" if why is not None and getattr(why, "reason", "") else ""
+        return _ended(checkpoint, TrialResult(
+            "pruned", spec, dict(last["metrics"]), constraints=constraints, steps=result.steps, rungs=rungs,
+            reason=f"stopped at rung {stopped_by[-1]} ({plan.label(result.steps)} of {plan.label(plan.target_steps)})"
+                   f"{detail}"))
+    metrics.update(score(predict(student, data.x_val), data.y_val, context.val_logits))
+    metrics["train_seconds"] = result.train_seconds
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
-        return TrialResult("failed", spec, metrics, reason=f"non-finite metrics: {', '.join(bad)}")
-    return TrialResult("complete", spec, metrics, constraints=constraints, student=student, curve=result.curve)
+        return _ended(checkpoint, TrialResult("failed", spec, metrics, reason=f"non-finite metrics: {', '.join(bad)}",
+                                              rungs=rungs))
+    return _ended(checkpoint, TrialResult("complete", spec, metrics, constraints=constraints, student=student,
+                                          curve=result.curve, steps=result.steps, rungs=rungs))
 
+
+def _ended(checkpoint: CheckpointFile | None, result: TrialResult) -> TrialResult:
+    """A trial that ended needs no saved state: it is never continued."""
+    if checkpoint is not None:
+        checkpoint.clear()
+    return result

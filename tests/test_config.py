@@ -75,6 +75,19 @@ def _error(path: Path, **overrides: Any) -> ConfigError:
         pytest.param({"seed": -3}, "seed", "must be >= 0, got -3", id="negative-top-seed"),
         pytest.param({"cost": {"repeats": 2}}, "[cost].repeats", "must be >= 3 to give a p95, got 2", id="repeats"),
         pytest.param({"data": {"classes": 1}}, "[data].classes", "must be >= 2, got 1", id="classes"),
+        pytest.param({"fidelity": {"rule": "asha"}}, "[fidelity].rule", "must be one of 'pareto', 'off', got 'asha'",
+                     id="fidelity-rule"),
+        pytest.param({"fidelity": {"reduction_factor": 1}}, "[fidelity].reduction_factor", "must be >= 2, got 1",
+                     id="fidelity-factor"),
+        pytest.param({"fidelity": {"first_rung": 0}}, "[fidelity].first_rung", "must be > 0, got 0",
+                     id="fidelity-first-rung"),
+        pytest.param({"fidelity": {"first_rung": 30}}, "[fidelity].first_rung",
+                     'must be below the target budget ([distill].steps = 30), got 30; or set rule = "off" to train '
+                     "every student to the target", id="fidelity-first-rung-at-target"),
+        pytest.param({"fidelity": {"margin": 1.0}}, "[fidelity].margin", "must be in [0, 1), got 1.0",
+                     id="fidelity-margin"),
+        pytest.param({"fidelity": {"rungs": [1, 2]}}, "[fidelity].rungs",
+                     "unknown key (known keys: rule, first_rung, reduction_factor, margin)", id="fidelity-unknown"),
     ],
 )
 def test_bad_value_names_file_key_and_problem(write_study, sections, key, message):

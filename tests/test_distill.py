@@ -114,25 +114,94 @@ def test_same_seed_gives_bit_identical_weights(data, teacher_logits):
     assert not _same(runs[0][0], _state(student))
 
 
-def test_on_epoch_sees_every_epoch_but_the_last_and_changes_nothing(data, teacher_logits):
+def test_on_rung_sees_every_rung_and_changes_nothing(data, teacher_logits):
     plain = _student()
     distill(plain, data.x_train, data.y_train, RECIPE, teacher_logits=teacher_logits)
-    calls: list[tuple[int, float, bool, float]] = []
+    calls: list[tuple[int, int, float, bool, float]] = []
     watched = _student()
 
-    def on_epoch(epoch: int, seconds: float) -> None:
+    def on_rung(rung: int, steps: int, seconds: float, state) -> bool:
         accuracy = score(predict(watched, data.x_val), data.y_val)["accuracy"]
-        calls.append((epoch, seconds, watched.training, accuracy))
+        calls.append((rung, steps, seconds, watched.training, accuracy))
+        return True
 
-    result = distill(watched, data.x_train, data.y_train, RECIPE, teacher_logits=teacher_logits, on_epoch=on_epoch)
-    # 60 steps of 32 rows out of 320 = 6 epochs; the caller scores the sixth itself.
-    assert [c[0] for c in calls] == [1, 2, 3, 4, 5]
-    seconds = [c[1] for c in calls]
-    assert seconds == sorted(seconds) and 0 < seconds[-1] <= result.train_seconds
-    assert all(c[2] for c in calls)  # called in training mode, as the loop left it
-    assert calls[-1][3] > 0.25  # learning by the fifth epoch (chance is 1/4)
-    # Scoring between epochs (eval mode, no grad) leaves the training bit-identical.
+    result = distill(watched, data.x_train, data.y_train, RECIPE, teacher_logits=teacher_logits,
+                     rungs=(10, 30), on_rung=on_rung)
+    assert [c[:2] for c in calls] == [(0, 10), (1, 30)] and result.steps == 60 and not result.stopped
+    assert 0 < calls[0][2] < calls[1][2] <= result.train_seconds
+    assert all(c[3] for c in calls)  # called in training mode, as the loop left it
+    assert calls[-1][4] > 0.25  # learning by step 30 (chance is 1/4)
+    # Scoring at rungs (eval mode, no grad) leaves the training bit-identical.
     assert _same(_state(plain), _state(watched))
+
+
+def test_a_rung_that_says_no_stops_the_run_there(data, teacher_logits):
+    student = _student()
+    result = distill(student, data.x_train, data.y_train, RECIPE, teacher_logits=teacher_logits,
+                     rungs=(10, 30), on_rung=lambda rung, steps, seconds, state: rung == 0)
+    assert result.stopped and result.steps == 30 and not student.training
+    # The stopped student is exactly the 30-step student.
+    same = _student()
+    distill(same, data.x_train, data.y_train, _recipe(steps=30), teacher_logits=teacher_logits)
+    assert _same(_state(student), _state(same))
+
+
+def _dropout_student() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 4))
+
+
+@pytest.mark.parametrize("knowledge", [None, ({"kind": "fitnet", "weight": 1.0},)])
+def test_a_continued_run_ends_bit_identical_to_a_straight_one(data, teacher, teacher_logits, tmp_path, knowledge):
+    """Weights, Adam moments, adapters (fitnet), batch order mid-epoch (rung at 15 of 10-step
+    epochs), dropout's random stream: all carried over, through a checkpoint file."""
+    from naskd.fidelity import CheckpointFile
+
+    recipe = _recipe(knowledge=knowledge, ce_weight=0.1) if knowledge else RECIPE
+    pairs = (("2", "1"),) if knowledge else ()  # teacher's and student's first ReLU
+    straight = _dropout_student()
+    torch.manual_seed(7)
+    distill(straight, data.x_train, data.y_train, recipe, teacher_logits=teacher_logits, teacher=teacher, pairs=pairs)
+
+    saved = CheckpointFile(tmp_path / "ckpt.pt")
+
+    def save_and_stop(rung: int, steps: int, seconds: float, state) -> bool:
+        saved.save(state())
+        return False
+
+    first = _dropout_student()
+    torch.manual_seed(7)
+    stopped = distill(first, data.x_train, data.y_train, recipe, teacher_logits=teacher_logits, teacher=teacher,
+                      pairs=pairs, rungs=(15,), on_rung=save_and_stop)
+    assert stopped.stopped and stopped.steps == 15
+    torch.manual_seed(123)  # whatever the global generator holds now, the state restores it
+    continued = _dropout_student()
+    seen = []
+    result = distill(continued, data.x_train, data.y_train, recipe, teacher_logits=teacher_logits, teacher=teacher,
+                     pairs=pairs, rungs=(15,), on_rung=lambda *args: seen.append(args[:2]) or True,
+                     resume=saved.load())
+    assert seen == [(0, 15)]  # the rung it was saved at is judged again
+    assert result.steps == 60 and result.train_seconds >= stopped.train_seconds
+    assert _same(_state(straight), _state(continued))
+    # Without the saved state the run differs: the comparison has teeth.
+    fresh = _dropout_student()
+    torch.manual_seed(123)
+    distill(fresh, data.x_train, data.y_train, recipe, teacher_logits=teacher_logits, teacher=teacher, pairs=pairs)
+    assert not _same(_state(straight), _state(fresh))
+
+
+def test_a_damaged_checkpoint_is_reported_and_not_used(tmp_path, caplog):
+    from naskd.fidelity import CheckpointFile
+
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(b"not a checkpoint")
+    assert CheckpointFile(path).load() is None
+    assert "cannot be read" in caplog.text
+    torch.save({"something": torch.zeros(2)}, path)
+    assert CheckpointFile(path).load() is None
+    assert "not a naskd training state" in caplog.text
+    CheckpointFile(path).clear()
+    assert not path.exists()
 
 
 def test_cached_logits_and_live_teacher_train_the_same_student(data, teacher, teacher_logits):

@@ -1,6 +1,7 @@
 """Many workers on one study without Ray: a real PostgreSQL server on loopback, worker threads
 racing for the last slots, and three ``naskd search --storage postgresql+psycopg2://...``
-processes, one of them killed mid-trial."""
+processes judging students against one set of rung records, one of them killed mid-rung and
+its student continued by another."""
 
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def _naskd(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from naskd.cli import main; sys.exit(main())", *args]
 
 
-def test_three_worker_processes_and_one_killed(postgres, fast_heartbeats, write_study, tmp_path, capsys):
+def test_three_worker_processes_and_one_killed_mid_rung(postgres, fast_heartbeats, write_study, tmp_path, capsys):
     target = 6
     study = write_study(name="pg3", distill={"steps": 1000, "batch_size": 32},
                         search={"trials": target, "sampler": "tpe"})
@@ -122,24 +123,25 @@ def test_three_worker_processes_and_one_killed(postgres, fast_heartbeats, write_
         procs[p.pid] = p
     victim = None
     try:
-        # Kill the worker of a running trial once one trial has completed.
+        # Kill the worker of a running trial that has passed a rung, once one trial has ended.
         deadline = time.monotonic() + 120
         while victim is None:
-            assert time.monotonic() < deadline, "no trial completed with another one running"
-            time.sleep(0.2)
+            assert time.monotonic() < deadline, "no trial ended with another one past a rung"
+            time.sleep(0.1)
             try:
                 trials = _study(postgres, "pg3").get_trials()
             except KeyError:  # not created yet
                 continue
-            if not any(t.state == State.COMPLETE for t in trials):
+            if not any(t.state in (State.COMPLETE, State.PRUNED) for t in trials):
                 continue
             for t in trials:
                 pid = int(t.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
-                if t.state == State.RUNNING and pid in procs and t.user_attrs.get("surplus") is None:
+                if t.state == State.RUNNING and pid in procs and t.user_attrs.get("rungs") \
+                        and Path(t.user_attrs.get("checkpoint", "")).is_file():
                     os.kill(pid, signal.SIGKILL)
-                    victim = (t.number, procs.pop(pid))
+                    victim = (t.number, procs.pop(pid), t.user_attrs["rungs"])
                     break
-        number, killed = victim
+        number, killed, kept = victim
         killed.wait(timeout=10)
         for p in procs.values():
             assert p.wait(timeout=180) == 0, "\n".join(f.read_text() for f in tmp_path.glob("worker*.log"))
@@ -151,16 +153,22 @@ def test_three_worker_processes_and_one_killed(postgres, fast_heartbeats, write_
 
     trials = _study(postgres, "pg3").get_trials()
     dead = trials[number]
-    if dead.state == State.COMPLETE:  # it finished in the instant before the kill: nothing to recover
-        pytest.fail("the killed worker's trial completed before the kill; make trials longer")
-    # Its trial was failed by the survivors' heartbeat check and is not counted.
-    assert dead.state == State.FAIL and not ob.counts(dead)
-    assert "heartbeats" in ob.to_record(dead).reason
+    if dead.state != State.FAIL:  # it ended in the instant before the kill: nothing to recover
+        pytest.fail("the killed worker's trial ended before the kill; make trials longer")
+    # Its trial was failed by the survivors' heartbeat check and is not counted ...
+    assert not ob.counts(dead) and "heartbeats" in ob.to_record(dead).reason
     counted = _check_exact(trials, target)
-    assert all(t.state == State.COMPLETE and t.user_attrs["status"] == "complete" for t in counted)
+    assert all(t.state in (State.COMPLETE, State.PRUNED) and t.user_attrs["status"] in ("complete", "pruned")
+               for t in counted)
     assert len({t.user_attrs["worker"] for t in counted}) >= 2  # the work was shared
+    # ... and its student was continued by a survivor from its saved rung, losing no rung.
+    (continued,) = [t for t in trials if t.user_attrs.get("continues") == number]
+    assert continued.params == dead.params and ob.counts(continued)
+    assert continued.user_attrs["rungs"][:len(kept)] == kept
+    assert not list((out / "checkpoints").glob("*.pt"))
 
     capsys.readouterr()
     assert main(["front", str(study), "--storage", postgres, "--out", str(out), "--format", "json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["counts"]["complete"] == target and summary["counts"]["failed"] == 1
+    assert summary["counts"]["complete"] + summary["counts"]["pruned"] == target
+    assert summary["counts"]["failed"] == 1

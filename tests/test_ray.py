@@ -1,8 +1,8 @@
 """The Ray Tune backend against a real Ray cluster on loopback (``ray start``, 2 CPUs): a
-sweep through the CLI sharing one study with the Optuna backend in both directions, the
-teacher never run on a worker, failing / infeasible / dying trials, ``[ray] scheduler = "asha"``
-and ``"pareto_asha"`` stopping weak students after their per-epoch reports, and naskd inside a
-user's own Tuner with an ASHA scheduler that stops trials early."""
+sweep through the CLI sharing one study (and its rung records) with the Optuna backend in both
+directions, the teacher never run on a worker, failing / infeasible / dying trials, the study's
+rung rule stopping the same students on Ray as on the Optuna backend, and naskd inside a
+user's own Tuner where a stopper cuts trials short."""
 
 from __future__ import annotations
 
@@ -59,33 +59,43 @@ def _front_json(study: Path, out: Path, capsys) -> dict:
 def test_ray_sweep_shares_one_study_with_the_optuna_backend(cluster, write_study, tmp_path, capsys):
     study = write_study(search={"trials": 2, "sampler": "tpe"})
     out = tmp_path / "out"
+    done = (State.COMPLETE, State.PRUNED)
     # Started locally, continued on Ray, continued locally again.
     assert main(["search", str(study), "--out", str(out), "-q"]) == 0
-    local = {t.number: tuple(t.values) for t in _trials(out)}
+    local = {t.number: (t.state, t.values) for t in _trials(out)}
     assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster,
                  "--trials", "5", "--concurrency", "2", "-q"]) == 0
     trials = _trials(out)
     assert [t.number for t in trials] == [0, 1, 2, 3, 4]
-    assert all(t.state == State.COMPLETE for t in trials)
-    assert {t.number: tuple(t.values) for t in trials if t.number in local} == local
+    assert all(t.state in done for t in trials)
+    assert {t.number: (t.state, t.values) for t in trials if t.number in local} == local
     for t in trials[2:]:
-        assert {"spec", "status", "metrics"} <= set(t.user_attrs) and t.user_attrs["status"] == "complete"
-        assert t.params  # sampled through the study's own space and sampler
+        assert {"spec", "status", "metrics", "rungs", "steps"} <= set(t.user_attrs) and t.params
+        # Every Ray trial reported at its rungs and was judged there; rung records sit in the
+        # study storage beside the Optuna backend's.
+        assert [e["steps"] for e in t.user_attrs["rungs"]] == [3, 9, 27][:len(t.user_attrs["rungs"])]
+        assert not (out / "checkpoints" / f"trial_{t.number}.pt").exists()  # no state left behind
+        if t.state == State.PRUNED:
+            assert t.user_attrs["status"] == "pruned" and "stopped at rung" in t.user_attrs["reason"]
+            assert t.user_attrs["steps"] == t.user_attrs["rungs"][-1]["steps"] < 30
+            continue
+        assert t.user_attrs["status"] == "complete" and t.user_attrs["steps"] == 30
         # The teacher's outputs came from the driver through the object store: no forward on a worker.
         assert t.user_attrs["ray"] == {"teacher_forward_batches": 0, "torch_threads": 1}
         assert (out / "students" / f"trial_{t.number}.pt").is_file()
         assert list(t.values) == [t.user_attrs["metrics"][k] for k in ("accuracy", "latency_p50_ms", "params")]
 
     summary = _front_json(study, out, capsys)
-    assert summary["counts"] == {"complete": 5, "infeasible": 0, "failed": 0, "pruned": 0}
+    complete = [t for t in trials if t.state == State.COMPLETE]
+    assert summary["counts"]["complete"] == len(complete) and summary["counts"]["pruned"] == 5 - len(complete)
     names = [o["name"] for o in summary["objectives"]]
-    points = np.array([[t.user_attrs["metrics"][n] for n in names] for t in trials])
-    expected = {trials[i].number for i in non_dominated(points, [METRIC_DIRECTIONS[n] for n in names])}
+    points = np.array([[t.user_attrs["metrics"][n] for n in names] for t in complete])
+    expected = {complete[i].number for i in non_dominated(points, [METRIC_DIRECTIONS[n] for n in names])}
     assert {e["number"] for e in summary["front"]} == expected
 
     assert main(["search", str(study), "--out", str(out), "--trials", "6", "-q"]) == 0
     trials = _trials(out)
-    assert len(trials) == 6 and all(t.state == State.COMPLETE for t in trials)
+    assert len(trials) == 6 and all(t.state in done for t in trials)
 
 
 def test_failing_infeasible_and_dying_trials_on_ray(cluster, write_study, tmp_path, capsys):
@@ -97,6 +107,7 @@ def test_failing_infeasible_and_dying_trials_on_ray(cluster, write_study, tmp_pa
         cost={"warmup": 1, "repeats": 5, "max_params": 1000},
         search={"trials": 5, "sampler": "random"},
         ray={"max_failures": 1},
+        fidelity={"rule": "off"},  # every kind of ending, not the rung rule, is under test here
     )
     out = tmp_path / "out"
     out.mkdir()
@@ -126,37 +137,41 @@ def test_failing_infeasible_and_dying_trials_on_ray(cluster, write_study, tmp_pa
     assert {e["number"] for e in summary["front"]} <= {by_mode["ok"].number, by_mode["die_once"].number}
 
 
-def test_ray_trainable_in_a_users_tuner_with_asha(ray_driver, write_study, tmp_path, capsys):
+def test_ray_trainable_in_a_users_tuner_with_a_stopper(ray_driver, write_study, tmp_path, capsys):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from naskd.backends.ray_backend import NUMBER_KEY
 
     study = write_study(search={"trials": 4, "sampler": "tpe"})
     out = tmp_path / "out"
-    trainable, search = naskd.ray_trainable(str(study), out_dir=out)
+    trainable, search, scheduler = naskd.ray_trainable(str(study), out_dir=out)
 
-    # A user's trainable: odd trials first report a (dominating) partial result, even ones
-    # are naskd's trainable as is. ASHA (max_t=1) stops every trial at its first report. Ray's
-    # OptunaSearch would record the partial values as COMPLETE; naskd records those trials
-    # as pruned, and the others, stopped at their final report, as complete.
+    # A user's trainable: odd trials first report a (dominating) partial result, which the
+    # user's stopper ends; even ones are naskd's trainable as is, judged at rungs by naskd's
+    # scheduler. Ray's OptunaSearch would record the partial values as COMPLETE; naskd records
+    # those trials as pruned, never with their values.
     def users_trainable(config):
         if config[NUMBER_KEY] % 2:
             tune.report({"accuracy": 1.0, "latency_p50_ms": 0.0, "params": 0.0})
         trainable(config)
 
-    asha = ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration", max_t=1, grace_period=1)
     tune.Tuner(tune.with_resources(users_trainable, {"cpu": 1}),
-               tune_config=tune.TuneConfig(search_alg=search, scheduler=asha, num_samples=4, max_concurrent_trials=2),
-               run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0)).fit()
+               tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=4,
+                                           max_concurrent_trials=2),
+               run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0,
+                                         stop=lambda trial_id, result: result.get("accuracy") == 1.0)).fit()
     trials = _trials(out)
-    assert [t.state for t in trials] == [State.COMPLETE, State.PRUNED] * 2
-    assert all(t.user_attrs["status"] == "complete" and t.user_attrs["ray"]["teacher_forward_batches"] == 0
-               for t in trials[::2])
+    assert [t.state for t in trials[1::2]] == [State.PRUNED] * 2
     assert all(t.user_attrs["status"] == "pruned" and "partial" in t.user_attrs["reason"] for t in trials[1::2])
+    for t in trials[::2]:
+        assert t.state in (State.COMPLETE, State.PRUNED) and t.user_attrs["rungs"]
+        if t.state == State.COMPLETE:
+            assert t.user_attrs["status"] == "complete" and t.user_attrs["ray"]["teacher_forward_batches"] == 0
+        else:
+            assert "stopped at rung" in t.user_attrs["reason"]
 
     summary = _front_json(study, out, capsys)
-    assert summary["counts"] == {"complete": 2, "infeasible": 0, "failed": 0, "pruned": 2}
+    assert summary["counts"]["pruned"] >= 2
     assert {e["number"] for e in summary["front"]} <= {0, 2}
     assert all(e["metrics"]["params"] > 0 for e in summary["front"])
 
@@ -168,9 +183,9 @@ def test_ray_options_need_the_ray_backend(write_study, capsys):
 
 @pytest.mark.parametrize("ray_section, key, expected", [
     ({"cpus_per_trial": 0}, "[ray].cpus_per_trial", "must be > 0"),
-    ({"scheduler": "hyperband"}, "[ray].scheduler", "must be one of 'fifo', 'asha'"),
-    ({"grace_epochs": 0}, "[ray].grace_epochs", "must be > 0"),
-    ({"reduction_factor": 1}, "[ray].reduction_factor", "must be >= 2, got 1"),
+    ({"scheduler": "asha"}, "[ray].scheduler", "early stopping moved to [fidelity]"),
+    ({"grace_epochs": 2}, "[ray].grace_epochs", "early stopping moved to [fidelity]"),
+    ({"concurrency": -1}, "[ray].concurrency", "must be >= 0"),
 ])
 def test_ray_section_is_validated(write_study, capsys, ray_section, key, expected):
     assert main(["search", str(write_study(ray=ray_section)), "--backend", "ray"]) == 2
@@ -178,42 +193,44 @@ def test_ray_section_is_validated(write_study, capsys, ray_section, key, expecte
     assert key in err and expected in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("scheduler, stopped", [("asha", {"tiny", "blind"}), ("pareto_asha", {"blind"})])
-def test_early_stopping_schedulers_prune_without_partial_values(cluster, write_study, tmp_path, capsys,
-                                                                 scheduler, stopped):
-    # Three students in a known order, one trial at a time (so each rung sees them in order),
-    # 60 steps of 32 rows out of 320 = 6 epochs; rungs after epochs 1, 2 and 4. After epoch 1:
-    # ok ~0.75 accuracy with 172 params, tiny ~0.5 with 46, blind (input zeroed) ~0.21 with 172.
-    # ASHA on accuracy stops tiny and blind; Pareto ASHA over (accuracy, params) keeps tiny,
-    # which is cheaper than ok, and stops blind, which ok dominates.
+def _three_students(write_study, out: Path, directions: list[str]) -> Path:
+    """ok, tiny, blind enqueued in that order; 60 steps of 32 rows out of 320 = 6 epochs, rungs
+    after epochs 1, 2 and 4. After epoch 1: ok ~0.75 accuracy with 172 params, tiny ~0.5 with
+    46, blind (input zeroed) ~0.21 with 172."""
     study = write_study(
         space={"family": "user", "builder": "helpers_ray_models:build",
                "params": {"mode": {"type": "categorical", "choices": ["ok", "tiny", "blind"]}}},
         distill={"steps": 60, "lr": 0.01},
         search={"trials": 3, "sampler": "random", "objectives": ["accuracy", "params"]},
-        ray={"scheduler": scheduler, "grace_epochs": 1, "reduction_factor": 2},
+        fidelity={"first_rung": 10, "reduction_factor": 2},
     )
-    out = tmp_path / "out"
     out.mkdir()
-    pre = optuna.create_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}",
-                              directions=["maximize", "minimize"])
+    pre = optuna.create_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}", directions=directions)
     for mode in ("ok", "tiny", "blind"):
         pre.enqueue_trial({"mode": mode})
-    assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster,
-                 "--concurrency", "1", "-q"]) == 0
+    return study
 
-    by_mode = {t.params["mode"]: t for t in _trials(out)}
-    assert len(_trials(out)) == 3 and set(by_mode) == {"ok", "tiny", "blind"}
-    assert {m for m, t in by_mode.items() if t.state == State.PRUNED} == stopped
-    for mode, t in by_mode.items():
-        if mode in stopped:
-            assert t.user_attrs["status"] == "pruned" and "stopped early" in t.user_attrs["reason"]
-            assert set(t.user_attrs["partial"]) == {"accuracy", "params"}
-            assert not (out / "students" / f"trial_{t.number}.pt").exists()
-        else:
-            assert t.state == State.COMPLETE and t.user_attrs["status"] == "complete"
-            assert (out / "students" / f"trial_{t.number}.pt").is_file()
 
-    summary = _front_json(study, out, capsys)
-    assert summary["counts"] == {"complete": 3 - len(stopped), "infeasible": 0, "failed": 0, "pruned": len(stopped)}
-    assert {e["number"] for e in summary["front"]} <= {by_mode[m].number for m in {"ok", "tiny"} - stopped}
+def test_the_rung_rule_stops_the_same_students_on_ray_as_on_the_optuna_backend(cluster, write_study, tmp_path):
+    # One trial at a time, so each rung sees the students in order. Pareto rank over
+    # (accuracy, params) keeps tiny, which is cheaper than ok, and stops blind, which ok
+    # dominates, at its first rung.
+    outcome = {}
+    for backend in ("optuna", "ray"):
+        out = tmp_path / backend
+        study = _three_students(write_study, out, ["maximize", "minimize"])
+        extra = ["--backend", "ray", "--address", cluster, "--concurrency", "1"] if backend == "ray" else []
+        assert main(["search", str(study), "--out", str(out), "-q", *extra]) == 0
+        by_mode = {t.params["mode"]: t for t in _trials(out)}
+        assert len(by_mode) == 3
+        outcome[backend] = {m: (t.state, len(t.user_attrs["rungs"]), t.user_attrs["steps"]) for m, t in by_mode.items()}
+        blind = by_mode["blind"]
+        assert blind.state == State.PRUNED and blind.user_attrs["steps"] == 10
+        assert "stopped at rung 0" in blind.user_attrs["reason"] and "Pareto rank 1" in blind.user_attrs["reason"]
+        assert set(blind.user_attrs["metrics"]) >= {"accuracy", "params", "latency_p50_ms"}
+        assert not (out / "students" / f"trial_{blind.number}.pt").exists()
+        for mode in ("ok", "tiny"):
+            assert by_mode[mode].state == State.COMPLETE and (out / "students" / f"trial_{by_mode[mode].number}.pt").is_file()
+        assert not list((out / "checkpoints").glob("*.pt"))
+    assert outcome["ray"] == outcome["optuna"] == {"ok": (State.COMPLETE, 3, 60), "tiny": (State.COMPLETE, 3, 60),
+                                                    "blind": (State.PRUNED, 1, 10)}

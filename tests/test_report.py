@@ -1,5 +1,6 @@
-"""The HTML report without a browser: escaping, offline page, warnings, export commands, and
-the sections that appear only when their data exist."""
+"""The HTML report without a browser: escaping, offline page, warnings, export commands, the
+rungs (students stopped at one, learning curves, rank agreement, training saved), and the
+sections that appear only when their data exist."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -29,6 +31,11 @@ RECIPE = {"temperature": 4.0, "alpha": 0.9, "steps": 30, "lr": 0.003}
 XSS_NAME = "<script>alert(1)</script>"
 XSS_SPEC = "<img src=x onerror=alert(1)>"
 XSS_REASON = "<script>alert(2)</script> broke"
+#: A study whose rungs are 1, 3 and 9 epochs of 40 steps on the way to a 27-epoch target.
+FIDELITY = {"rule": "pareto", "target_steps": 1080, "rungs": [40, 120, 360], "steps_per_epoch": 40,
+            "reduction_factor": 3, "margin": 0.0}
+RUNG_STEPS = tuple(FIDELITY["rungs"])
+TARGET = FIDELITY["target_steps"]
 
 
 def facts(**overrides: Any) -> dict[str, Any]:
@@ -47,14 +54,27 @@ def facts(**overrides: Any) -> dict[str, Any]:
         "data": {"name": "synthetic", "input_shape": [16], "num_classes": 4, "train": 320, "val": 80,
                  "fingerprint": "d474"},
         "teacher": dict(TEACHER),
+        "fidelity": dict(FIDELITY),
     }
     base.update(overrides)
     return base
 
 
+def _rung_entries(cost: dict[str, float], accuracies: Sequence[float]) -> tuple[dict[str, Any], ...]:
+    return tuple({"rung": k, "steps": RUNG_STEPS[k],
+                  "metrics": {**cost, "accuracy": a, "teacher_agreement": min(1.0, a + 0.01), "kl_to_teacher": 0.4,
+                              "train_seconds": 0.1 * (k + 1)}} for k, a in enumerate(accuracies))
+
+
 def student(number: int, params: int, accuracy: float, *, state: str = "complete", activation: str = "relu",
-            reason: str | None = None, **extra: float) -> TrialRecord:
-    """A completed (or infeasible, failed) trial whose metrics grow plausibly with size."""
+            reason: str | None = None, rungs: Sequence[float] = (), steps: int | None = None,
+            **extra: float) -> TrialRecord:
+    """A completed (or infeasible, failed, pruned) trial whose metrics grow plausibly with size.
+
+    ``rungs`` are its accuracies at the rungs it reached (``RUNG_STEPS``): a complete student
+    then was trained to ``TARGET`` steps; a pruned one stopped at its last rung, whose metrics
+    are its own (``accuracy`` is ignored). Without ``rungs`` (nor ``steps``) a complete student
+    is a record from before naskd kept rungs and steps."""
     spec = {"family": "mlp", "arch": {"depth": 1 + number % 2, "width": [8 + number] * (1 + number % 2),
                                       "activation": activation}, "recipe": dict(RECIPE)}
     cost = {"params": params, "flops": 2 * params, "latency_p50_ms": 0.01 + params * 1e-6,
@@ -63,9 +83,15 @@ def student(number: int, params: int, accuracy: float, *, state: str = "complete
         return TrialRecord(number, "failed", spec, {}, reason or "diverged: loss became nan at step 3")
     if state == "infeasible":
         return TrialRecord(number, "infeasible", spec, cost, reason or f"over budget: params {params} > budget 100")
+    entries = _rung_entries(cost, rungs)
+    if state == "pruned":
+        k = len(rungs) - 1
+        why = reason or (f"stopped at rung {k} ({RUNG_STEPS[k] // 40} epochs of 27 epochs): Pareto rank 2 of 14 "
+                         "students at this rung")
+        return TrialRecord(number, "pruned", spec, dict(entries[-1]["metrics"]), why, RUNG_STEPS[k], entries)
     metrics = {**cost, "accuracy": accuracy, "teacher_agreement": min(1.0, accuracy + 0.01), "kl_to_teacher": 0.2,
                "train_seconds": 0.5, **extra}
-    return TrialRecord(number, "complete", spec, metrics, reason)
+    return TrialRecord(number, "complete", spec, metrics, reason, steps or (TARGET if rungs else None), entries)
 
 
 def healthy(n: int = 12, **extra_per_trial: Any) -> list[TrialRecord]:
@@ -74,8 +100,24 @@ def healthy(n: int = 12, **extra_per_trial: Any) -> list[TrialRecord]:
             for i in range(n)]
 
 
+def multi_fidelity() -> list[TrialRecord]:
+    """12 students trained to the target through all three rungs (their rung accuracies rise
+    toward the target's, in an order that shuffles a little), then 6 stopped at rungs 0, 1, 2."""
+    done = [student(i, 500 + 400 * i, 0.70 + 0.02 * i,
+                    rungs=[0.70 + 0.02 * i - d + 0.01 * ((i * 7 + k * 3) % 5) for k, d in enumerate((0.3, 0.15, 0.05))])
+            for i in range(12)]
+    stopped = [student(12 + j, 700 + 350 * j, 0, state="pruned",
+                       rungs=[0.35 + 0.01 * j + 0.1 * k for k in range(1 + j % 3)]) for j in range(6)]
+    return done + stopped
+
+
 def summary_of(f: dict[str, Any], records: list[TrialRecord]) -> dict[str, Any]:
-    return front_summary(StudyFacts(f["name"], tuple(f["objectives"]), f["teacher"], f["data"]), records)
+    return front_summary(StudyFacts(f["name"], tuple(f["objectives"]), f["teacher"], f["data"],
+                                    f.get("fidelity") or {}), records)
+
+
+def view_of(f: dict[str, Any], records: list[TrialRecord]) -> Any:
+    return study_view(f, records, summary_of(f, records))
 
 
 def report(f: dict[str, Any], records: list[TrialRecord], **kwargs: Any) -> str:
@@ -331,3 +373,157 @@ def test_parallel_coordinates_split_lists_and_mark_absent_positions() -> None:
     assert list(dims["depth"].ticktext) == ["1", "2"]
     assert dims["width_1"].ticktext[0] == "absent" and len(dims["width_1"].values) == 12
     assert min(dims["width_1"].values) < min(dims["width_0"].values)  # absent sits below every width
+
+
+# --- rungs and the target budget ---------------------------------------------------------
+
+STOPPED_TRACE = "stopped at a rung (accuracy there; never on the front)"
+
+
+def test_stopped_students_are_drawn_faded_at_their_rung_accuracy_and_never_on_the_front() -> None:
+    f = facts()
+    # One stopped student that would dominate everyone (cheapest, most accurate) if it were ranked.
+    records = [*multi_fidelity(), student(18, 100, 0, state="pruned", rungs=[0.99])]
+    page = report(f, records)
+    stopped = [r for r in records if r.state == "pruned"]
+    for fig_id, metric in (("fig-pareto-latency", "latency_p50_ms"), ("fig-pareto-params", "params")):
+        by_name = {t["name"]: t for t in figure_json(page, fig_id)["data"]}
+        trace = by_name[STOPPED_TRACE]
+        assert trace["x"] == [r.metrics[metric] for r in stopped]
+        assert trace["y"] == [r.rungs[-1]["metrics"]["accuracy"] for r in stopped]  # the rung's accuracy
+        assert "colorscale" not in trace["marker"] and trace["marker"]["symbol"] == "circle-open"  # no rank colour
+        for r, hover in zip(stopped, trace["hovertext"]):
+            k = len(r.rungs) - 1
+            assert hover.startswith(f"<b>trial {r.number}</b> · stopped at a rung")
+            assert f"stopped at rung {k}: {[1, 3, 9][k]} epoch" in hover and "Pareto rank" not in hover.split("<br>")[0]
+        done = by_name["completed students"]
+        assert len(done["x"]) == 12 and not any(f"trial {r.number}<" in h for r in stopped for h in done["hovertext"])
+        line = next(t for name, t in by_name.items() if name.startswith("front in this view"))
+        assert 100 not in line["x"] and 0.99 not in line["y"]
+        assert set(zip(line["x"], line["y"])) <= set(zip(done["x"], done["y"]))
+        crosses = [t for name, t in by_name.items() if name.startswith("infeasible")]
+        assert not crosses  # no infeasible or failed trial here; the stopped ones are not crosses
+    view = view_of(f, records)
+    assert not {r.number for r in stopped} & (set(view.ranks) | set(view.front) | {view.knee})
+
+
+def test_learning_curves_have_one_line_per_student_with_rungs_and_highlight_the_front() -> None:
+    from naskd.report import analysis, figures
+
+    f = facts()
+    old = student(30, 9000, 0.5)  # no rung entries (a record from before rungs): no line
+    records = [*multi_fidelity(), old]
+    view = view_of(f, records)
+    fig = figures.learning_curves(view, analysis.learning_curves(view))
+    lines = {t.meta: t for t in fig.data}
+    assert sorted(lines) == [r.number for r in records if r.rungs] and len(fig.data) == len(lines)
+    assert all(t.type == "scatter" for t in fig.data)  # SVG, not WebGL
+    assert fig.layout.height and "epochs" in fig.layout.xaxis.title.text and fig.layout.xaxis.type == "log"
+    front = set(view.front)
+    assert front and front <= set(lines)
+    for number, trace in lines.items():
+        record = next(r for r in records if r.number == number)
+        on_front = number in front
+        assert (trace.line.width == 2.5) == on_front and (trace.line.color == figures.FADED_LINE) != on_front
+        assert (f"trial {number}" in trace.name) == on_front
+        rung_acc = [e["metrics"]["accuracy"] for e in record.rungs]
+        if record.state == "pruned":  # ends where it stopped, in epochs
+            assert list(trace.x) == [s / 40 for s in RUNG_STEPS[:len(record.rungs)]] and list(trace.y) == rung_acc
+            assert trace.line.dash == "dot"
+        else:  # every rung, then the target budget
+            assert list(trace.x) == [1, 3, 9, 27] and list(trace.y) == [*rung_acc, record.metrics["accuracy"]]
+    page = report(f, records)
+    assert {t["type"] for t in figure_json(page, "fig-learning-curves")["data"]} == {"scatter"}
+    assert 'naskdFigure("fig-learning-curves", false)' in page
+
+
+def test_rung_tau_is_scipys_kendalltau_over_the_students_that_reached_the_target() -> None:
+    from naskd.report.analysis import rung_agreement
+
+    records = multi_fidelity()
+    rows = rung_agreement(view_of(facts(), records))
+    done = [r for r in records if r.state == "complete"]
+    assert [row.rung for row in rows] == [0, 1, 2] and [row.steps for row in rows] == list(RUNG_STEPS)
+    for row in rows:
+        expected = kendalltau([r.rungs[row.rung]["metrics"]["accuracy"] for r in done],
+                              [r.metrics["accuracy"] for r in done])
+        assert row.n == 12 and row.tau == pytest.approx(expected.statistic) and row.tau < 1  # shuffled a little
+        assert row.p_value == pytest.approx(expected.pvalue)
+    assert [row.scored for row in rows] == [18, 16, 14] and [row.stopped for row in rows] == [2, 2, 2]
+    # Two students at the target: too few for tau; equal rung accuracies: tau undefined.
+    few = [student(0, 500, 0.8, rungs=[0.5, 0.6, 0.7]), student(1, 900, 0.9, rungs=[0.6, 0.5, 0.7])]
+    assert [row.tau for row in rung_agreement(view_of(facts(), few))] == [None, None, None]
+    flat = [student(i, 500 + 100 * i, 0.7 + 0.01 * i, rungs=[0.5]) for i in range(4)]
+    (row,) = rung_agreement(view_of(facts(fidelity={**FIDELITY, "rungs": [40]}), flat))
+    assert row.n == 4 and row.tau is None
+    page = report(facts(), few)
+    assert "Too few students trained to the target budget" in page
+
+
+def test_training_saved_counts_every_step_exactly() -> None:
+    from naskd.report.analysis import training_saved
+
+    records = [student(0, 500, 0.8, rungs=[0.5, 0.6, 0.7]), student(1, 900, 0.85, rungs=[0.5, 0.6, 0.7]),
+               student(2, 1300, 0.9, rungs=[0.5, 0.6, 0.7]),
+               student(3, 700, 0, state="pruned", rungs=[0.3]),                 # 40 steps
+               student(4, 800, 0, state="pruned", rungs=[0.3, 0.4]),            # 120
+               student(5, 850, 0, state="pruned", rungs=[0.3, 0.4]),            # 120
+               student(6, 950, 0, state="pruned", rungs=[0.3, 0.4, 0.5]),       # 360
+               student(7, 9000, 0, state="infeasible"), student(8, 900, 0, state="failed")]  # never trained
+    saved = training_saved(view_of(facts(), records))
+    assert (saved.students, saved.stopped, saved.spent, saved.full) == (7, 4, 3 * 1080 + 640, 7 * 1080)
+    assert saved.share == pytest.approx(3880 / 7560) and saved.per_rung == ((0, 1), (1, 2), (2, 1))
+    sentence = ("The rungs trained 51% of the steps that training all 7 students to the target budget would have "
+                "taken (3,880 of 7,560 steps): 4 students stopped at a rung. Stopped: 1 at rung 0 (1 epoch), "
+                "2 at rung 1 (3 epochs), 1 at rung 2 (9 epochs).")
+    assert saved.sentence == sentence
+    assert htmllib.escape(sentence) in report(facts(), records)
+    # Rule off: every student reached the target.
+    off = training_saved(view_of(facts(fidelity={**FIDELITY, "rule": "off"}), records[:3]))
+    assert off.share == 1.0 and off.sentence.startswith("No student stopped at a rung (rule off")
+    assert training_saved(view_of(facts(fidelity=None), healthy(3))) is None  # no target on record
+
+
+def test_studies_without_rung_data_say_so() -> None:
+    old = report(facts(fidelity=None), healthy(12))  # a study from before rungs: no fidelity, no steps
+    assert "fig-learning-curves" not in old and 'id="rung-agreement"' not in old and 'id="training-saved"' not in old
+    assert "No learning curves or rung statistics: this study recorded no rung scores" in old
+    assert "not recorded (a study from before naskd kept its rungs" in old
+    assert "training steps</button>" not in old  # no steps column without steps
+    no_rungs = [student(i, 500 + 400 * i, 0.7 + 0.02 * i, steps=TARGET) for i in range(3)]
+    flat = report(facts(fidelity={**FIDELITY, "rungs": []}), no_rungs)
+    assert "No learning curves or rung statistics: this study has no rungs" in flat
+    assert "fig-learning-curves" not in flat and "training steps</button>" in flat
+    assert 'id="rungs"' in old and 'href="#rungs"' in old and "trust-section" not in old
+
+
+def test_header_states_the_target_budget_and_the_rungs() -> None:
+    page = report(facts(fidelity={**FIDELITY, "margin": 0.02}), multi_fidelity())
+    assert ("target budget 27 epochs (1,080 training steps); rungs at 1, 3, 9 epochs; rule pareto, factor 3, "
+            "margin 0.02") in page
+    assert "6 stopped at a rung" in page and "pruned" not in re.search(r"<dt>Trials</dt><dd>(.*?)</dd>", page)[1]
+    assert "every number on the front is measured at the target budget" in page
+    assert "trained it briefly" not in page
+    assert "training steps</button>" in page  # the front table's steps column
+    # Rungs that are no whole epochs: counted in steps.
+    odd = facts(fidelity={**FIDELITY, "rungs": [50, 120, 360]})
+    assert "target budget 27 epochs (1,080 training steps); rungs at 50 steps, 3 epochs, 9 epochs" in report(
+        odd, multi_fidelity())
+    steps_only = facts(fidelity={**FIDELITY, "steps_per_epoch": 7})
+    assert "target budget 1,080 steps; rungs at 40, 120, 360 steps; rule pareto" in report(steps_only, multi_fidelity())
+
+
+def test_stopped_students_text_is_escaped() -> None:
+    bad = student(20, 600, 0, state="pruned", rungs=[0.4, 0.5], activation=XSS_SPEC, reason=XSS_REASON)
+    records = [*multi_fidelity(), bad]
+    page = report(facts(), records)
+    for raw in (XSS_SPEC, "<script>alert(2)</script>", "<img src=x"):
+        assert raw not in page
+    assert htmllib.escape(XSS_REASON) in page  # the details' list of reasons
+    unescaped = page.replace("\\u003c", "<").replace("\\u003e", ">")
+    assert unescaped.count("&lt;img src=x onerror=alert(1)&gt;") >= 2 + 3  # its line in the curves, 3 Pareto views
+    by_name = {t["name"]: t for t in figure_json(page, "fig-pareto-latency")["data"]}
+    hover = by_name[STOPPED_TRACE]["hovertext"][-1]
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in hover and "<script>" not in hover
+    curve = next(t for t in figure_json(page, "fig-learning-curves")["data"] if t["meta"] == 20)
+    assert all("&lt;img src=x" in h and "<img" not in h for h in curve["hovertext"])

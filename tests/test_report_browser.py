@@ -10,6 +10,7 @@ script ran), the table sorts; a full-page screenshot is kept (``$NASKD_ARTIFACTS
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ from naskd.results import TrialRecord
 
 NAME = "tiny <img src=x onerror=alert(1)>"
 SVG_FIGURES = ("fig-pareto-latency", "fig-pareto-params", "fig-pareto-flops", "fig-capacity", "fig-kd-gain",
-               "fig-trust", "fig-hypervolume", "fig-history", "fig-importances")
+               "fig-learning-curves", "fig-trust", "fig-hypervolume", "fig-history", "fig-importances")
 WEBGL_FIGURES = ("fig-pareto-3d", "fig-parallel")
 
 
@@ -52,7 +53,7 @@ def _with_diagnostics(records: list[TrialRecord]) -> list[TrialRecord]:
             acc = r.metrics["accuracy"]
             extra = {"scratch_accuracy": max(0.0, acc - 0.02 * (i % 3)), "long_accuracy": min(1.0, acc + 0.01 * i),
                      "long_steps": 300}
-            r = TrialRecord(r.number, r.state, r.spec, {**r.metrics, **extra}, r.reason)
+            r = dataclasses.replace(r, metrics={**r.metrics, **extra})
         out.append(r)
     return out
 
@@ -87,7 +88,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("report-browser")
     # A tiny MLP space holds students of 88 to 1,732 params: a 500-param budget makes some infeasible.
     path = tmp / "study.toml"
-    path.write_text(toml_text(small_study(name=NAME, search={"trials": 8, "sampler": "random"},
+    path.write_text(toml_text(small_study(name=NAME, search={"trials": 14, "sampler": "random"},
                                           cost={"max_params": 500})))
     config = load_study(path)
     out = tmp / "out"
@@ -110,7 +111,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_the_study_has_the_trials_the_checks_need(study: dict[str, Any]) -> None:
     states = [r.state for r in study["records"]]
-    assert states.count("complete") >= 2 and states.count("infeasible") >= 1, states
+    assert states.count("complete") >= 2 and states.count("infeasible") >= 1 and states.count("pruned") >= 1, states
 
 
 def test_every_figure_is_drawn_with_one_point_per_trial(study: dict[str, Any]) -> None:
@@ -125,9 +126,12 @@ def test_every_figure_is_drawn_with_one_point_per_trial(study: dict[str, Any]) -
             if trace["type"] == "bar" or "markers" in (trace["mode"] or ""):
                 # plotly holds N points and the SVG has N markers (or bars) for them
                 assert fig["drawn"].get(str(trace["index"])) == trace["points"], (fig_id, trace)
+    stopped = [r for r in study["records"] if r.state == "pruned"]
     for fig_id in ("fig-pareto-latency", "fig-pareto-params", "fig-pareto-flops"):
         by_name = {t["name"]: t for t in figures[fig_id]["traces"]}
         assert by_name["completed students"]["points"] == len(complete)
+        if stopped:
+            assert by_name["stopped at a rung (accuracy there; never on the front)"]["points"] == len(stopped)
         faded_trace = [t for name, t in by_name.items() if name.startswith("infeasible")]
         assert sum(t["points"] for t in faded_trace) == len(faded)
         assert any(name.startswith("knee") and t["points"] == 1 for name, t in by_name.items())

@@ -21,7 +21,7 @@ from naskd.cli import main
 from naskd.config import METRIC_DIRECTIONS, load_study
 from naskd.front import non_dominated
 
-FRONT_KEYS = {"study", "objectives", "teacher", "counts", "hypervolume", "knee", "front"}
+FRONT_KEYS = {"study", "objectives", "teacher", "target_steps", "counts", "hypervolume", "knee", "front"}
 
 
 def _front_json(study: Path, out: Path, capsys) -> dict:
@@ -49,15 +49,24 @@ def test_search_writes_a_nondominated_front(write_study, tmp_path, capsys):
                                      {"name": "latency_p50_ms", "direction": "minimize"},
                                      {"name": "params", "direction": "minimize"}]
     assert set(summary["teacher"]) == {"accuracy", "params", "flops", "latency_p50_ms"}
-    assert summary["counts"] == {"complete": 6, "infeasible": 0, "failed": 0, "pruned": 0}
+    counts = summary["counts"]
+    assert counts["complete"] >= 1 and counts["complete"] + counts["pruned"] == 6
+    assert counts["infeasible"] == counts["failed"] == 0
     assert 0.0 < summary["hypervolume"] <= 1.0
     assert summary["knee"] in {e["number"] for e in summary["front"]}
+    # The tiny study: 30 steps, rungs at 3, 9 and 27 steps; every front number is at 30.
+    assert summary["target_steps"] == 30
     for entry in summary["front"]:
-        assert set(entry) == {"number", "spec", "metrics"}
+        assert set(entry) == {"number", "spec", "metrics", "steps", "rungs"}
         assert {"family", "arch", "recipe"} <= set(entry["spec"])
         assert set(entry["metrics"]) == set(METRIC_DIRECTIONS)
+        assert entry["steps"] == 30
+        assert [(r["rung"], r["steps"]) for r in entry["rungs"]] == [(0, 3), (1, 9), (2, 27)]
+        assert all(set(r["metrics"]) == set(METRIC_DIRECTIONS) for r in entry["rungs"])
 
-    # The front is exactly the non-dominated set of all completed trials.
+    # The front is exactly the non-dominated set of all completed trials; pruned ones never on it.
+    pruned = {t.number for t in _trials(out) if t.state == optuna.trial.TrialState.PRUNED}
+    assert not pruned & {e["number"] for e in summary["front"]}
     trials = [t for t in _trials(out) if t.state == optuna.trial.TrialState.COMPLETE]
     names = [o["name"] for o in summary["objectives"]]
     points = np.array([[t.user_attrs["metrics"][n] for n in names] for t in trials])
@@ -68,6 +77,7 @@ def test_search_writes_a_nondominated_front(write_study, tmp_path, capsys):
     assert main(["front", str(study), "--out", str(out), "--format", "csv"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("number,knee,accuracy") and len(lines) == 1 + len(summary["front"])
+    assert ",steps," in lines[0]
     assert main(["front", str(study), "--out", str(out)]) == 0
     assert "teacher" in capsys.readouterr().out
 
@@ -163,6 +173,123 @@ def test_killed_run_resumes_and_keeps_completed_trials(write_study, tmp_path):
     assert len(counted) == 6
 
 
+def _slow_study(write_study, **extra):
+    """Two students of ~1.5 s each: 300 steps at 5 ms, rungs after 30, 90 and 270 steps."""
+    return write_study(space={"family": "user", "builder": "user_models:build_slow_mlp",
+                              "params": {"width": {"type": "int", "low": 8, "high": 32}, "sleep_ms": {"value": 5}}},
+                       distill={"steps": 300, "batch_size": 32}, fidelity={"first_rung": 30},
+                       search={"trials": 2, "sampler": "random"}, **extra)
+
+
+def test_a_study_killed_mid_rung_continues_the_student_where_it_stopped(write_study, tmp_path):
+    study = _slow_study(write_study)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen(_naskd("search", str(study), "--out", str(out), "-q"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            time.sleep(0.05)
+            try:
+                trials = _trials(out) if (out / "study.db").exists() else []
+            except Exception:  # the study is being created
+                continue
+            # Trial 0 passed its first rung (state saved) and is training toward the next.
+            if trials and trials[0].state == optuna.trial.TrialState.RUNNING and trials[0].user_attrs.get("rungs") \
+                    and (out / "checkpoints" / "trial_0.pt").is_file():
+                break
+        else:
+            pytest.fail("trial 0 never passed its first rung")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    cut = _trials(out)[0]
+    kept = cut.user_attrs["rungs"]
+
+    assert main(["search", str(study), "--out", str(out), "-q"]) == 0
+    trials = _trials(out)
+    assert optuna.trial.TrialState.RUNNING not in [t.state for t in trials]
+    old = trials[0]
+    assert old.state == optuna.trial.TrialState.FAIL and old.user_attrs["stale"]
+    assert "continued from its last rung" in old.user_attrs["reason"]
+    (new,) = [t for t in trials if t.user_attrs.get("continues") == 0]
+    assert new.params == old.params and new.user_attrs["spec"] == old.user_attrs["spec"]
+    # No completed rung is lost: the continued trial holds the killed one's rung figures.
+    assert new.user_attrs["rungs"][:len(kept)] == kept
+    assert [e["steps"] for e in new.user_attrs["rungs"]] == [30, 90, 270] and new.user_attrs["steps"] == 300
+    assert sum(1 for t in trials if not t.user_attrs.get("stale")) == 2
+    assert not list((out / "checkpoints").glob("*.pt"))
+
+    # Bit for bit the student an uninterrupted run trains (same spec, same seed).
+    ref_out = tmp_path / "ref"
+    ref_out.mkdir()
+    optuna.create_study(study_name="tiny", storage=f"sqlite:///{ref_out / 'study.db'}",
+                        directions=["maximize", "minimize", "minimize"]).enqueue_trial(old.params)
+    assert main(["search", str(study), "--out", str(ref_out), "--trials", "1", "-q"]) == 0
+    (ref,) = _trials(ref_out)
+    assert new.state == ref.state == optuna.trial.TrialState.COMPLETE
+    assert new.user_attrs["metrics"]["accuracy"] == ref.user_attrs["metrics"]["accuracy"]
+    assert [e["metrics"]["accuracy"] for e in new.user_attrs["rungs"]] == \
+        [e["metrics"]["accuracy"] for e in ref.user_attrs["rungs"]]
+    continued = torch.load(out / "students" / f"trial_{new.number}.pt", weights_only=True)
+    straight = torch.load(ref_out / "students" / "trial_0.pt", weights_only=True)
+    assert continued.keys() == straight.keys() and all(torch.equal(continued[k], straight[k]) for k in continued)
+
+
+def test_single_fidelity_trains_every_student_to_the_target_and_records_rungs(write_study, tmp_path, capsys):
+    study = write_study(search={"trials": 6, "sampler": "random"}, fidelity={"rule": "off"})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "-q"]) == 0
+    trials = _trials(out)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs["steps"] == 30 for t in trials)
+    assert all([e["steps"] for e in t.user_attrs["rungs"]] == [3, 9, 27] for t in trials)
+    assert _front_json(study, out, capsys)["counts"]["pruned"] == 0
+
+
+def test_pruned_students_are_recorded_at_their_rung_and_never_exported(write_study, tmp_path, capsys):
+    study = write_study(search={"trials": 12, "sampler": "random"})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out)]) == 0
+    assert "rungs 3/9/27/30st" in capsys.readouterr().err  # the progress bar shows how far students got
+    pruned = [t for t in _trials(out) if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "this seed's students should give the rule something to stop"
+    for t in pruned:
+        last = t.user_attrs["rungs"][-1]
+        assert t.user_attrs["status"] == "pruned" and t.user_attrs["steps"] == last["steps"] < 30
+        assert t.user_attrs["metrics"] == last["metrics"] and t.values is None
+        assert "stopped at rung" in t.user_attrs["reason"]
+        assert not (out / "students" / f"trial_{t.number}.pt").exists()
+    capsys.readouterr()
+    assert main(["export", str(study), "--out", str(out), "--trial", str(pruned[0].number), "-o",
+                 str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stopped at a rung" in err[0] and not (tmp_path / "x").exists()
+
+
+def test_confirm_at_the_target_budget_reproduces_the_front_exactly(write_study, tmp_path, capsys):
+    study = write_study(search={"trials": 6, "sampler": "random"})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "-q"]) == 0
+    summary = _front_json(study, out, capsys)
+    assert main(["confirm", str(study), "--out", str(out), "--top", "3", "--steps", str(summary["target_steps"]),
+                 "-q"]) == 0
+    confirmed = [e for e in _front_json(study, out, capsys)["front"] if "long_accuracy" in e["metrics"]]
+    assert len(confirmed) == min(3, len(summary["front"]))
+    assert all(e["metrics"]["long_accuracy"] == e["metrics"]["accuracy"] for e in confirmed)
+
+
+def test_a_resume_with_another_target_budget_is_refused(write_study, tmp_path, capsys):
+    study = write_study()
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "--trials", "2", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(write_study(distill={"steps": 60})), "--out", str(out), "--trials", "3", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "target budget of 30 steps" in err and "now 60" in err and err.count("\n") == 1
+    assert len(_trials(out)) == 2
+
+
 def test_workers_share_one_journal_study(write_study, tmp_path, capsys):
     study = write_study(search={"trials": 6, "sampler": "tpe"})
     out = tmp_path / "out"
@@ -172,9 +299,13 @@ def test_workers_share_one_journal_study(write_study, tmp_path, capsys):
     # Workers take turns (a lock beside the journal) to count and create: exactly the count.
     assert len(trials) == 6
     assert len({t.number for t in trials}) == len(trials)
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert all(t.state in done for t in trials)
+    # Both workers' students were judged against one set of rung records: the journal's.
+    assert all(t.user_attrs["rungs"] for t in trials)
     # `front` finds the journal without being told.
-    assert _front_json(study, out, capsys)["counts"]["complete"] == len(trials)
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert _front_json(study, out, capsys)["counts"]["complete"] == complete
 
 
 def test_export_round_trips(write_study, tmp_path, capsys):

@@ -35,18 +35,28 @@ def test_complete_trial_records_every_metric(context):
     assert result.student is not None and result.curve
 
 
-def test_report_gets_every_metric_after_each_epoch_but_the_last(context):
-    reports: list[tuple[int, dict[str, float]]] = []
-    result = evaluate(_spec(context.config), context, report=lambda epoch, m: reports.append((epoch, m)))
+def test_gate_gets_every_metric_at_each_rung_and_a_no_stops_the_student(context):
+    # The tiny study: 30 steps of 32 rows out of 320 = 10 steps an epoch; default rungs at
+    # 30 // 9 = 3 steps, then 9 and 27.
+    assert context.plan.rungs == (3, 9, 27) and context.plan.target_steps == 30
+    asked: list[tuple[int, int, dict[str, float]]] = []
+    result = evaluate(_spec(context.config), context, gate=lambda *a: asked.append(a) or True)
     assert result.status == "complete", result.reason
-    # The tiny study: 30 steps of 32 rows out of 320 = 3 epochs; the final one is the result.
-    assert [epoch for epoch, _ in reports] == [1, 2]
-    for _, metrics in reports:
+    assert [(rung, steps) for rung, steps, _ in asked] == [(0, 3), (1, 9), (2, 27)]
+    for _, _, metrics in asked:
         assert set(METRICS) <= set(metrics) and 0.0 <= metrics["accuracy"] <= 1.0
         assert metrics["params"] == result.metrics["params"]
-    assert reports[0][1]["train_seconds"] < reports[1][1]["train_seconds"] <= result.metrics["train_seconds"]
-    # Reporting does not change the trial.
-    assert evaluate(_spec(context.config), context).metrics["accuracy"] == result.metrics["accuracy"]
+    assert asked[0][2]["train_seconds"] < asked[1][2]["train_seconds"] <= result.metrics["train_seconds"]
+    assert result.steps == 30 and [e["steps"] for e in result.rungs] == [3, 9, 27]
+    # Being asked does not change the trial.
+    plain = evaluate(_spec(context.config), context)
+    assert plain.metrics["accuracy"] == result.metrics["accuracy"]
+    assert [e["metrics"]["accuracy"] for e in plain.rungs] == [e["metrics"]["accuracy"] for e in result.rungs]
+
+    stopped = evaluate(_spec(context.config), context, gate=lambda rung, steps, metrics: rung < 1)
+    assert stopped.status == "pruned" and stopped.steps == 9 and stopped.student is None
+    assert stopped.metrics["accuracy"] == result.rungs[1]["metrics"]["accuracy"]
+    assert [e["rung"] for e in stopped.rungs] == [0, 1] and "stopped at rung 1" in stopped.reason
 
 
 def test_same_spec_same_result(context):

@@ -31,7 +31,8 @@ from naskd.cache import atomic_write_bytes
 from naskd.config import METRIC_DIRECTIONS, StudyConfig
 from naskd.errors import NaskdError
 from naskd.export import save_student
-from naskd.results import StudyFacts, TrialRecord, front_summary, render_csv, render_json
+from naskd.fidelity import CheckpointFile, RungGate
+from naskd.results import StudyFacts, TrialRecord, front_summary, render_csv, render_json, rung_progress
 from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,21 @@ def heartbeat_settings() -> tuple[int, int]:
 def _log_stale(study: optuna.Study, trial: FrozenTrial) -> None:
     """Called by Optuna for a trial it failed because its worker's heartbeat stopped. The trial
     is finished by then and takes no more attributes; having no naskd status marks it (see
-    ``counts``)."""
+    ``counts``). A student saved at a rung is continued by a later trial."""
     log.warning("trial %d: its worker stopped sending heartbeats; marked failed, not counted", trial.number)
+    continue_later(study, trial)
+
+
+def continue_later(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Queue the student of an interrupted trial to be continued from its last rung: the next
+    trial gets its parameters (so the same spec) and ``continues`` = its number, and picks up
+    its saved training state. False when no state was saved or this machine cannot see it."""
+    path = trial.user_attrs.get("checkpoint")
+    if not path or not Path(path).is_file():
+        return False
+    study.enqueue_trial(trial.params, user_attrs={"continues": trial.number})
+    log.warning("trial %d: its student is continued from its last rung by a later trial", trial.number)
+    return True
 
 
 #: The statuses with which naskd itself ends a trial FAIL; any other FAIL was not naskd's doing.
@@ -195,6 +209,15 @@ def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]
                              "use a new --out for a new study")
     if stored.get("objectives") != facts["objectives"]:
         raise NaskdError(f"{config.file}: [search].objectives: the stored study uses {stored.get('objectives')}")
+    before, now = stored.get("fidelity"), facts["fidelity"]
+    # Every figure on the front is measured at the target budget and every rung record is
+    # compared with others at the same step: a resume must keep both.
+    if before is not None and (before.get("target_steps"), before.get("rungs")) != (now["target_steps"], now["rungs"]):
+        raise NaskdError(f"{config.file}: [distill] / [fidelity]: this study was run with a target budget of "
+                         f"{before.get('target_steps')} steps and rungs at {before.get('rungs')} steps, now "
+                         f"{now['target_steps']} and {now['rungs']}; use a new --out for a new study")
+    if before is None:  # a study from before multi-fidelity search: its facts gain the plan
+        study.set_user_attr(_FACTS_ATTR, {**study.user_attrs[_FACTS_ATTR], "fidelity": now})
 
 
 def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
@@ -206,7 +229,9 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage)
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
         storage.set_trial_user_attr(t._trial_id, "status", "failed")
-        storage.set_trial_user_attr(t._trial_id, "reason", "the process running this trial ended before it finished")
+        storage.set_trial_user_attr(t._trial_id, "reason", "the process running this trial ended before it finished"
+                                    + ("; its student is continued from its last rung by a later trial"
+                                       if continue_later(study, t) else ""))
         storage.set_trial_user_attr(t._trial_id, "stale", True)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     if stale:
@@ -261,10 +286,13 @@ def objective_values(result: TrialResult, objectives: tuple[str, ...]) -> tuple[
 
 def record(trial: optuna.Trial, result: TrialResult, objectives: tuple[str, ...],
            students_dir: Path | None) -> tuple[float, ...]:
-    """Store a result on the Optuna trial and return its values (NaNs make Optuna mark it FAIL)."""
+    """Store a result on the Optuna trial and return its values (NaNs make Optuna mark it FAIL;
+    a pruned trial's values are never told: see ``Objective``)."""
     trial.set_user_attr("spec", result.spec)
     trial.set_user_attr("status", result.status)
     trial.set_user_attr("metrics", result.metrics)
+    trial.set_user_attr("steps", result.steps)
+    trial.set_user_attr("rungs", result.rungs)
     if result.reason:
         trial.set_user_attr("reason", result.reason)
     for key, value in result.constraints.items():
@@ -277,22 +305,83 @@ def record(trial: optuna.Trial, result: TrialResult, objectives: tuple[str, ...]
     return objective_values(result, objectives)
 
 
+class StudyLedger:
+    """Rung records as trial user attributes (``rungs``) in the study storage, so every worker
+    of every backend on any storage judges against the same records. Stale, surplus and
+    heartbeat-failed trials are left out: a continued student re-records its own rungs."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        self.study, self.trial = study, trial
+
+    def peers(self, rung: int) -> list[dict[str, float]]:
+        return rung_peers(self.study, rung, exclude=self.trial.number)
+
+    def record(self, entries: list[dict[str, Any]]) -> None:
+        self.trial.set_user_attr("rungs", entries)
+
+
+def rung_peers(study: optuna.Study, rung: int, exclude: int | None = None) -> list[dict[str, float]]:
+    """Metrics recorded at ``rung`` by the study's counted trials (``exclude``: one trial number)."""
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)):
+        if t.number == exclude or not counts(t):
+            continue
+        out.extend(e["metrics"] for e in t.user_attrs.get("rungs", ()) if e.get("rung") == rung)
+    return out
+
+
 class Objective:
-    """``objective(trial) -> tuple`` for ``study.optimize``: samples a spec, runs the trial,
-    records everything on the trial. The study context (data, teacher, teacher outputs) is
-    built once, on construction."""
+    """``objective(trial) -> tuple`` for ``study.optimize``: samples a spec, runs the trial
+    rung by rung (judged against the study's rung records), records everything on the trial.
+    A student stopped at a rung raises ``optuna.TrialPruned`` after its record is stored. The
+    study context (data, teacher, teacher outputs) is built once, on construction.
+
+    With ``out_dir``, trained students go to ``OUT/students`` and each student's state at its
+    latest rung to ``OUT/checkpoints`` (removed when its trial ends), from which a trial cut
+    short by a killed process is continued."""
 
     def __init__(self, config: StudyConfig, *, context: StudyContext | None = None,
-                 students_dir: Path | None = None) -> None:
+                 out_dir: Path | None = None) -> None:
         self.config = config
         self.context = context if context is not None else build_context(config)
-        self.students_dir = students_dir
+        self.out_dir = out_dir
         self.directions = list(config.search.directions)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         spec = full_spec(self.config.space.sample(trial), self.config)
-        result = evaluate(spec, self.context)
-        return record(trial, result, self.config.search.objectives, self.students_dir)
+        trial.set_user_attr("spec", spec)  # now, not at the end: a continued trial checks it
+        gate = RungGate(self.context.plan, tuple(self.config.search.objectives), StudyLedger(trial.study, trial))
+        checkpoint, carried = resume_point(trial, spec, self.out_dir)
+        result = evaluate(spec, self.context, gate=gate, checkpoint=checkpoint, carried=carried)
+        values = record(trial, result, self.config.search.objectives,
+                        self.out_dir / "students" if self.out_dir is not None else None)
+        if result.status == "pruned":
+            raise optuna.TrialPruned(result.reason)
+        return values
+
+
+
+def resume_point(trial: optuna.Trial, spec: dict[str, Any], out_dir: Path | None) -> tuple[CheckpointFile | None,
+                                                                                        list[dict[str, Any]]]:
+    """This trial's checkpoint file (recorded as ``checkpoint``) and, for a trial that
+    continues an interrupted one (``continues``, same spec), that trial's saved state moved
+    into it and its rung entries; None without an output directory."""
+    if out_dir is None:
+        return None, []
+    path = (Path(out_dir) / "checkpoints" / f"trial_{trial.number}.pt").resolve()
+    trial.set_user_attr("checkpoint", str(path))
+    before = trial.user_attrs.get("continues")
+    if before is None:
+        return CheckpointFile(path), []
+    old = trial.study.get_trials(deepcopy=False)[before]
+    source = Path(old.user_attrs.get("checkpoint") or path)
+    if old.user_attrs.get("spec") != spec or not source.is_file():
+        log.warning("trial %d: the state of trial %d cannot be continued (%s); the student starts again",
+                    trial.number, before, "the spec differs" if source.is_file() else "no saved state here")
+        return CheckpointFile(path), []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, path)  # the state moves with the student: one file per student, never two
+    return CheckpointFile(path), list(old.user_attrs.get("rungs", ()))
 
 
 def optuna_objective(config: StudyConfig | str | Path) -> Objective:
@@ -331,13 +420,15 @@ def to_record(t: FrozenTrial) -> TrialRecord:
     if t.state == TrialState.FAIL and not counts(t) and not t.user_attrs.get("stale") and not t.user_attrs.get("surplus"):
         reason = UNFINISHED_REASON  # failed by Optuna's heartbeat check, which cannot leave a reason
     return TrialRecord(number=t.number, state=state, spec=t.user_attrs.get("spec", {}),
-                       metrics=t.user_attrs.get("metrics", {}), reason=reason)
+                       metrics=t.user_attrs.get("metrics", {}), reason=reason, steps=t.user_attrs.get("steps"),
+                       rungs=tuple(t.user_attrs.get("rungs", ())))
 
 
 def study_facts(study: optuna.Study, config: StudyConfig) -> StudyFacts:
     stored = study.user_attrs.get(_FACTS_ATTR, {})
     return StudyFacts(name=config.name, objectives=tuple(stored.get("objectives", config.search.objectives)),
-                      teacher=stored.get("teacher", {}), data=stored.get("data", {}))
+                      teacher=stored.get("teacher", {}), data=stored.get("data", {}),
+                      fidelity=stored.get("fidelity", {}))
 
 
 def load_summary(config: StudyConfig, out_dir: Path) -> tuple[dict[str, Any], list[TrialRecord], optuna.Study]:
@@ -368,11 +459,16 @@ class _Progress:
 
     def refresh(self, study: optuna.Study) -> None:
         trials = study.get_trials(deepcopy=False)
-        records = [to_record(t) for t in trials if not t.user_attrs.get("surplus")]
+        records = [to_record(t) for t in trials if not t.user_attrs.get("surplus") and counts(t)]
         finished = sum(1 for t in trials if t.state in _FINISHED and counts(t))
-        summary = front_summary(study_facts(study, self.config), records)
+        facts = study_facts(study, self.config)
+        summary = front_summary(facts, records)
         best = max((r.metrics["accuracy"] for r in records if r.state == "complete"), default=float("nan"))
-        self.bar.set_postfix(best_acc=f"{best:.4f}", front=len(summary["front"]), refresh=False)
+        postfix = {"best_acc": f"{best:.4f}", "front": len(summary["front"])}
+        label, reached = rung_progress(facts.fidelity, records)
+        if label:
+            postfix[label] = reached
+        self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(max(0, min(finished, self.bar.total) - self.bar.n))
 
     def close(self) -> None:
@@ -480,7 +576,7 @@ def _worker_main(config: StudyConfig, choice: StorageChoice, out_dir: Path, targ
     context = build_context(config, teacher_info=teacher_info)
     study = open_study(config, open_storage(choice), create=False)
     study.sampler.reseed_rng()  # same seed in every worker would sample the same students
-    _optimize_until(study, Objective(config, context=context, students_dir=out_dir / "students"), target,
+    _optimize_until(study, Objective(config, context=context, out_dir=out_dir), target,
                     lock_path=_creation_lock_path(choice))
 
 
@@ -517,7 +613,7 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
     progress.refresh(study)
     try:
         if workers == 1:
-            objective = Objective(config, context=context, students_dir=out_dir / "students")
+            objective = Objective(config, context=context, out_dir=out_dir)
             if choice.kind == "rdb":  # other processes may share this study: do not sample what they sample
                 study.sampler.reseed_rng()
             _optimize_until(study, objective, target, on_trial=lambda: progress.refresh(study),

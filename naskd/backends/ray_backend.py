@@ -7,15 +7,16 @@ Ray's object store; each trial's worker takes it from there and never runs the t
 to the study's own storage, so ``naskd front`` reads a Ray-run study unchanged, and a study
 can move between ``--backend optuna`` and ``--backend ray`` at any point. ``NaskdSearch``
 records each result as ``optuna_backend.record`` does (spec, status, metrics, reason,
-constraints) and never lets a trial that was stopped early enter the front with partial
-values. With a scheduler (``[ray] scheduler = "asha"`` or ``"pareto_asha"``, or one passed
-in), each trial also reports its validation accuracy after every epoch, so weak students stop
-early.
+constraints, rungs) and never lets a trial that was stopped early enter the front with partial
+values. Each trial reports every metric at every rung of the study's plan; ``RungScheduler``
+(``ray_scheduler.py``) judges it there with the same rule and the same rung records (in the
+study storage) as the Optuna backend, so students stop at rungs as they would there.
 
 Only the driver writes the study storage. Workers save the trained students
-(``students/trial_N.pt``) themselves: on a cluster of several machines, put the output
-directory on a filesystem they all share, or ``naskd export`` will not find them. Workers
-must be able to import naskd (and any user model or loader module the study names).
+(``students/trial_N.pt``) and their states at rungs (``checkpoints/``) themselves: on a
+cluster of several machines, put the output directory on a filesystem they all share, or
+``naskd export`` will not find them and interrupted students start again. Workers must be
+able to import naskd (and any user model or loader module the study names).
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from naskd.backends import optuna_backend as ob
-from naskd.backends.ray_scheduler import ParetoASHA
+from naskd.backends.ray_scheduler import RungScheduler
 from naskd.config import METRIC_DIRECTIONS, StudyConfig
-from naskd.distill import total_epochs
 from naskd.errors import ConfigError, NaskdError
+from naskd.fidelity import CheckpointFile
 from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
 
 log = logging.getLogger(__name__)
@@ -53,20 +54,26 @@ log = logging.getLogger(__name__)
 #: Keys of a Ray trial's config (set by ``NaskdSearch``) and of its reported result.
 SPEC_KEY = "naskd_spec"
 NUMBER_KEY = "naskd_trial"
+CHECKPOINT_KEY = "naskd_checkpoint"  # where the worker saves the student's state at rungs
+CARRIED_KEY = "naskd_carried"  # JSON text: rung entries of the interrupted trial a student continues
 FINAL_KEY = "naskd_final"  # present (True) only in the result of a trial that ran to its end
 STATUS_KEY = "naskd_status"
 REASON_KEY = "naskd_reason"
 METRICS_KEY = "naskd_metrics"  # JSON text, so Tune's result flattening leaves it whole
 CONSTRAINTS_KEY = "naskd_constraints"  # JSON text
+RUNG_KEY = "naskd_rung"  # in a result reported at a rung: its index
+STEPS_KEY = "naskd_steps"  # training steps behind a result's metrics
+RUNGS_KEY = "naskd_rungs"  # JSON text, in the final result: every rung entry
 TEACHER_FORWARDS_KEY = "teacher_forward_batches"  # teacher forward passes in the worker during the trial
 THREADS_KEY = "torch_threads"
 
 
 class RayTrainable(NamedTuple):
-    """What ``ray_trainable`` returns: unpack it as ``trainable, search_alg = ...``."""
+    """What ``ray_trainable`` returns: unpack it as ``trainable, search_alg, scheduler = ...``."""
 
     trainable: Any
     search_alg: "NaskdSearch"
+    scheduler: RungScheduler
 
 
 # --- the worker side ---------------------------------------------------------------------
@@ -86,7 +93,6 @@ class WorkerPayload:
     objectives: tuple[str, ...]
     students_dir: str | None
     threads: int
-    epoch_reports: bool = False  # also report after every epoch, for a scheduler such as ASHA
 
 
 def _pack(context: StudyContext) -> StudyContext:
@@ -141,22 +147,24 @@ def result_payload(result: TrialResult, objectives: tuple[str, ...], teacher_for
         REASON_KEY: result.reason or "",
         METRICS_KEY: json.dumps(result.metrics),
         CONSTRAINTS_KEY: json.dumps(result.constraints),
+        STEPS_KEY: result.steps,
+        RUNGS_KEY: json.dumps(result.rungs),
         TEACHER_FORWARDS_KEY: teacher_forwards,
         THREADS_KEY: threads,
     }
 
 
-def epoch_payload(epoch: int, metrics: dict[str, float], objectives: tuple[str, ...]) -> dict[str, Any]:
-    """A result reported after an epoch: validation accuracy so far and every objective,
-    without the final flag, so a stop here leaves the trial PRUNED (``record_ray_result``)."""
+def rung_payload(rung: int, steps: int, metrics: dict[str, float], objectives: tuple[str, ...]) -> dict[str, Any]:
+    """A result reported at a rung: every objective (Tune checks) and every metric, without the
+    final flag, so a stop here leaves the trial PRUNED (``record_ray_result``)."""
     return {"accuracy": metrics["accuracy"], **{name: metrics[name] for name in objectives},
-            "epoch": epoch, FINAL_KEY: False}
+            RUNG_KEY: rung, STEPS_KEY: steps, METRICS_KEY: json.dumps(metrics), FINAL_KEY: False}
 
 
 def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
-    """The Tune function trainable: one naskd trial on a worker, reported at its end, and
-    after every epoch when ``payload.epoch_reports`` (a scheduler stops a trial by raising
-    ``SystemExit`` in ``tune.report``, which passes through ``evaluate``)."""
+    """The Tune function trainable: one naskd trial on a worker, reported at every rung and at
+    its end. A scheduler stops a trial by raising ``SystemExit`` in ``tune.report``, which
+    passes through ``evaluate``; the state saved at that rung is then removed by the driver."""
     import torch
 
     from naskd.export import save_student
@@ -168,12 +176,15 @@ def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
     torch.set_num_threads(payload.threads)
     context = _unpack(payload.context)
     forwards, unhook = _count_forwards(context.teacher.model)
-    report = None
-    if payload.epoch_reports:
-        def report(epoch: int, metrics: dict[str, float]) -> None:
-            tune.report(epoch_payload(epoch, metrics, payload.objectives))
+
+    def gate(rung: int, steps: int, metrics: dict[str, float]) -> bool:
+        tune.report(rung_payload(rung, steps, metrics, payload.objectives))
+        return True  # a stop comes as SystemExit from tune.report
+
+    path = param_config.get(CHECKPOINT_KEY)
     try:
-        result = evaluate(spec, context, report)
+        result = evaluate(spec, context, gate=gate, checkpoint=CheckpointFile(Path(path)) if path else None,
+                          carried=json.loads(param_config.get(CARRIED_KEY) or "[]"))
     finally:
         unhook()
     number = param_config.get(NUMBER_KEY)
@@ -183,26 +194,28 @@ def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
                                torch.get_num_threads()))
 
 
-def make_trainable(config: StudyConfig, context: StudyContext, students_dir: Path | None,
-                   epoch_reports: bool = False) -> Any:
+def make_trainable(config: StudyConfig, context: StudyContext, students_dir: Path | None) -> Any:
     """``run_trial`` with the study context in the object store and the study's resources."""
     threads = max(1, int(config.ray.cpus_per_trial))
     payload = WorkerPayload(_pack(context), tuple(config.search.objectives),
-                            str(students_dir.resolve()) if students_dir is not None else None, threads,
-                            epoch_reports)
+                            str(students_dir.resolve()) if students_dir is not None else None, threads)
     trainable = tune.with_parameters(run_trial, payload=payload)
     return tune.with_resources(trainable, {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial})
 
 
 # --- the driver side ---------------------------------------------------------------------
 
-def _space(config: StudyConfig) -> Callable[[optuna.Trial], dict[str, Any]]:
-    """The define-by-run function ``OptunaSearch`` calls: the study's own space declaration."""
+def _space(config: StudyConfig, out_dir: Path | None) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """The define-by-run function ``OptunaSearch`` calls: the study's own space declaration,
+    plus where the trial's student saves its state (and the state it continues, if any)."""
 
     def define(trial: optuna.Trial) -> dict[str, Any]:
         spec = full_spec(config.space.sample(trial), config)
         trial.set_user_attr("spec", spec)
-        return {SPEC_KEY: spec, NUMBER_KEY: trial.number}
+        checkpoint, carried = ob.resume_point(trial, spec, out_dir)
+        return {SPEC_KEY: spec, NUMBER_KEY: trial.number,
+                CHECKPOINT_KEY: str(checkpoint.path) if checkpoint is not None else "",
+                CARRIED_KEY: json.dumps(carried)}
 
     return define
 
@@ -218,9 +231,9 @@ class NaskdSearch(OptunaSearch):
     killed driver's trials are failed like a killed worker's.
     """
 
-    def __init__(self, config: StudyConfig, storage: optuna.storages.BaseStorage) -> None:
+    def __init__(self, config: StudyConfig, storage: optuna.storages.BaseStorage, out_dir: Path | None = None) -> None:
         objectives = list(config.search.objectives)
-        super().__init__(space=_space(config), metric=objectives,
+        super().__init__(space=_space(config, out_dir), metric=objectives,
                          mode=["max" if METRIC_DIRECTIONS[m] == "maximize" else "min" for m in objectives],
                          sampler=ob.make_sampler(config), study_name=config.name, storage=storage)
         self.naskd_objectives = tuple(objectives)
@@ -241,6 +254,16 @@ class NaskdSearch(OptunaSearch):
     @property
     def study(self) -> optuna.Study:
         return self._ot_study
+
+    def optuna_trial(self, trial_id: str) -> optuna.Trial | None:
+        """The Optuna trial behind a Tune trial, while it is open."""
+        return self._ot_trials.get(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """A rung result of a trial that goes on: its entry joins the trial's rung records."""
+        trial = self._ot_trials.get(trial_id)
+        if trial is not None and result.get(RUNG_KEY) is not None:
+            record_rung(trial, result)
 
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
@@ -284,6 +307,14 @@ class NaskdSearch(OptunaSearch):
         self._beat_thread.start()
 
 
+def record_rung(trial: optuna.Trial, result: dict) -> None:
+    """Add the rung entry a result carries to the trial's ``rungs`` (replacing one of that rung)."""
+    rung = int(result[RUNG_KEY])
+    entries = [e for e in trial.user_attrs.get("rungs", ()) if e["rung"] < rung]
+    entries.append({"rung": rung, "steps": int(result[STEPS_KEY]), "metrics": json.loads(result[METRICS_KEY])})
+    trial.set_user_attr("rungs", entries)
+
+
 def record_ray_result(study: optuna.Study, trial: optuna.Trial, result: dict | None, error: bool,
                       objectives: tuple[str, ...]) -> None:
     """Tell the study how a Ray trial ended, with the same user attrs as the Optuna backend."""
@@ -294,8 +325,20 @@ def record_ray_result(study: optuna.Study, trial: optuna.Trial, result: dict | N
                                       "(see [ray].max_failures and the Ray logs)")
         study.tell(trial, state=TrialState.FAIL)
     elif not result.get(FINAL_KEY):
-        if any(name in result for name in objectives):
-            # Stopped after a partial report: kept, but never with partial values.
+        if result.get(RUNG_KEY) is not None:
+            # Stopped at a rung: recorded there, never with partial values on the front; its
+            # saved state is not needed any more.
+            record_rung(trial, result)
+            trial.set_user_attr("status", "pruned")
+            trial.set_user_attr("metrics", json.loads(result[METRICS_KEY]))
+            trial.set_user_attr("steps", int(result[STEPS_KEY]))
+            if "reason" not in trial.user_attrs:
+                trial.set_user_attr("reason", f"stopped at rung {result[RUNG_KEY]} by a Ray Tune scheduler or stopper")
+            if trial.user_attrs.get("checkpoint"):
+                CheckpointFile(Path(trial.user_attrs["checkpoint"])).clear()
+            study.tell(trial, state=TrialState.PRUNED)
+        elif any(name in result for name in objectives):
+            # Stopped after a partial report of the user's own trainable: kept, never with partial values.
             trial.set_user_attr("status", "pruned")
             trial.set_user_attr("reason", "stopped early by a Ray Tune scheduler or stopper; partial values not used")
             trial.set_user_attr("partial", {k: result[k] for k in objectives if k in result})
@@ -309,7 +352,8 @@ def record_ray_result(study: optuna.Study, trial: optuna.Trial, result: dict | N
     else:
         outcome = TrialResult(result[STATUS_KEY], trial.user_attrs.get("spec", {}),
                               metrics=json.loads(result[METRICS_KEY]), reason=result[REASON_KEY] or None,
-                              constraints=json.loads(result[CONSTRAINTS_KEY]))
+                              constraints=json.loads(result[CONSTRAINTS_KEY]), steps=int(result.get(STEPS_KEY, 0)),
+                              rungs=json.loads(result.get(RUNGS_KEY) or "[]"))
         trial.set_user_attr("ray", {TEACHER_FORWARDS_KEY: int(result.get(TEACHER_FORWARDS_KEY, 0)),
                                     THREADS_KEY: int(result.get(THREADS_KEY, 0))})
         values = ob.record(trial, outcome, objectives, students_dir=None)  # the worker saved the student
@@ -352,30 +396,32 @@ def _prepare(config: StudyConfig, out_dir: Path, command: str | None) -> tuple[S
     return context, choice, storage, study
 
 
-def ray_trainable(config: StudyConfig | str | Path, *, out_dir: str | Path | None = None,
-                  epoch_reports: bool = False) -> RayTrainable:
-    """A trainable and its search algorithm for a user's own ``tune.Tuner``.
+def ray_trainable(config: StudyConfig | str | Path, *, out_dir: str | Path | None = None) -> RayTrainable:
+    """A trainable, its search algorithm and its scheduler for a user's own ``tune.Tuner``.
 
     Results go into the study's storage in ``out_dir`` (default ``reports/<study name>/``, as
     ``naskd search``), so ``naskd front STUDY.toml`` shows them. Call after ``ray.init``.
 
     Example::
 
-        trainable, search = naskd.ray_trainable("studies/digits.toml")
-        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=search, num_samples=20))
+        trainable, search, scheduler = naskd.ray_trainable("studies/digits.toml")
+        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler,
+                                                                  num_samples=20))
         tuner.fit()
+
+    Every trial reports every metric at each rung of the study's plan (``naskd_rung`` and
+    ``naskd_steps`` say which), then its final result. ``scheduler`` stops students at rungs by
+    the study's ``[fidelity]`` rule; any other Tune scheduler may be used instead (e.g. ASHA
+    with ``time_attr="training_iteration"``). A trial stopped at a rung is recorded PRUNED
+    with its figures there, never on the front.
 
     Args:
         config: a study file or a loaded study.
         out_dir: the study's output directory.
-        epoch_reports: report after every epoch too (validation ``accuracy``, every objective,
-            ``epoch``), for a scheduler that stops trials early, e.g.
-            ``ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration")``.
-            A stopped trial is recorded PRUNED, never with its partial values.
 
     Returns:
-        ``RayTrainable(trainable, search_alg)``; the trainable carries the study's resources
-        per trial (``[ray]``) and the study context (teacher outputs built once, here).
+        ``RayTrainable(trainable, search_alg, scheduler)``; the trainable carries the study's
+        resources per trial (``[ray]``) and the study context (teacher outputs built once, here).
     """
     from naskd.config import load_study
 
@@ -383,8 +429,9 @@ def ray_trainable(config: StudyConfig | str | Path, *, out_dir: str | Path | Non
         config = load_study(config)
     out = Path(out_dir) if out_dir is not None else config.default_out_dir()
     context, _, storage, _ = _prepare(config, out, command="naskd.ray_trainable")
-    students = out / "students"
-    return RayTrainable(make_trainable(config, context, students, epoch_reports), NaskdSearch(config, storage))
+    search = NaskdSearch(config, storage, out)
+    return RayTrainable(make_trainable(config, context, out / "students"), search,
+                        RungScheduler(search, context.plan, tuple(config.search.objectives)))
 
 
 def _connect(address: str | None, verbose: bool) -> bool:
@@ -433,9 +480,9 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
         show_progress: draw a progress bar.
         verbose: let Ray's workers log to this terminal.
         command: the command line that reproduces this run, recorded with the study.
-        scheduler: a Tune trial scheduler; default: the one ``[ray].scheduler`` names (FIFO, or
-            ASHA on validation accuracy per epoch). With any scheduler but FIFO, trials report
-            after every epoch; trials it stops are recorded PRUNED.
+        scheduler: a Tune trial scheduler used instead of the study's rung rule
+            (``RungScheduler``, which judges students at rungs as the Optuna backend does).
+            Trials report at every rung either way; trials it stops are recorded PRUNED.
 
     Returns:
         The front summary (see ``naskd.results.front_summary``).
@@ -465,8 +512,7 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
             _fit(config, out_dir, context, storage, target - before, _concurrency(config, concurrency),
                  name=f"{config.slug}-{time.strftime('%Y%m%d-%H%M%S')}-{rounds}",
                  callbacks=[_ProgressCallback(progress, study)],
-                 scheduler=scheduler if scheduler is not None else make_scheduler(config, len(context.data.y_train)),
-                 verbose=verbose)
+                 scheduler=scheduler, verbose=verbose)
             # Trials that never ran do not count; run them again, unless nothing moved at all.
             made_progress = ob.counted_trials(study) > before
     finally:
@@ -478,32 +524,13 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
     return summary
 
 
-def make_scheduler(config: StudyConfig, n_train: int) -> Any:
-    """The scheduler ``[ray].scheduler`` names: None for FIFO (Tune's default); ASHA on the
-    validation accuracy each trial reports after every epoch; or ``ParetoASHA`` over the
-    study's objectives. ``n_train`` (training rows) turns a step budget into epochs, the
-    longest run."""
-    if config.ray.scheduler == "fifo":
-        return None
-    epochs = total_epochs(config.distill, n_train)
-    grace, factor = min(config.ray.grace_epochs, epochs), config.ray.reduction_factor
-    # One report per epoch (the last is the final result), so training_iteration counts epochs.
-    if config.ray.scheduler == "pareto_asha":
-        objectives = config.search.objectives
-        return ParetoASHA(objectives, [METRIC_DIRECTIONS[name] for name in objectives], max_t=epochs,
-                          grace_period=grace, reduction_factor=factor, final_key=FINAL_KEY)
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration", max_t=epochs,
-                         grace_period=grace, reduction_factor=factor)
-
-
 def _fit(config: StudyConfig, out_dir: Path, context: StudyContext, storage: optuna.storages.BaseStorage,
          samples: int, concurrency: int, *, name: str, callbacks: list, scheduler: Any, verbose: bool) -> None:
-    students = out_dir / "students"
-    search = NaskdSearch(config, storage)
+    search = NaskdSearch(config, storage, out_dir)
+    if scheduler is None:
+        scheduler = RungScheduler(search, context.plan, tuple(config.search.objectives))
     tuner = tune.Tuner(
-        make_trainable(config, context, students, epoch_reports=scheduler is not None),
+        make_trainable(config, context, out_dir / "students"),
         tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=samples,
                                     max_concurrent_trials=concurrency, reuse_actors=True),
         run_config=tune.RunConfig(

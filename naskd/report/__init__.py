@@ -1,6 +1,7 @@
 """The study report: one self-contained HTML page (plotly.js embedded, no network request)
-that someone who did not run the study can read — the front, the capacity gap, how far the
-short runs can be trusted, how the search went, and the warnings that matter.
+that someone who did not run the study can read — the front (measured at the target budget),
+the capacity gap, the rungs on the way there (learning curves, how well they rank students,
+the training they saved), how the search went, and the warnings that matter.
 
 Core code: it reads plain ``TrialRecord``s and dicts, never optuna or ray objects.
 """

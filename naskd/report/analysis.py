@@ -1,6 +1,7 @@
 """Numbers the report derives from the trials: hypervolume over time, best-so-far curves,
-the capacity gap (KD gain, gap closure) and the agreement of short and long runs, each with
-the sentence that states it in words.
+the capacity gap (KD gain, gap closure), the rungs (learning curves, how well each rung ranks
+students as the target budget does, the training they saved) and the agreement of the
+search's runs with longer confirmation runs, each with the sentence that states it in words.
 
 Pure functions over a ``StudyView``; no HTML, no figures.
 """
@@ -8,12 +9,14 @@ Pure functions over a ``StudyView``; no HTML, no figures.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from naskd.front import hypervolume, objective_bounds
-from naskd.report.view import StudyView, fmt, number
+from naskd.report.view import StudyView, fmt, number, rung_points
+from naskd.results import TrialRecord
 
 #: Fewer students than this and a per-bin average says nothing: name the single best instead.
 MIN_FOR_BINS = 8
@@ -137,7 +140,8 @@ def _points(delta: float) -> str:
 
 @dataclass(frozen=True)
 class RankAgreement:
-    """Short-run against long-run accuracy of the confirmed students."""
+    """The search's accuracy (at the target budget) against the confirmation run's (``naskd
+    confirm --steps N``) for the confirmed students."""
 
     numbers: list[int]
     short: list[float]
@@ -148,7 +152,8 @@ class RankAgreement:
 
 
 def rank_agreement(view: StudyView) -> RankAgreement | None:
-    """Kendall's tau between short-run and long-run accuracy; None when no trial was confirmed."""
+    """Kendall's tau between the search's and the confirmation runs' accuracy; None when no
+    trial was confirmed."""
     pairs = [(r.number, number(r.metrics.get("accuracy")), number(r.metrics.get("long_accuracy")))
              for r in view.complete]
     pairs = [(n, s, lo) for n, s, lo in pairs if s is not None and lo is not None]
@@ -171,21 +176,209 @@ def _tau_sentence(n: int, tau: float | None, p_value: float | None, short: list[
     change = float(np.mean(np.subtract(long, short)))
     tail = f" Longer training changed accuracy by {_points(change)} on average."
     if n < 3:
-        return (f"Only {n} confirmed student(s): too few to measure whether the short runs rank students "
-                "correctly." + tail)
+        return (f"Only {n} confirmed student(s): too few to measure whether the search's runs rank students "
+                "as longer training does." + tail)
     if tau is None:
-        return (f"Kendall's tau is undefined for these {n} students (all short-run or all long-run accuracies "
-                "are equal)." + tail)
+        return (f"Kendall's tau is undefined for these {n} students (all search or all confirmation "
+                "accuracies are equal)." + tail)
     if tau >= 0.7:
-        verdict = "the short runs rank students almost as the long runs do; the front's order can be trusted"
+        verdict = "the search ranks students almost as the longer runs do; the front's order can be trusted"
     elif tau >= 0.4:
-        verdict = ("the short runs rank students roughly right; close neighbours on the front may swap with "
+        verdict = ("the search ranks students roughly right; close neighbours on the front may swap with "
                    "longer training")
     elif tau >= 0:
-        verdict = ("the short runs rank students only weakly like the long runs; confirm candidates with longer "
+        verdict = ("the search ranks students only weakly like the longer runs; confirm candidates with longer "
                    "runs before choosing")
     else:
-        verdict = ("the short runs rank students against the long runs; they are not a reliable proxy here — "
-                   "raise [distill].steps or epochs")
+        verdict = ("the search ranks students against the longer runs; its target budget is no reliable proxy "
+                   "here — raise [distill].steps or epochs")
     p = f", p = {p_value:.3g}" if p_value is not None else ""
     return f"Kendall's tau = {tau:.2f} over {n} confirmed students{p}: {verdict}." + tail
+
+
+# --- rungs and the target budget ---------------------------------------------------------
+
+#: Fewer students than this and Kendall's tau says nothing.
+MIN_FOR_TAU = 3
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One student's validation accuracy at each rung it reached and, when it was trained to
+    it, at the target budget (``steps`` ascending)."""
+
+    number: int
+    state: str  # "complete" or "pruned"
+    front: bool
+    steps: list[int]
+    accuracy: list[float]
+    rungs: list[int]  # the rung of each point; a complete student's last point (the target) has none
+
+    def at_target(self, i: int) -> bool:
+        return i >= len(self.rungs)
+
+
+def learning_curves(view: StudyView) -> list[Curve]:
+    """A curve for every complete or stopped student with rung scores, in trial order; a
+    stopped student's ends at the rung where it stopped."""
+    fid, front = view.fidelity, set(view.front)
+    out = []
+    for r in view.records:
+        if r.state not in ("complete", "pruned"):
+            continue
+        points = [(p.steps, number(p.metrics.get("accuracy")), p.rung) for p in rung_points(r, fid)]
+        points = [(s, a, k) for s, a, k in points if s is not None and a is not None]
+        if not points:
+            continue
+        rungs = [k for _, _, k in points]
+        final, acc = r.steps or fid.target_steps, number(r.metrics.get("accuracy"))
+        if r.state == "complete" and final is not None and acc is not None and final > points[-1][0]:
+            points.append((final, acc, -1))
+        out.append(Curve(r.number, r.state, r.number in front, [s for s, _, _ in points], [a for _, a, _ in points],
+                         rungs))
+    return out
+
+
+@dataclass(frozen=True)
+class RungRank:
+    """How one rung ranks the students that reached the target, against the target's ranking."""
+
+    rung: int
+    steps: int | None
+    scored: int  # complete and stopped students scored at this rung
+    stopped: int  # students stopped here
+    n: int  # students trained to the target that have this rung's accuracy
+    tau: float | None  # Kendall's tau, rung accuracy against target accuracy; None: n < 3 or undefined
+    p_value: float | None
+
+
+def rung_agreement(view: StudyView) -> list[RungRank]:
+    """One row per rung of the study (and any rung a trial recorded beyond them).
+
+    Only students trained to the target are compared: the stopped ones have no target
+    accuracy. That sample is the survivors of the rule, so its accuracies spread less than
+    the whole study's, which tends to lower tau; it is still the only honest comparison.
+    """
+    fid = view.fidelity
+    points = {r.number: {p.rung: p for p in rung_points(r, fid)} for r in view.records
+              if r.state in ("complete", "pruned")}
+    seen = {k for by_rung in points.values() for k in by_rung}
+    stopped_at = Counter(_stopped_rung(view, r) for r in view.stopped)
+    rows = []
+    for k in sorted(seen | set(range(len(fid.rungs)))):
+        pairs = [(number(points[r.number][k].metrics.get("accuracy")), number(r.metrics.get("accuracy")))
+                 for r in view.complete if k in points.get(r.number, {})]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        tau = p_value = None
+        if len(pairs) >= MIN_FOR_TAU:
+            from scipy.stats import kendalltau  # imported here: scipy is slow to import and rarely needed
+
+            result = kendalltau([a for a, _ in pairs], [b for _, b in pairs])
+            tau, p_value = number(result.statistic), number(result.pvalue)
+        steps = fid.rung_steps(k) or next((by[k].steps for by in points.values() if k in by and by[k].steps), None)
+        rows.append(RungRank(k, steps, sum(k in by for by in points.values()), stopped_at.get(k, 0), len(pairs),
+                             tau, p_value))
+    return rows
+
+
+def rung_agreement_sentence(view: StudyView, rows: list[RungRank]) -> str:
+    """What the rank agreement says about stopping students at the rungs (plain text)."""
+    fid = view.fidelity
+    measured = [row for row in rows if row.tau is not None]
+    if not measured:
+        return (f"Too few students trained to the target budget have rung scores (at least {MIN_FOR_TAU} are "
+                "needed at a rung) to tell whether the rungs rank students as the target budget does.")
+    each = "; ".join(f"{row.tau:.2f} at {fid.label(row.steps)} (rung {row.rung}, {row.n} students)"
+                     for row in measured)
+    first = measured[0]
+    if first.tau >= 0.7:
+        verdict = (f"even at {fid.label(first.steps)} students rank much as they do at the target budget, so "
+                   "stopping the clearly beaten ones there lost little")
+    elif first.tau >= 0.4:
+        verdict = (f"at {fid.label(first.steps)} students rank roughly as at the target budget: a student close "
+                   "to the front may have been stopped there; a [fidelity].margin keeps such students going")
+    else:
+        verdict = (f"at {fid.label(first.steps)} the ranking says little about the target budget's, so good "
+                   "students may have been stopped there; start the rungs later ([fidelity].first_rung) or give "
+                   "them a [fidelity].margin")
+    return (f"Kendall's tau between the accuracy at each rung and at the target budget, over the students trained "
+            f"to the target: {each}. {verdict[0].upper()}{verdict[1:]}.")
+
+
+@dataclass(frozen=True)
+class TrainingSaved:
+    """The training the complete and stopped students took, against training all of them to
+    the target budget."""
+
+    students: int  # complete and stopped students whose training is known
+    stopped: int
+    spent: int  # training steps they took
+    full: int  # students × target_steps
+    target_steps: int
+    per_rung: tuple[tuple[int | None, int], ...]  # (rung, students stopped there), rung order; None: unknown rung
+    sentence: str
+
+    @property
+    def share(self) -> float:
+        return self.spent / self.full if self.full else 0.0
+
+
+def training_saved(view: StudyView) -> TrainingSaved | None:
+    """None when the study has no target budget on record or no student was trained.
+
+    A complete student without recorded steps counts the target; a stopped one its last
+    rung's steps; a student with neither is left out of both totals.
+    """
+    target = view.fidelity.target_steps
+    if target is None:
+        return None
+    spent, students, stopped = 0, 0, 0
+    where: Counter[int | None] = Counter()
+    for r in view.records:
+        steps = _trained_steps(view, r)
+        if steps is None:
+            continue
+        spent += steps
+        students += 1
+        if r.state == "pruned":
+            stopped += 1
+            where[_stopped_rung(view, r)] += 1
+    if not students:
+        return None
+    full = students * target
+    per_rung = tuple(sorted(where.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+    if stopped:
+        fid = view.fidelity
+        each = ", ".join(f"{n} at " + (f"rung {k} ({fid.label(fid.rung_steps(k))})" if fid.rung_steps(k)
+                                       else f"rung {k}" if k is not None else "an unrecorded rung")
+                         for k, n in per_rung)
+        sentence = (f"The rungs trained {spent / full:.0%} of the steps that training all {_students(students)} to "
+                    f"the target budget would have taken ({spent:,} of {full:,} steps): {_students(stopped)} "
+                    f"stopped at a rung. Stopped: {each}.")
+    else:
+        rule = " (rule off: the rungs only record scores)" if view.fidelity.rule == "off" else ""
+        sentence = (f"No student stopped at a rung{rule}: all {_students(students)} were trained to the target "
+                    f"budget ({spent:,} training steps in all).")
+    return TrainingSaved(students, stopped, spent, full, target, per_rung, sentence)
+
+
+def _trained_steps(view: StudyView, record: TrialRecord) -> int | None:
+    if record.state == "complete":
+        return record.steps or view.fidelity.target_steps
+    if record.state == "pruned":
+        points = rung_points(record, view.fidelity)
+        return record.steps or (points[-1].steps if points else None)
+    return None
+
+
+def _stopped_rung(view: StudyView, record: TrialRecord) -> int | None:
+    """The rung a stopped student stopped at: its last rung entry, else the rung of its steps."""
+    points = rung_points(record, view.fidelity)
+    if points:
+        return points[-1].rung
+    rungs = view.fidelity.rungs
+    return rungs.index(record.steps) if record.steps in rungs else None
+
+
+def _students(n: int) -> str:
+    return f"{n} student" + ("" if n == 1 else "s")

@@ -65,7 +65,7 @@ def _too_few(view: StudyView) -> list[Finding]:
     n = len(view.complete)
     if n >= MIN_COMPLETE:
         return []
-    return [Finding("too-few-trials", f"Only {n} completed trial(s)",
+    return [Finding("too-few-trials", f"Only {n} completed trial(s) (trained to the target budget)",
                     f"A front from fewer than {MIN_COMPLETE} completed trials says more about chance than about "
                     "the search space. Run more trials (`naskd search ... --trials N` resumes the study).")]
 
@@ -93,8 +93,9 @@ def _budget_not_reached(view: StudyView) -> list[Finding]:
     out = []
     for key, metric in _BUDGET_METRICS.items():
         limit = number(budgets.get(key))
+        # Stopped students count: their cost was measured before any training.
         measured = [v for v in (number(r.metrics.get(metric)) for r in view.records
-                                if r.state in ("complete", "infeasible")) if v is not None]
+                                if r.state in ("complete", "infeasible", "pruned")) if v is not None]
         if limit is None or limit <= 0 or not measured:
             continue
         largest = max(measured)

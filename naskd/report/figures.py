@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from naskd.front import non_dominated
-from naskd.report.analysis import GapRow, RankAgreement, best_so_far
+from naskd.report.analysis import Curve, GapRow, RankAgreement, best_so_far
 from naskd.report.view import StudyView, arch_text, fmt, label, number, plot_text
 from naskd.results import TrialRecord
 
@@ -26,6 +26,13 @@ MAX_MARKER_PX = 26
 MIN_MARKER_PX = 5
 RANK_COLORSCALE = "Viridis"
 FADED = "rgba(120, 120, 120, 0.35)"
+#: Students stopped at a rung: present, but plainly not front material.
+STOPPED = "rgba(120, 120, 120, 0.6)"
+#: Learning curves of students off the front: there to show the crowd, not to be read one by one.
+FADED_LINE = "rgba(120, 120, 120, 0.3)"
+#: The front's learning curves, one colour each (cycled past ten).
+FRONT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+                "#bcbd22", "#7f7f7f")
 KNEE_COLOR = "#d62728"
 TEACHER_COLOR = "#444"
 #: Metrics spanning orders of magnitude: log axes keep small students apart.
@@ -98,12 +105,18 @@ def _teacher_line(fig: go.Figure, view: StudyView, **where: Any) -> None:
 def pareto_2d(view: StudyView, x_metric: str) -> go.Figure | None:
     """Accuracy against one cost: completed students (size = params, colour = Pareto rank over
     the study's objectives), the non-dominated line of this view, the knee, the teacher's
-    accuracy; infeasible, failed and pruned trials faded at the bottom (they have no accuracy)."""
+    accuracy; students stopped at a rung faded at the accuracy they had there (a rung value:
+    never ranked, never on the line); infeasible and failed trials faded at the bottom (they
+    have no accuracy)."""
     done = [r for r in view.complete
             if number(r.metrics.get("accuracy")) is not None and number(r.metrics.get(x_metric)) is not None]
-    faded = [r for r in view.records if r.state in ("infeasible", "failed", "pruned")
+    stopped = [r for r in view.stopped
+               if number(r.metrics.get("accuracy")) is not None and number(r.metrics.get(x_metric)) is not None]
+    drawn = {r.number for r in stopped}  # a stopped student without an accuracy joins the crosses
+    faded = [r for r in view.records if (r.state in ("infeasible", "failed")
+                                         or (r.state == "pruned" and r.number not in drawn))
              and number(r.metrics.get(x_metric)) is not None]
-    if not done and not faded:
+    if not done and not stopped and not faded:
         return None
     x_done = [float(r.metrics[x_metric]) for r in done]
     y_done = [float(r.metrics["accuracy"]) for r in done]
@@ -125,18 +138,25 @@ def pareto_2d(view: StudyView, x_metric: str) -> go.Figure | None:
                                      marker=dict(symbol="star", size=20, color="rgba(0,0,0,0)",
                                                  line=dict(color=KNEE_COLOR, width=2)),
                                      hovertext=[view.hover(knee[0])], hoverinfo="text"))
+    y_stopped = [float(r.metrics["accuracy"]) for r in stopped]
+    if stopped:
+        # After the completed students, so a hover on the first trace's first point is a complete one.
+        fig.add_trace(go.Scatter(x=[float(r.metrics[x_metric]) for r in stopped], y=y_stopped, mode="markers",
+                                 name="stopped at a rung (accuracy there; never on the front)",
+                                 marker=dict(symbol="circle-open", size=7, color=STOPPED, line=dict(width=1.2)),
+                                 hovertext=[view.hover(r) for r in stopped], hoverinfo="text"))
     if faded:
         # Never trained (over budget) or broken: no accuracy, so they sit just below the
-        # worst completed student, where they show how much of the space was unusable.
-        low = min(y_done, default=0.0)
-        span = max(max(y_done, default=1.0) - low, 0.05)
+        # worst student drawn, where they show how much of the space was unusable.
+        low = min(y_done + y_stopped, default=0.0)
+        span = max(max(y_done + y_stopped, default=1.0) - low, 0.05)
         floor = low - 0.08 * span
         fig.add_trace(go.Scatter(x=[float(r.metrics[x_metric]) for r in faded], y=[floor] * len(faded),
                                  mode="markers", name="infeasible / failed (not trained; drawn at the bottom)",
                                  marker=dict(symbol="x-thin", size=9, color=FADED, line=dict(width=2, color=FADED)),
                                  hovertext=[view.hover(r) for r in faded], hoverinfo="text"))
     _teacher_line(fig, view)
-    all_x = x_done + [float(r.metrics[x_metric]) for r in faded]
+    all_x = x_done + [float(r.metrics[x_metric]) for r in (*stopped, *faded)]
     fig.update_xaxes(title_text=label(x_metric), **_axis(x_metric, all_x))
     fig.update_yaxes(title_text="accuracy (validation)")
     return _layout(fig, 520)
@@ -227,9 +247,60 @@ def trust(view: StudyView, agreement: RankAgreement) -> go.Figure:
                              marker=dict(size=10),
                              hovertext=[_short_hover(by_number[n], ("accuracy", "long_accuracy", "long_steps"))
                                         for n in agreement.numbers], hoverinfo="text"))
-    fig.update_xaxes(title_text="short-run accuracy (search)")
+    fig.update_xaxes(title_text="accuracy in the search (target budget)")
     fig.update_yaxes(title_text="long-run accuracy (confirmation)")
     return _layout(fig, 460)
+
+
+def learning_curves(view: StudyView, curves: Sequence[Curve]) -> go.Figure | None:
+    """Validation accuracy against training (epochs when every rung and the target are whole
+    epochs, else steps; log axis), one line per student: the front's coloured and named, the
+    rest faded (a dotted line for those stopped at a rung, ending where they stopped)."""
+    if not curves:
+        return None
+    fid = view.fidelity
+    per = fid.steps_per_epoch if fid.in_epochs else None
+    unit = (lambda s: s / per) if per else (lambda s: float(s))  # noqa: E731
+    specs = {r.number: r.spec for r in view.records}
+    fig = go.Figure()
+    # Faded lines first, so the front's are drawn on top of them; one legend entry per kind.
+    kinds = [("pruned", "stopped at a rung", dict(color=FADED_LINE, width=1, dash="dot")),
+             ("complete", "trained to the target, not on the front", dict(color=FADED_LINE, width=1))]
+    for state, name, line in kinds:
+        for i, c in enumerate(c for c in curves if c.state == state and not c.front):
+            fig.add_trace(go.Scatter(x=[unit(s) for s in c.steps], y=c.accuracy, mode="lines+markers", name=name,
+                                     legendgroup=state, showlegend=i == 0, line=line,
+                                     marker=dict(size=4, color=FADED_LINE), meta=c.number,
+                                     hovertext=_curve_hover(view, c, specs[c.number]), hoverinfo="text"))
+    for i, c in enumerate(c for c in curves if c.front):
+        color = FRONT_COLORS[i % len(FRONT_COLORS)]
+        knee = " ★ knee" if c.number == view.knee else ""
+        fig.add_trace(go.Scatter(x=[unit(s) for s in c.steps], y=c.accuracy, mode="lines+markers",
+                                 name=f"trial {c.number} (front){knee}", legendgroup="front",
+                                 line=dict(color=color, width=2.5), marker=dict(size=7, color=color), meta=c.number,
+                                 hovertext=_curve_hover(view, c, specs[c.number]), hoverinfo="text"))
+    _teacher_line(fig, view)
+    budgets = sorted({*fid.rungs, *([fid.target_steps] if fid.target_steps else []),
+                      *(s for c in curves for s in c.steps)})
+    xs = [unit(b) for b in budgets]
+    fig.update_xaxes(title_text=("training epochs" if per else "training steps") + " (log scale)",
+                     type="log" if xs and min(xs) > 0 else "linear",
+                     tickvals=xs, ticktext=[fmt(int(x)) if float(x).is_integer() else fmt(x) for x in xs])
+    fig.update_yaxes(title_text="accuracy (validation)")
+    _layout(fig, 500)
+    # A legend entry per front student: beside the plot, where a long list scrolls instead of
+    # pushing the plot down.
+    fig.update_layout(legend=dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02))
+    return fig
+
+
+def _curve_hover(view: StudyView, c: Curve, spec: Mapping[str, Any]) -> list[str]:
+    what = "on the front" if c.front else "stopped at a rung" if c.state == "pruned" else "trained to the target"
+    head = f"<b>trial {c.number}</b> · {what}" + (" · knee" if c.number == view.knee else "")
+    where = ["target budget" if c.at_target(i) else f"rung {c.rungs[i]}" for i in range(len(c.steps))]
+    return ["<br>".join([head, plot_text(f"{w}: {view.fidelity.long_label(s)}"),
+                         f"accuracy: {plot_text(fmt(a, 'accuracy'))}", plot_text(arch_text(spec))])
+            for w, s, a in zip(where, c.steps, c.accuracy)]
 
 
 def hypervolume_history(numbers: Sequence[int], values: Sequence[float]) -> go.Figure | None:

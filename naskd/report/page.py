@@ -81,7 +81,7 @@ def build_page(view: StudyView, *, importances: Mapping[str, Mapping[str, float]
         _pareto_section(view, figs),
         _table_section(view),
         _capacity_section(view, figs),
-        _trust_section(view, figs),
+        _rungs_section(view, figs),
         _search_section(view, figs, importances),
         _details_section(view),
     ]
@@ -114,7 +114,7 @@ def _header(view: StudyView, created: datetime) -> str:
     facts = view.facts
     c = view.counts
     counts = (f"{c['complete']} complete, {c['infeasible']} infeasible (over budget, not trained), "
-              f"{c['failed']} failed, {c['pruned']} pruned")
+              f"{c['failed']} failed, {c['pruned']} stopped at a rung")
     if c.get("running"):
         counts += f", {c['running']} still running"
     objectives = ", ".join(f"{label(o)} ({'higher' if d == 'maximize' else 'lower'} is better)"
@@ -138,6 +138,7 @@ def _header(view: StudyView, created: datetime) -> str:
         ("Objectives", _e(objectives)),
         ("Sampler", _e(f"{facts.get('sampler', 'unknown')}, seed {facts.get('seed', 'unknown')}")),
         ("Cost budgets", _e(_budgets_text(facts.get("budgets")))),
+        ("Training budget", _e(_fidelity_text(view))),
         ("Trials", _e(counts)),
         ("Result", _e(result)),
         ("Reproduce", command),
@@ -150,16 +151,26 @@ def _header(view: StudyView, created: datetime) -> str:
                              "the placeholder <code>STUDY.toml</code>"))
     grid = "\n".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
     description = facts.get("description")
+    if view.fidelity.target_steps:
+        training = (
+            "otherwise trained it by knowledge distillation, rung by rung, toward the study's <em>target "
+            f"budget</em> of {_e(view.fidelity.long_label(view.fidelity.target_steps))}, scoring it on the validation "
+            "set at each rung. A student clearly beaten at a rung was <em>stopped</em> there; every number on the "
+            "front is measured at the target budget, and a stopped student's numbers are its rung's (it is never "
+            "on the front)."
+        )
+    else:  # a study from before naskd recorded its rungs
+        training = "otherwise trained it by knowledge distillation and scored it on the validation set."
     lead = (
         "naskd searched for small <em>student</em> networks that learn from a trained <em>teacher</em>. Each trial "
         "sampled a student from the search space, measured its cost (parameters, FLOPs, latency), skipped it as "
-        "<em>infeasible</em> when it broke a cost budget, and otherwise trained it briefly by knowledge distillation "
-        "and scored it on the validation set. The <em>Pareto front</em> is the set of students that no other student "
-        "beats on every objective at once; the <em>knee</em> is the front student closest to the ideal corner."
+        f"<em>infeasible</em> when it broke a cost budget, and {training} The <em>Pareto front</em> is the set of "
+        "students that no other student beats on every objective at once; the <em>knee</em> is the front student "
+        "closest to the ideal corner."
     )
     nav = "".join(f'<a href="#{anchor}">{text}</a>' for anchor, text in (
         ("pareto", "Pareto front"), ("students", "Front students"), ("capacity", "Capacity gap"),
-        ("trust-section", "Short runs"), ("search", "Search progress"), ("details", "Details")))
+        ("rungs", "Rungs and budget"), ("search", "Search progress"), ("details", "Details")))
     return "\n".join([
         "<header>",
         f"<h1>naskd report: {_e(view.name)}</h1>",
@@ -253,6 +264,32 @@ def _budgets_text(budgets: Any) -> str:
     return ", ".join(set_) if set_ else "none (every student is trained)"
 
 
+def _fidelity_text(view: StudyView) -> str:
+    """``target budget 27 epochs (1,080 training steps); rungs at 1, 3, 9 epochs; rule pareto,
+    factor 3`` — where every front number is measured and where students were scored on the way."""
+    fid = view.fidelity
+    if not fid.target_steps:
+        return "not recorded (a study from before naskd kept its rungs and target budget)"
+    text = f"target budget {fid.long_label(fid.target_steps)}"
+    if fid.rungs:
+        labels = [fid.label(s) for s in fid.rungs]
+        parts = [words.split(" ", 1) for words in labels]
+        if len({unit.rstrip("s") for _, unit in parts}) == 1:  # "1, 3, 9 epochs", not "1 epoch, 3 epochs, 9 epochs"
+            labels = [n for n, _ in parts[:-1]] + [labels[-1]]
+        text += "; rungs at " + ", ".join(labels)
+    else:
+        text += "; no rungs (every student trained to the target)"
+    if fid.rule == "off":
+        text += "; rule off (rung scores recorded, no student stopped)"
+    elif fid.rule:
+        text += f"; rule {fid.rule}"
+        if fid.reduction_factor:
+            text += f", factor {fid.reduction_factor}"
+        if fid.margin:
+            text += f", margin {fmt(fid.margin)}"
+    return text
+
+
 def _versions_text(facts: Mapping[str, Any]) -> str:
     recorded = facts.get("versions")
     if isinstance(recorded, Mapping) and recorded:
@@ -294,12 +331,14 @@ def _figure_or_note(figs: _Figures, fig: go.Figure | None, div_id: str, caption:
 
 
 def _pareto_section(view: StudyView, figs: _Figures) -> str:
-    out = ['<p class="caption">Each marker is one trained student. Marker size grows with the number of parameters; '
-           "colour is the Pareto rank over all the study's objectives (0 = on the front, 1 = on the front once the "
-           "front is removed, and so on). The dashed line joins the students that are best in the two quantities "
-           "drawn; the red star is the knee; the dotted line is the teacher's accuracy. Grey crosses at the bottom "
-           "are trials that were never trained (over budget) or failed. Hover over a marker for its metrics and "
-           "its whole spec; drag to zoom, double-click to reset.</p>"]
+    out = ['<p class="caption">Each coloured marker is one student trained to the target budget. Marker size grows '
+           "with the number of parameters; colour is the Pareto rank over all the study's objectives (0 = on the "
+           "front, 1 = on the front once the front is removed, and so on). The dashed line joins the students that "
+           "are best in the two quantities drawn; the red star is the knee; the dotted line is the teacher's "
+           "accuracy. Grey open circles are students stopped at a rung, drawn at the accuracy they had there: a "
+           "shorter training than the target's, so they are never ranked or on the front. Grey crosses at the "
+           "bottom are trials that were never trained (over budget) or failed. Hover over a marker for its metrics "
+           "and its whole spec; drag to zoom, double-click to reset.</p>"]
     drawn = False
     for metric, div_id in (("latency_p50_ms", "fig-pareto-latency"), ("params", "fig-pareto-params"),
                            ("flops", "fig-pareto-flops")):
@@ -327,7 +366,9 @@ def _table_section(view: StudyView) -> str:
     extra = [m for m in DIAGNOSTIC_METRICS if any(m in r.metrics for r in rows)]
     metrics = [*FRONT_COLUMNS, *extra]
     show_gain = "scratch_accuracy" in extra
-    titles = ["trial", *(label(m) for m in metrics), *(["KD gain"] if show_gain else [])]
+    show_steps = any(r.steps for r in rows)  # older studies did not record them
+    titles = ["trial", *(label(m) for m in metrics), *(["KD gain"] if show_gain else []),
+              *(["training steps"] if show_steps else [])]
     head = "".join(f'<th data-sort="num"><button type="button">{_e(t)}</button></th>' for t in titles)
     # One <tbody> per student: its metrics row, then a full-width row with the spec and the
     # export command (too long for a column); the sort moves the two rows together.
@@ -340,6 +381,8 @@ def _table_section(view: StudyView) -> str:
             acc, scratch = number(r.metrics.get("accuracy")), number(r.metrics.get("scratch_accuracy"))
             gain = None if acc is None or scratch is None else acc - scratch
             cells.append(_num_cell(gain, "–" if gain is None else f"{gain * 100:+.1f} pts"))
+        if show_steps:
+            cells.append(_num_cell(r.steps, "–" if r.steps is None else f"{r.steps:,}"))
         recipe = recipe_text(r.spec)
         spec = f"<code>{_e(arch_text(r.spec))}</code>" + (f" <small>recipe: {_e(recipe)}</small>" if recipe else "")
         command = f'<code class="command">{_e(export_command(view.facts, view.name, r.number))}</code>'
@@ -383,12 +426,70 @@ def _capacity_section(view: StudyView, figs: _Figures) -> str:
     return _section("capacity", "Capacity gap", out)
 
 
-def _trust_section(view: StudyView, figs: _Figures) -> str:
-    agreement = analysis.rank_agreement(view)
+def _rungs_section(view: StudyView, figs: _Figures) -> str:
+    """Where the students were scored on the way to the target budget, whether those rungs
+    rank students as the target does, what stopping at them saved; then the confirmation runs."""
+    fid = view.fidelity
     out = []
+    curves = analysis.learning_curves(view)
+    if not curves:
+        why = ("this study has no rungs: every student was trained straight to the target budget" if fid.target_steps
+               and not fid.rungs else "this study recorded no rung scores (a study from before naskd kept them)")
+        out.append(_missing(f"No learning curves or rung statistics: {why}. The front's numbers are at the target "
+                            "budget all the same."))
+    else:
+        target = f" of {fid.long_label(fid.target_steps)}" if fid.target_steps else ""
+        rule = ("the rule is off, so every student goes on: the rungs only record how it learns" if fid.rule == "off"
+                else "the rule decides whether it goes on")
+        out += [f'<p class="caption">Every student is trained rung by rung toward the target budget{_e(target)} and '
+                f"scored on the validation set at each rung; {_e(rule)}. The front is built only from students "
+                "that reached the target.</p>",
+                "<h3>Learning curves</h3>",
+                figs.html(figures.learning_curves(view, curves), "fig-learning-curves",
+                          _e("Validation accuracy at each rung and at the target budget, one line per student. "
+                             "Coloured: the front's students; grey: the others, dotted where the student was "
+                             "stopped at a rung (its line ends there). Hover for the trial and its budget.")),
+                _rung_table(view, analysis.rung_agreement(view))]
+        saved = analysis.training_saved(view)
+        if saved is not None:
+            out += ['<div id="training-saved">', "<h3>The training the rungs saved</h3>",
+                    f'<p class="sentence">{_e(saved.sentence)}</p>', "</div>"]
+    out.append(_confirmation(view, figs))
+    return _section("rungs", "The rungs and the target budget", out)
+
+
+def _rung_table(view: StudyView, rows: list[analysis.RungRank]) -> str:
+    """Per rung: its budget, how many students were scored and stopped there, and how well its
+    accuracy ranks the students that reached the target (Kendall's tau)."""
+    fid = view.fidelity
+    titles = ("rung", "budget", "students scored there", "stopped there", "reached the target (n)",
+              "Kendall's τ with the target")
+    body = [f"<tr><td>{row.rung}</td><td>{_e(fid.long_label(row.steps))}</td>"
+            + "".join(_num_cell(v, fmt(v)) for v in (row.scored, row.stopped, row.n))
+            + _num_cell(row.tau, "–" if row.tau is None else f"{row.tau:.2f}") + "</tr>" for row in rows]
+    if fid.target_steps:
+        done = len(view.complete)
+        body.append(f"<tr><td>target</td><td>{_e(fid.long_label(fid.target_steps))}</td>{_num_cell(done, fmt(done))}"
+                    f"<td></td><td></td><td></td></tr>")
+    head = "".join(f"<th>{_e(t)}</th>" for t in titles)
+    return "\n".join(['<div id="rung-agreement">', "<h3>Do the rungs rank students as the target budget does?</h3>",
+                      f'<p class="sentence">{_e(analysis.rung_agreement_sentence(view, rows))}</p>',
+                      '<p class="caption">Kendall\'s τ compares two rankings of the same students: 1 = the same '
+                      "order, 0 = unrelated, −1 = reversed. Only students trained to the target can be compared, "
+                      "and they are the rule's survivors, whose accuracies spread less than the whole study's "
+                      "(which tends to lower τ). “–”: fewer than 3 such students, or every accuracy equal.</p>",
+                      f'<div class="table-wrap"><table class="rung-table"><thead><tr>{head}</tr></thead>'
+                      f"<tbody>{''.join(body)}</tbody></table></div>", "</div>"])
+
+
+def _confirmation(view: StudyView, figs: _Figures) -> str:
+    """The confirmation runs (``naskd confirm --steps N``): longer than the target budget."""
+    agreement = analysis.rank_agreement(view)
+    out = ["<h3>Confirmation runs: does longer training keep the order?</h3>"]
     if agreement is None:
-        out.append(_missing("No confirmation run was recorded: every accuracy here comes from a short training "
-                            "run, and whether longer training would rank the students the same way is unchecked."))
+        out.append(_missing("No confirmation run was recorded: whether training longer than the target budget "
+                            "would rank the students the same way is unchecked (naskd confirm STUDY.toml --top 5 "
+                            "--steps N checks it)."))
     else:
         steps = {number(r.metrics.get("long_steps")) for r in view.complete if r.number in set(agreement.numbers)}
         steps.discard(None)
@@ -396,10 +497,11 @@ def _trust_section(view: StudyView, figs: _Figures) -> str:
         out += ['<div id="trust">',
                 f'<p class="sentence">{_e(agreement.sentence)}</p>',
                 figs.html(figures.trust(view, agreement), "fig-trust",
-                          _e(f"Short-run (search) accuracy against long-run (confirmation) accuracy of the confirmed "
-                             f"students{how}. Points on the dotted diagonal kept their accuracy.")),
+                          _e(f"Accuracy in the search (at the target budget) against long-run (confirmation) "
+                             f"accuracy of the confirmed students{how}. Points on the dotted diagonal kept their "
+                             "accuracy.")),
                 "</div>"]
-    return _section("trust-section", "Can the short runs be trusted?", out)
+    return "\n".join(out)
 
 
 def _search_section(view: StudyView, figs: _Figures,
@@ -444,10 +546,12 @@ def _details_section(view: StudyView) -> str:
     table = (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>" if rows
              else _missing("Not recorded."))
     problems = [r for r in view.records if r.state in ("failed", "infeasible", "pruned") and r.reason]
-    listing = "".join(f"<li>trial {r.number} ({_e(r.state)}): {_e(r.reason)}</li>" for r in problems[:200])
+    state = {"pruned": "stopped at a rung"}
+    listing = "".join(f"<li>trial {r.number} ({_e(state.get(r.state, r.state))}): {_e(r.reason)}</li>"
+                      for r in problems[:200])
     more = f"<p class=\"note\">… and {len(problems) - 200} more.</p>" if len(problems) > 200 else ""
     return _section("details", "Details", [
         "<h3>Search space</h3>", table,
-        "<details><summary>Reasons recorded for infeasible, failed and pruned trials "
+        "<details><summary>Reasons recorded for infeasible and failed trials and students stopped at a rung "
         f"({len(problems)})</summary><ul>{listing}</ul>{more}</details>" if problems else "",
     ])

@@ -1,5 +1,6 @@
-"""The study as the report sees it: facts, records and summary normalised once, plus the
-formatting every part of the page shares (numbers, specs, hover text).
+"""The study as the report sees it: facts, records and summary normalised once (the rungs and
+the target budget among them), plus the formatting every part of the page shares (numbers,
+specs, training budgets, hover text).
 
 Everything here is plain data and plain strings; nothing builds HTML elements or figures.
 Strings meant for plotly are HTML-escaped here (``plot_text``), because plotly renders a
@@ -123,6 +124,76 @@ def spec_lines(spec: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _count(value: Any) -> int | None:
+    """``value`` as a positive whole number (a step count), or None."""
+    x = number(value)
+    return int(x) if x is not None and x > 0 and x.is_integer() else None
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """The study's rungs and target budget, in training steps (``facts["fidelity"]``). A study
+    recorded before naskd kept them has no ``target_steps`` and no ``rungs``."""
+
+    rule: str | None = None
+    target_steps: int | None = None
+    rungs: tuple[int, ...] = ()  # ascending step counts below the target; index = rung number
+    steps_per_epoch: int | None = None
+    reduction_factor: int | None = None
+    margin: float | None = None
+
+    @property
+    def in_epochs(self) -> bool:
+        """Whether every rung and the target are whole epochs (axes then count epochs)."""
+        budgets = [*self.rungs, *([self.target_steps] if self.target_steps else [])]
+        return bool(self.steps_per_epoch and budgets) and all(b % self.steps_per_epoch == 0 for b in budgets)
+
+    def rung_steps(self, rung: int) -> int | None:
+        return self.rungs[rung] if 0 <= rung < len(self.rungs) else None
+
+    def label(self, steps: int | None) -> str:
+        """``"3 epochs"`` when ``steps`` is a whole number of epochs, else ``"120 steps"``, as
+        ``naskd.fidelity.RungPlan.label`` words it in the trials' reasons."""
+        if steps is None:
+            return "an unrecorded budget"
+        if self.steps_per_epoch and steps % self.steps_per_epoch == 0:
+            epochs = steps // self.steps_per_epoch
+            return f"{epochs:,} epoch{'s' if epochs != 1 else ''}"
+        return f"{steps:,} steps"
+
+    def long_label(self, steps: int | None) -> str:
+        """``"3 epochs (120 training steps)"``; just the steps when they are no whole epochs."""
+        short = self.label(steps)
+        return f"{short} ({steps:,} training steps)" if steps is not None and "epoch" in short else short
+
+
+@dataclass(frozen=True)
+class RungPoint:
+    """One student's scores at one rung."""
+
+    rung: int
+    steps: int | None
+    metrics: Mapping[str, Any]
+
+
+def rung_points(record: TrialRecord, fidelity: Fidelity | None = None) -> list[RungPoint]:
+    """``record.rungs`` checked and in rung order (one entry per rung, the last recorded
+    wins); an entry without a usable rung number or metrics is skipped, a missing step count
+    is taken from the study's rungs when known."""
+    found: dict[int, RungPoint] = {}
+    for entry in record.rungs or ():
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("metrics"), Mapping):
+            continue
+        rung = number(entry.get("rung"))
+        if rung is None or rung < 0 or not rung.is_integer():
+            continue
+        steps = _count(entry.get("steps"))
+        if steps is None and fidelity is not None:
+            steps = fidelity.rung_steps(int(rung))
+        found[int(rung)] = RungPoint(int(rung), steps, entry["metrics"])
+    return [found[k] for k in sorted(found)]
+
+
 @dataclass(frozen=True)
 class StudyView:
     """One study, normalised for the report.
@@ -143,6 +214,7 @@ class StudyView:
     counts: dict[str, int]
     metrics: tuple[str, ...]
     hypervolume: float | None
+    fidelity: Fidelity = field(default_factory=Fidelity)
     facts: Mapping[str, Any] = field(repr=False, default_factory=dict)
     _hovers: dict[int, str] = field(repr=False, compare=False, default_factory=dict)  # four figures share them
 
@@ -157,6 +229,11 @@ class StudyView:
     def values(self, records: Sequence[TrialRecord], metric: str) -> list[float | None]:
         return [number(r.metrics.get(metric)) for r in records]
 
+    @property
+    def stopped(self) -> tuple[TrialRecord, ...]:
+        """Students stopped at a rung (pruned): their metrics are rung values, never on the front."""
+        return tuple(r for r in self.records if r.state == "pruned")
+
     def has(self, metric: str) -> list[TrialRecord]:
         """The completed trials that recorded ``metric``."""
         return [r for r in self.complete if number(r.metrics.get(metric)) is not None]
@@ -168,13 +245,17 @@ class StudyView:
         return self._hovers[record.number]
 
     def _hover(self, record: TrialRecord) -> str:
-        head = f"<b>trial {record.number}</b> · {plot_text(record.state)}"
+        state = "stopped at a rung" if record.state == "pruned" else record.state
+        head = f"<b>trial {record.number}</b> · {plot_text(state)}"
         if record.number in self.ranks:
             rank = self.ranks[record.number]
             head += f" · Pareto rank {rank}" + (" (front)" if rank == 0 else "")
         if record.number == self.knee:
             head += " · knee"
         lines = [head]
+        budget = self._budget_line(record)
+        if budget:
+            lines.append(plot_text(budget))
         shown = [m for m in self.metrics if m in record.metrics]
         shown += sorted(k for k in record.metrics if k not in shown)
         lines += [f"{plot_text(label(m))}: {plot_text(fmt(record.metrics[m], m))}" for m in shown]
@@ -182,6 +263,22 @@ class StudyView:
         if record.reason:
             lines.append("reason: " + plot_text(_clip(record.reason, 160)))
         return "<br>".join(lines)
+
+    def _budget_line(self, record: TrialRecord) -> str:
+        """How much training the metrics of ``record`` come from: the target budget, or the rung
+        where it stopped (then every metric shown is that rung's)."""
+        fid = self.fidelity
+        if record.state == "pruned":
+            points = rung_points(record, fid)
+            steps = record.steps or (points[-1].steps if points else None)
+            where = f"stopped at rung {points[-1].rung}" if points else "stopped at a rung"
+            of = f" of {fid.label(fid.target_steps)}" if fid.target_steps else ""
+            return f"{where}: {fid.long_label(steps)}{of}; every metric below is that rung's"
+        if record.state == "complete" and (record.steps or fid.target_steps):
+            steps = record.steps or fid.target_steps
+            return (f"trained to the target budget: {fid.long_label(steps)}" if steps == fid.target_steps
+                    else f"trained {fid.long_label(steps)}")
+        return ""
 
 
 def _clip(text: str, limit: int) -> str:
@@ -197,6 +294,23 @@ def _teacher(facts: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, 
         if isinstance(source, Mapping):
             merged.update({k: v for k, v in source.items() if v is not None})
     return {k: float(v) for k, v in merged.items() if number(v) is not None}
+
+
+def _fidelity(facts: Mapping[str, Any], summary: Mapping[str, Any], records: Sequence[TrialRecord]) -> Fidelity:
+    """The rungs and target from the facts; the target from the summary and the rungs from the
+    trials' own entries when the facts lack them."""
+    raw = facts.get("fidelity") if isinstance(facts.get("fidelity"), Mapping) else {}
+    target = _count(raw.get("target_steps")) or _count(summary.get("target_steps"))
+    listed = raw.get("rungs") if isinstance(raw.get("rungs"), (list, tuple)) else []
+    rungs = tuple(s for s in (_count(v) for v in listed) if s is not None)
+    if not rungs:  # read them off the trials: rung k's steps, when every rung 0..n-1 is seen
+        seen = {p.rung: p.steps for r in records for p in rung_points(r) if p.steps is not None}
+        if seen and sorted(seen) == list(range(len(seen))):
+            rungs = tuple(seen[k] for k in range(len(seen)))
+    rule = raw.get("rule")
+    return Fidelity(rule=str(rule) if rule is not None else None, target_steps=target, rungs=rungs,
+                    steps_per_epoch=_count(raw.get("steps_per_epoch")),
+                    reduction_factor=_count(raw.get("reduction_factor")), margin=number(raw.get("margin")))
 
 
 def study_view(facts: Mapping[str, Any], records: Sequence[TrialRecord], summary: Mapping[str, Any]) -> StudyView:
@@ -237,5 +351,6 @@ def study_view(facts: Mapping[str, Any], records: Sequence[TrialRecord], summary
         counts=counts,
         metrics=metrics,
         hypervolume=number(summary.get("hypervolume")),
+        fidelity=_fidelity(facts, summary, ordered),
         facts=facts,
     )

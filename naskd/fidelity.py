@@ -1,0 +1,210 @@
+"""Multi-fidelity search: where a student is scored on its way to the study's target budget
+(the rungs), the one rule that says whether it goes on, and its saved training state, so a
+student that goes on continues its own run instead of starting again.
+
+The rule is asynchronous successive halving (ASHA, Li et al. 2020) judged by Pareto rank over
+the study's objectives, as MO-ASHA does (Schmucker et al. 2021). When a student reaches a rung
+it is compared with every student recorded at that rung so far, never waiting for more: it
+goes on when its Pareto rank is among the best ``ceil(n / reduction_factor)`` ranks there,
+ties kept. Cost objectives (params, FLOPs, latency) are known before training; only the
+trained ones (accuracy, teacher agreement) are rung values, and ``margin`` gives those the
+benefit of the doubt: another student counts as better only when it is more accurate by more
+than the margin. A student stops only when others at least as cheap are already clearly more
+accurate, so the cheap end of the front, which no cheaper student can dominate, always goes
+on. ``benchmarks/fidelity.py`` compares this rule's variants.
+
+Everything here is framework-free: the backends supply where rung records live (a
+``RungLedger``: Optuna trial attributes in the study storage, so every worker sees them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from naskd.config import METRIC_DIRECTIONS, DistillConfig, FidelityConfig
+
+log = logging.getLogger(__name__)
+
+#: Trained objectives on the unit scale, to which the margin applies.
+MARGIN_METRICS = frozenset({"accuracy", "teacher_agreement"})
+
+
+@dataclass(frozen=True)
+class RungPlan:
+    """Where one study's students are scored, in training steps.
+
+    ``rungs`` are ascending step counts below ``target_steps``. ``judge`` is False for
+    ``rule = "off"``: the rung figures are recorded (learning curves) and nobody stops.
+    """
+
+    target_steps: int
+    rungs: tuple[int, ...]
+    steps_per_epoch: int
+    reduction_factor: int = 3
+    margin: float = 0.0
+    judge: bool = True
+
+    def label(self, steps: int) -> str:
+        """``"3 epochs"`` when ``steps`` is a whole number of epochs, else ``"120 steps"``."""
+        if steps % self.steps_per_epoch == 0:
+            epochs = steps // self.steps_per_epoch
+            return f"{epochs} epoch{'s' if epochs != 1 else ''}"
+        return f"{steps} steps"
+
+
+def plan_rungs(fidelity: FidelityConfig, recipe: DistillConfig, n_train: int) -> RungPlan:
+    """The rungs of a study: ``first_rung * factor**k`` below the target, in the unit of the
+    target (``[distill].steps`` when given, else epochs of ``n_train`` samples)."""
+    from naskd.distill import steps_per_epoch, total_steps
+
+    per_epoch = steps_per_epoch(recipe, n_train)
+    target = total_steps(recipe, n_train)
+    unit = 1 if recipe.steps else per_epoch
+    budget = target // unit
+    factor = fidelity.reduction_factor
+    first = fidelity.first_rung or max(1, budget // factor ** 2)
+    rungs, at = [], first
+    while at < budget:
+        rungs.append(at * unit)
+        at *= factor
+    return RungPlan(target, tuple(rungs), per_epoch, factor, fidelity.margin, judge=fidelity.rule == "pareto")
+
+
+@dataclass(frozen=True)
+class Decision:
+    goes_on: bool
+    reason: str = ""
+
+
+def judge(own: dict[str, float], peers: Sequence[dict[str, float]], objectives: Sequence[str],
+          reduction_factor: int, margin: float = 0.0) -> Decision:
+    """Whether a student with metrics ``own`` at a rung goes on, given the metrics ``peers``
+    recorded there by other students (see the module docstring).
+
+    A peer dominates ``own`` when it is no worse in every objective and better in one, after
+    ``own``'s trained objectives (``MARGIN_METRICS``) are moved ``margin`` toward better.
+    Peers are ranked the same way among themselves. A non-finite value never stops anyone:
+    a diverging student fails by itself.
+    """
+    rows = [own, *peers]
+    points = np.array([[float(r[name]) for name in objectives] for r in rows], dtype=float)
+    if not np.all(np.isfinite(points[0])):
+        return Decision(True)
+    points = points[np.all(np.isfinite(points), axis=1)]
+    ranks = margin_ranks(points, objectives, margin)
+    keep = math.ceil(len(ranks) / reduction_factor)
+    cut = np.sort(ranks)[keep - 1]
+    if ranks[0] <= cut:
+        return Decision(True)
+    better = int(np.sum(_dominators(points, objectives, margin)[0]))
+    return Decision(False, f"Pareto rank {ranks[0]} of {len(ranks)} students at this rung (going on: rank <= {cut}); "
+                           f"{better} of them at least as cheap and more accurate"
+                           + (f" by more than {margin:g}" if margin else ""))
+
+
+def _dominators(points: np.ndarray, objectives: Sequence[str], margin: float) -> np.ndarray:
+    """``d[i, j]``: row ``j`` dominates row ``i`` with ``i``'s trained objectives moved
+    ``margin`` toward better."""
+    signs = np.array([1.0 if METRIC_DIRECTIONS[o] == "minimize" else -1.0 for o in objectives])
+    costs = points * signs  # lower is better everywhere
+    shift = np.array([margin if o in MARGIN_METRICS else 0.0 for o in objectives])
+    optimistic = costs - shift  # each row as judged: its trained values given the benefit of the doubt
+    no_worse = np.all(costs[None, :, :] <= optimistic[:, None, :], axis=2)
+    better = np.any(costs[None, :, :] < optimistic[:, None, :], axis=2)
+    d = no_worse & better
+    np.fill_diagonal(d, False)
+    return d
+
+
+def margin_ranks(points: np.ndarray, objectives: Sequence[str], margin: float = 0.0) -> np.ndarray:
+    """Non-domination ranks (0 = not dominated) under the margin rule of ``judge``; with
+    ``margin = 0`` the usual Pareto ranks (``naskd.front.pareto_ranks``)."""
+    d = _dominators(points, objectives, margin)
+    ranks = np.full(len(points), -1, dtype=np.int64)
+    left = np.ones(len(points), dtype=bool)
+    rank = 0
+    while left.any():
+        layer = left & ~np.any(d & left[None, :], axis=1)
+        if not layer.any():  # a margin can make the relation cyclic: the rest share the last rank
+            layer = left.copy()
+        ranks[layer] = rank
+        left &= ~layer
+        rank += 1
+    return ranks
+
+
+class RungLedger(Protocol):
+    """Where a study's rung records live (the backend's side)."""
+
+    def peers(self, rung: int) -> list[dict[str, float]]:
+        """Metrics recorded at ``rung`` by the study's other students."""
+        ...
+
+    def record(self, entries: list[dict[str, Any]]) -> None:
+        """This student's rung entries so far (each ``{"rung", "steps", "metrics"}``)."""
+        ...
+
+
+@dataclass
+class RungGate:
+    """What ``naskd.trial.evaluate`` asks at every rung: record the student's figures there
+    and say whether it goes on (always yes when the plan does not judge)."""
+
+    plan: RungPlan
+    objectives: tuple[str, ...]
+    ledger: RungLedger
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    last: Decision = Decision(True)
+
+    def __call__(self, rung: int, steps: int, metrics: dict[str, float]) -> bool:
+        peers = self.ledger.peers(rung) if self.plan.judge else []
+        self.entries = [e for e in self.entries if e["rung"] < rung]
+        self.entries.append({"rung": rung, "steps": steps, "metrics": dict(metrics)})
+        self.ledger.record(self.entries)
+        self.last = (judge(metrics, peers, self.objectives, self.plan.reduction_factor, self.plan.margin)
+                     if self.plan.judge else Decision(True))
+        return self.last.goes_on
+
+
+class CheckpointFile:
+    """A student's training state at its latest rung, in one file (write then rename), read
+    back with ``weights_only=True``; a file that cannot be read is reported and not used."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def save(self, state: dict[str, Any]) -> None:
+        import io
+
+        import torch
+
+        from naskd.cache import atomic_write_bytes
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.path, buf.getvalue())
+
+    def load(self) -> dict[str, Any] | None:
+        import torch
+
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # damaged or foreign: never continue from it
+            log.warning("%s: cannot be read (%s); the student starts again", self.path, type(exc).__name__)
+            return None
+        if not isinstance(state, dict) or not {"step", "student", "optimizer"} <= set(state):
+            log.warning("%s: not a naskd training state; the student starts again", self.path)
+            return None
+        return state
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
