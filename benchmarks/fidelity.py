@@ -27,7 +27,9 @@ noise does not decide them; (3)'s decisions used its own measurements.
 Then the cost-shortfall curve of every rule and factor tried, replayed on (1)'s learning curves
 with the same ``naskd.fidelity.judge`` the search uses (exact, since a continued student is the
 straight one: the replay of the shipped rule is printed beside the real run): pure Pareto rank
-with several first rungs and factors, rank with an accuracy noise margin, and more rungs.
+with several first rungs and factors, rank with an accuracy noise margin, more rungs,
+learning-curve extrapolation, an exact cut by rank and crowding distance, and synchronous
+successive halving.
 
 Run (about 12 minutes on 2 cores; run it alone, the load average is printed):
     .venv/bin/python benchmarks/fidelity.py            # N = 48
@@ -62,34 +64,16 @@ from naskd.config import METRIC_DIRECTIONS, FidelityConfig, load_study  # noqa: 
 from naskd.diagnostics import long_run_metrics  # noqa: E402
 from naskd.fidelity import RungPlan, judge  # noqa: E402
 from naskd.front import hypervolume, non_dominated, objective_bounds  # noqa: E402
-from naskd.trial import build_context, evaluate, full_spec  # noqa: E402
+from naskd.trial import build_context, evaluate  # noqa: E402
+
+from _shared import cpu_model, draw_students  # noqa: E402
 
 STUDY = REPO_ROOT / "studies" / "mnist1d.toml"
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+    return (f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} torch threads, optuna {optuna.__version__}")
-
-
-def draw_students(config: Any, n: int) -> list[tuple[dict, dict]]:
-    """``(params, spec)`` of ``n`` students drawn from the study's space by a seeded random sampler."""
-    draw = optuna.create_study(directions=list(config.search.directions), sampler=optuna.samplers.RandomSampler(seed=0))
-    out = []
-    for _ in range(n):
-        trial = draw.ask()
-        spec = full_spec(config.space.sample(trial), config)
-        out.append((dict(trial.params), spec))
-        draw.tell(trial, state=optuna.trial.TrialState.FAIL)
-    return out
 
 
 # --- (1) ground truth ---------------------------------------------------------------------
@@ -198,19 +182,32 @@ def key(spec: dict) -> str:
 # --- replaying rules on the ground truth's learning curves -------------------------------------
 
 def replay(gt: list[dict], objectives: tuple[str, ...], rungs_epochs: list[int], factor: int, margin: float,
-           per_epoch: int, target: int, costs: dict[str, dict] | None = None) -> tuple[int, list[tuple[str, float]]]:
-    """Asynchronous successive halving in arrival order (one worker), judged by ``judge``;
-    ``costs`` replaces the ground truth's cost metrics (e.g. by a search's own measurements)."""
+           per_epoch: int, target: int, costs: dict[str, dict] | None = None,
+           kind: str = "rank") -> tuple[int, list[tuple[str, float]]]:
+    """Asynchronous successive halving in arrival order (one worker). ``kind``:
+    ``rank``: the search's own ``judge``; ``extrapolate``: the same, on every student's
+    accuracy extrapolated to the target from its learning curve (log-linear through the rung
+    and half of it); ``crowding``: exactly ``ceil(n / factor)`` go on, by Pareto rank then
+    crowding distance (NSGA-II's order; no ties kept). ``costs`` replaces the ground truth's
+    cost metrics (e.g. by a search's own measurements)."""
     records: dict[int, list[dict[str, float]]] = {k: [] for k in range(len(rungs_epochs))}
     total, done = 0, []
     for r in gt:
         stopped = False
         cost = (costs or {}).get(key(r["spec"]), {})
         for k, e in enumerate(rungs_epochs):
-            metrics = {**r["metrics"], **cost, "accuracy": r["curve"][e * per_epoch]}
-            verdict = judge(metrics, records[k], objectives, factor, margin)
+            accuracy = r["curve"][e * per_epoch]
+            if kind == "extrapolate" and e >= 2:
+                half = r["curve"][e // 2 * per_epoch]
+                accuracy = min(1.0, accuracy + max(0.0, accuracy - half) * math.log2(target / (e * per_epoch))
+                               / math.log2(e / (e // 2)))
+            metrics = {**r["metrics"], **cost, "accuracy": accuracy}
+            if kind == "crowding":
+                goes_on = _crowding_keeps(metrics, records[k], objectives, factor)
+            else:
+                goes_on = judge(metrics, records[k], objectives, factor, margin).goes_on
             records[k].append(metrics)
-            if not verdict.goes_on:
+            if not goes_on:
                 total += e * per_epoch
                 stopped = True
                 break
@@ -220,17 +217,60 @@ def replay(gt: list[dict], objectives: tuple[str, ...], rungs_epochs: list[int],
     return total, done
 
 
+def _crowding_keeps(own: dict, peers: list[dict], objectives: tuple[str, ...], factor: int) -> bool:
+    from naskd.front import pareto_ranks
+
+    rows = np.array([[m[o] for o in objectives] for m in (*peers, own)], dtype=float)
+    ranks = pareto_ranks(rows, [METRIC_DIRECTIONS[o] for o in objectives])
+    crowd = np.zeros(len(rows))
+    for level in np.unique(ranks):
+        idx = np.flatnonzero(ranks == level)
+        if len(idx) <= 2:
+            crowd[idx] = np.inf
+            continue
+        for j in range(rows.shape[1]):
+            order = idx[np.argsort(rows[idx, j])]
+            span = rows[order[-1], j] - rows[order[0], j] or 1.0
+            crowd[order[0]] = crowd[order[-1]] = np.inf
+            crowd[order[1:-1]] += (rows[order[2:], j] - rows[order[:-2], j]) / span
+    keep = math.ceil(len(rows) / factor)
+    ranking = sorted(range(len(rows)), key=lambda i: (ranks[i], -crowd[i], i))
+    return ranking.index(len(rows) - 1) < keep
+
+
+def synchronous(gt: list[dict], objectives: tuple[str, ...], rungs_epochs: list[int], factor: int, margin: float,
+                per_epoch: int, target: int) -> tuple[int, list[tuple[str, float]]]:
+    """Synchronous successive halving: every student trained to a rung before any goes on, then
+    the best ranks (``margin_ranks``, ties kept) covering ``1 / factor`` of them go on."""
+    from naskd.fidelity import margin_ranks
+
+    alive, total, before = list(gt), 0, 0
+    for e in rungs_epochs:
+        total += (e - before) * per_epoch * len(alive)
+        before = e
+        points = np.array([[{**r["metrics"], "accuracy": r["curve"][e * per_epoch]}[o] for o in objectives]
+                           for r in alive])
+        ranks = margin_ranks(points, objectives, margin)
+        cut = np.sort(ranks)[math.ceil(len(alive) / factor) - 1]
+        alive = [r for r, rank in zip(alive, ranks) if rank <= cut]
+    total += (target - before * per_epoch) * len(alive)
+    return total, [(key(r["spec"]), r["metrics"]["accuracy"]) for r in alive]
+
+
 def single_replay(gt: list[dict], steps: int, per_epoch: int) -> list[tuple[str, float]]:
     """Every student at ``steps`` (rounded down to a whole epoch: the curves are per epoch)."""
     at = max(per_epoch, steps // per_epoch * per_epoch)
     return [(key(r["spec"]), r["curve"][at]) for r in gt]
 
 
-RULES = [  # (first rung in epochs, factor, margin)
-    (1, 3, 0.0), (1, 3, 0.01), (1, 3, 0.02), (1, 3, 0.05),
-    (2, 3, 0.0), (3, 3, 0.0), (3, 3, 0.02),
-    (1, 2, 0.0), (1, 2, 0.02), (2, 2, 0.0), (3, 2, 0.0),
-    (1, 4, 0.0), (2, 4, 0.0),
+RULES = [  # (kind, first rung in epochs, factor, margin)
+    ("rank", 1, 3, 0.0), ("rank", 1, 3, 0.01), ("rank", 1, 3, 0.02), ("rank", 1, 3, 0.05),
+    ("rank", 2, 3, 0.0), ("rank", 3, 3, 0.0), ("rank", 3, 3, 0.02),
+    ("rank", 1, 2, 0.0), ("rank", 1, 2, 0.02), ("rank", 2, 2, 0.0), ("rank", 3, 2, 0.0),
+    ("rank", 1, 4, 0.0), ("rank", 2, 4, 0.0),
+    ("extrapolate", 1, 3, 0.0), ("extrapolate", 1, 3, 0.02), ("extrapolate", 3, 3, 0.02),
+    ("crowding", 1, 3, 0.0), ("crowding", 3, 3, 0.0),
+    ("synchronous", 1, 3, 0.0), ("synchronous", 1, 3, 0.02), ("synchronous", 3, 3, 0.02),
 ]
 
 
@@ -321,19 +361,23 @@ def main() -> None:
 
         print("\ncost-shortfall curve of the rules tried, replayed on (1)'s learning curves (one worker, arrival "
               "order as enqueued); (2) at the same steps, also replayed:")
-        print("| first rung | factor | rungs (epochs) | margin | steps share | mean shortfall | found | "
+        print("| rule | first rung | factor | rungs (epochs) | margin | steps share | mean shortfall | found | "
               "hypervolume | (2) at same steps: hypervolume | (2) shortfall |")
-        print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         target_epochs = target // per_epoch
-        for first, factor, margin in RULES:
+        for kind, first, factor, margin in RULES:
             rungs = rungs_for(first, factor, target_epochs)
-            total, done = replay(gt, objectives, rungs, factor, margin, per_epoch, target)
+            if kind == "synchronous":
+                total, done = synchronous(gt, objectives, rungs, factor, margin, per_epoch, target)
+            else:
+                total, done = replay(gt, objectives, rungs, factor, margin, per_epoch, target, kind=kind)
             s = scorer.summary(done)
             single = scorer.summary(single_replay(gt, round(total / len(gt)), per_epoch))
-            shipped = " (shipped)" if (rungs == [s_ // per_epoch for s_ in plan.rungs] and factor == plan.reduction_factor
-                                       and margin == plan.margin) else ""
-            print(f"| {first} | {factor} | {rungs}{shipped} | {margin} | {total / gt_steps:.2f} | {s['shortfall']:.4f} | "
-                  f"{s['found']} of {gt_front} | {s['hv']:.4f} | {single['hv']:.4f} | {single['shortfall']:.4f} |")
+            shipped = " (shipped)" if (kind == "rank" and rungs == [s_ // per_epoch for s_ in plan.rungs]
+                                       and factor == plan.reduction_factor and margin == plan.margin) else ""
+            print(f"| {kind}{shipped} | {first} | {factor} | {rungs} | {margin} | {total / gt_steps:.2f} | "
+                  f"{s['shortfall']:.4f} | {s['found']} of {gt_front} | {s['hv']:.4f} | {single['hv']:.4f} | "
+                  f"{single['shortfall']:.4f} |")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

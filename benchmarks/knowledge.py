@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short run: 2 seeds, 3 epochs, 8 trials per study")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per kind in part A (default 3; quick 2)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="distillation epochs for every run (default: the study's, 10; quick 3)")
+                        help="distillation epochs for every run (default: the study's target budget, 27; quick 3)")
     parser.add_argument("--trials", type=int, default=None, help="trials per study in part B (default 30; quick 8)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--skip-a", action="store_true", help="run part B only")

@@ -9,11 +9,13 @@ time with cores / 2 torch threads each, so they do not fight over the cores:
     optuna  2 workers: run_search with [search].workers = 2 (each process: cores / 2 threads)
     ray     1 worker:  [ray] cpus_per_trial = cores, concurrency 1
     ray     2 workers: [ray] cpus_per_trial = cores / 2, concurrency 2
-    ray + asha, 2 workers: the same with [ray] scheduler = "asha" (grace 2 epochs, factor 3):
-            weak students stop early (recorded pruned), so trials cost less on average; its
-            pruned count, front size and best front accuracy show what that costs the front
-    ray + pareto_asha, 2 workers: the same, ranking students by Pareto rank over the study's
-            objectives instead of by accuracy alone
+    optuna / ray + rungs, 2 workers: the same with the study's own [fidelity] rule, so clearly
+            dominated students stop at a rung (recorded pruned) and trials cost less on
+            average; the pruned count, front size and best front accuracy show what that
+            costs the front
+
+Every other run sets ``[fidelity] rule = "off"``: every trial then trains its student to the
+target budget, so the runs compare the same work.
 
 Each run starts a fresh study holding the same N students, enqueued in the same order (drawn
 once from the study's space by a seeded random sampler), so every configuration trains the
@@ -31,7 +33,7 @@ each run, with a warning when it is well above the number of cores. The whole pl
 median, so a slow spell on a shared machine hits every configuration alike.
 
 Run:
-    .venv/bin/python benchmarks/parallel.py            # 2 rounds of 24 trials per run, the study's 10 epochs each
+    .venv/bin/python benchmarks/parallel.py            # 2 rounds of 24 trials per run, the study's 27 epochs each
     .venv/bin/python benchmarks/parallel.py --quick    # 6 trials per run, 2 epochs each (rates of those
                                                        # shorter trials; the speed-ups still compare)
 """
@@ -66,21 +68,15 @@ from naskd.backends import optuna_backend as ob  # noqa: E402
 from naskd.config import RayConfig, load_study  # noqa: E402
 from naskd.trial import build_context  # noqa: E402
 
+from _shared import cpu_model, draw_students  # noqa: E402
+
 STUDY = REPO_ROOT / "studies" / "mnist1d.toml"
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import ray
 
-    return (f"{cpu}, {cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
+    return (f"{cpu_model()}, {cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
             f"torch {torch.__version__}, optuna {optuna.__version__}, ray {ray.__version__}")
 
 
@@ -108,26 +104,20 @@ def cpu_count() -> int:
 
 def fixed_students(trials: int) -> list[dict]:
     """The parameters of ``trials`` students drawn from the study's space (seeded)."""
-    config = load_study(STUDY)
-    draw = optuna.create_study(directions=list(config.search.directions), sampler=optuna.samplers.RandomSampler(seed=0))
-    params = []
-    for _ in range(trials):
-        trial = draw.ask()
-        config.space.sample(trial)
-        params.append(dict(trial.params))
-        draw.tell(trial, state=optuna.trial.TrialState.FAIL)
-    return params
+    return [params for params, _ in draw_students(load_study(STUDY), trials)]
 
 
 def run(backend: str, workers: int, trials: int, epochs: int | None, root: Path, students: list[dict],
-        threads: int | None = None, scheduler: str = "fifo") -> dict:
+        threads: int | None = None, rule: str = "off") -> dict:
     cores = cpu_count()
-    out = root / f"{backend}-{workers}-{threads}-{scheduler}"
+    out = root / f"{backend}-{workers}-{threads}-{rule}"
     shutil.rmtree(out, ignore_errors=True)
     config = load_study(STUDY, trials=trials, workers=workers if backend == "optuna" else 1,
                         storage=str(out / "study.journal"))
     if epochs is not None:
         config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, epochs=epochs))
+    if rule == "off":
+        config = dataclasses.replace(config, fidelity=dataclasses.replace(config.fidelity, rule="off"))
     threads = threads or max(1, cores // workers)
     out.mkdir(parents=True)
     queue = optuna.create_study(study_name=config.name, directions=list(config.search.directions),
@@ -142,14 +132,13 @@ def run(backend: str, workers: int, trials: int, epochs: int | None, root: Path,
     else:
         from naskd.backends import ray_backend
 
-        config = dataclasses.replace(config, ray=RayConfig(cpus_per_trial=float(threads), concurrency=workers,
-                                                           scheduler=scheduler))
+        config = dataclasses.replace(config, ray=RayConfig(cpus_per_trial=float(threads), concurrency=workers))
         summary = ray_backend.run_ray_search(config, out, show_progress=False)
     wall = time.perf_counter() - start
     study = ob.open_study(config, ob.open_storage(ob.StorageChoice(str(out / "study.journal"), "journal")), create=False)
     done = [t for t in study.get_trials(deepcopy=False) if ob.counts(t)]
     front_accuracy = [e["metrics"]["accuracy"] for e in summary["front"]]
-    return {"backend": backend + (f" + {scheduler}" if scheduler != "fifo" else ""), "workers": workers,
+    return {"backend": backend + (" + rungs" if rule != "off" else ""), "workers": workers,
             "threads": threads, "trials": len(done), "pruned": summary["counts"]["pruned"],
             "front": len(front_accuracy), "best": max(front_accuracy, default=float("nan")),
             "wall_s": wall, "wall_rate": len(done) / wall * 3600, "steady_rate": steady_rate(done),
@@ -180,16 +169,16 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="naskd-parallel-"))
     runs: dict[tuple, list[dict]] = {}
     try:
-        plan = [("optuna", 1, None, "fifo"), ("optuna", 1, 1, "fifo"), ("optuna", 2, None, "fifo"),
-                ("ray", 1, None, "fifo"), ("ray", 2, None, "fifo"), ("ray", 2, None, "asha"),
-                ("ray", 2, None, "pareto_asha")]
+        plan = [("optuna", 1, None, "off"), ("optuna", 1, 1, "off"), ("optuna", 2, None, "off"),
+                ("ray", 1, None, "off"), ("ray", 2, None, "off"), ("optuna", 2, None, "pareto"),
+                ("ray", 2, None, "pareto")]
         if cores == 1:
             plan = [p for p in plan if p[2] is None]
         # Rounds of the whole plan, so a slow spell on a shared machine hits every configuration.
         for round_ in range(args.repeats):
-            for backend, workers, threads, scheduler in plan:
-                row = run(backend, workers, trials, epochs, root, students, threads, scheduler)
-                runs.setdefault((backend, workers, threads, scheduler), []).append(row)
+            for backend, workers, threads, rule in plan:
+                row = run(backend, workers, trials, epochs, root, students, threads, rule)
+                runs.setdefault((backend, workers, threads, rule), []).append(row)
                 print(f"round {round_ + 1}/{args.repeats}: {row['backend']:17s} {workers} worker(s) x "
                       f"{row['threads']} thread(s): {row['trials']} trials, wall {row['wall_s']:.0f} s -> "
                       f"{row['wall_rate']:.0f}/h, steady {row['steady_rate']:.0f}/h, {row['pruned']} pruned, "
@@ -206,7 +195,7 @@ def main() -> None:
           "| speed-up (wall) | pruned | front | best front accuracy |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        # Speed-ups against one worker of the same backend without a scheduler.
+        # Speed-ups against one worker of the same backend without rungs.
         base = next(r for r in rows if r["backend"] == row["backend"].split(" + ")[0] and r["workers"] == 1
                     and r["threads"] == cores)
         print(f"| {row['backend']} | {row['workers']} | {row['threads']} | {row['steady_rate']:.0f} | "
@@ -218,7 +207,7 @@ def main() -> None:
         two = next(r for r in rows if r["backend"] == backend and r["workers"] == 2)
         speedup = two["steady_rate"] / one["steady_rate"]
         per_round = [b["steady_rate"] / a["steady_rate"]
-                     for a, b in zip(runs[(backend, 1, None, "fifo")], runs[(backend, 2, None, "fifo")])]
+                     for a, b in zip(runs[(backend, 1, None, "off")], runs[(backend, 2, None, "off")])]
         print(f"{backend}: 2 workers reach {speedup:.2f}x the single-worker rate (medians; per round: "
               f"{', '.join(f'{x:.2f}x' for x in per_round)}; target >= 1.7x): {'PASS' if speedup >= 1.7 else 'FAIL'}")
     ref = next((r for r in rows if r["backend"] == "optuna" and r["workers"] == 1 and r["threads"] == 1), None)

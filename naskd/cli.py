@@ -28,6 +28,10 @@ EPILOG = """examples:
   naskd confirm studies/digits.toml --top 5 --steps 2000
   naskd report studies/digits.toml -o digits.html
 
+Every number on the front is measured at the study's target budget ([distill].epochs or
+steps): students are scored at rungs on the way ([fidelity]) and those clearly dominated
+there stop early, recorded as pruned with their figures at that rung.
+
 Everything a study produces goes into one directory, reports/<study name>/ unless --out
 moves it: the Optuna storage (study.db, or study.journal with --workers > 1), the saved
 students, front.json/front.csv and report.html. Running `search` again resumes up to --trials."""
@@ -37,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="naskd",
         description="Find the best small student networks for a trained teacher: sample students from a "
-                    "search space, score each by measured cost and a short distillation run, keep the Pareto front.",
+                    "search space, score each by measured cost and by distillation up to the study's target budget (rung by rung, "
+                    "stopping clearly dominated students early), keep the Pareto front at that budget.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -70,19 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)")
 
     r = sub.add_parser("report", help="write the HTML report", description="Write one self-contained HTML "
-                       "page (works offline) with the front, the capacity gap, trust in the short runs, the search "
+                       "page (works offline) with the front, the capacity gap, the rungs and learning curves, the search "
                        "history and warnings. `naskd search` writes it too, as OUT/report.html.")
     common(r)
     r.add_argument("-o", "--output", type=Path, metavar="FILE", help="the HTML file (default: OUT/report.html)")
 
     b = sub.add_parser("baseline", help="train each Pareto student without a teacher",
-                       description="Train every Pareto student with the same budget and no teacher and record its "
+                       description="Train every Pareto student for the target budget with no teacher and record its "
                        "scratch accuracy, for KD gain and gap closure in the report. Resumable.")
     common(b)
 
     c = sub.add_parser("confirm", help="re-distil the best students with a longer budget",
                        description="Re-distil the K most accurate Pareto students for N steps and record the "
-                       "long-run metrics, so the short runs' ranking can be checked. Resumable.")
+                       "long-run metrics; with N = the target budget's steps it reproduces their front accuracy. Resumable.")
     common(c)
     c.add_argument("--top", type=int, default=5, metavar="K", help="how many students (default: 5)")
     c.add_argument("--steps", type=int, required=True, metavar="N", help="distillation steps of the long run")

@@ -1,6 +1,7 @@
-"""Diagnostics that check the short runs a search relies on: the same student trained without
-a teacher (the scratch baseline, for KD gain and gap closure) and re-distilled with a longer
-budget (the confirmation run, for whether short runs rank students like long ones).
+"""Diagnostics of a search's students: the same student trained without a teacher at the target
+budget (the scratch baseline, for KD gain and gap closure) and re-distilled from scratch for a
+given number of steps (the confirmation run: at the target budget it reproduces the front
+exactly; longer, it shows whether the target budget ranks students like longer training).
 
 Both rebuild the student from its spec with the trial's own seed, so a diagnostic differs from
 the trial only in what it is meant to test.

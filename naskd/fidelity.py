@@ -161,16 +161,15 @@ class RungGate:
     objectives: tuple[str, ...]
     ledger: RungLedger
     entries: list[dict[str, Any]] = field(default_factory=list)
-    last: Decision = Decision(True)
 
-    def __call__(self, rung: int, steps: int, metrics: dict[str, float]) -> bool:
+    def __call__(self, rung: int, steps: int, metrics: dict[str, float]) -> Decision:
         peers = self.ledger.peers(rung) if self.plan.judge else []
         self.entries = [e for e in self.entries if e["rung"] < rung]
         self.entries.append({"rung": rung, "steps": steps, "metrics": dict(metrics)})
         self.ledger.record(self.entries)
-        self.last = (judge(metrics, peers, self.objectives, self.plan.reduction_factor, self.plan.margin)
-                     if self.plan.judge else Decision(True))
-        return self.last.goes_on
+        if not self.plan.judge:
+            return Decision(True)
+        return judge(metrics, peers, self.objectives, self.plan.reduction_factor, self.plan.margin)
 
 
 class CheckpointFile:

@@ -24,7 +24,7 @@ from naskd.config import StudyConfig
 from naskd.data import Data, load_data
 from naskd.distill import Diverged, distill, recipe_dict, recipe_from_dict
 from naskd.errors import ConfigError, InvalidSpec
-from naskd.fidelity import CheckpointFile, RungPlan, plan_rungs
+from naskd.fidelity import CheckpointFile, Decision, RungPlan, plan_rungs
 from naskd.knowledge.functional import LOSSES
 from naskd.knowledge.hooks import module_names, stage_names
 from naskd.knowledge.terms import EMBEDDING
@@ -133,8 +133,9 @@ class TrialResult:
     rungs: list[dict[str, Any]] = field(default_factory=list)
 
 
-#: ``gate(rung, steps, metrics) -> go on?``: the backend's rung rule (``naskd.fidelity.RungGate``).
-Gate = Callable[[int, int, dict[str, float]], bool]
+#: ``gate(rung, steps, metrics) -> go on?``: the backend's rung rule (``naskd.fidelity.RungGate``),
+#: answering True/False or a ``Decision`` whose reason is recorded for a stopped student.
+Gate = Callable[[int, int, dict[str, float]], "bool | Decision"]
 
 
 def full_spec(sampled: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
@@ -172,10 +173,11 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
     Args:
         spec: ``{"family", "arch", "recipe"}`` as plain JSON.
         context: the study's shared context.
-        gate: asked at every rung with every metric of the student as it stands; False stops
-            it there (status ``pruned``). None: every student goes to the target. An exception
-            it raises fails the trial like any other, except ``SystemExit``, which passes
-            through: that is how Ray Tune stops a trial from ``tune.report``.
+        gate: asked at every rung with every metric of the student as it stands; False (or a
+            ``Decision`` that does not go on) stops it there (status ``pruned``). None: every
+            student goes to the target. An exception it raises fails the trial like any other,
+            except ``SystemExit``, which passes through: that is how Ray Tune stops a trial
+            from ``tune.report``.
         checkpoint: where the student's training state is saved at every rung it reaches; a
             state already there is continued (the student goes on from that rung, bit for bit
             as if never interrupted). Cleared when the trial ends.
@@ -196,7 +198,7 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
                     checkpoint.path, resume["step"])  # type: ignore[union-attr]
         resume = None
     rungs = [dict(e) for e in carried if resume is not None and e["steps"] < int(resume["step"])]
-    stopped_by: list[int] = []
+    stopped: list[tuple[int, str]] = []  # the rung a student stopped at, and why
     try:
         torch.manual_seed(recipe.seed)  # same spec and seed -> same initial weights and dropout masks
         student = build_student(spec, data.input_shape, data.num_classes)
@@ -225,10 +227,11 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
             rungs[:] = [e for e in rungs if e["rung"] < rung] + [{"rung": rung, "steps": steps, "metrics": scored}]
             if checkpoint is not None:  # saved before the verdict: a kill between the two loses nothing
                 checkpoint.save({**state(), "cost": cost_metrics})
-            go_on = gate(rung, steps, scored) if gate is not None else True
-            if not go_on:
-                stopped_by.append(rung)
-            return go_on
+            verdict = gate(rung, steps, scored) if gate is not None else True
+            decision = verdict if isinstance(verdict, Decision) else Decision(bool(verdict))
+            if not decision.goes_on:
+                stopped.append((rung, decision.reason))
+            return decision.goes_on
 
         torch.manual_seed(recipe.seed)
         result = distill(student, data.x_train, data.y_train, recipe, teacher_logits=context.train_logits,
@@ -242,13 +245,11 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
         log.debug("trial failed:\n%s", traceback.format_exc())
         return _ended(checkpoint, TrialResult("failed", spec, reason=f"{type(exc).__name__}: {exc}", rungs=rungs))
     if result.stopped:
-        last = rungs[-1]
-        why = getattr(gate, "last", None)
-        detail = f": {why.reason}" if why is not None and getattr(why, "reason", "") else ""
+        rung, why = stopped[-1]
         return _ended(checkpoint, TrialResult(
-            "pruned", spec, dict(last["metrics"]), constraints=constraints, steps=result.steps, rungs=rungs,
-            reason=f"stopped at rung {stopped_by[-1]} ({plan.label(result.steps)} of {plan.label(plan.target_steps)})"
-                   f"{detail}"))
+            "pruned", spec, dict(rungs[-1]["metrics"]), constraints=constraints, steps=result.steps, rungs=rungs,
+            reason=f"stopped at rung {rung} ({plan.label(result.steps)} of {plan.label(plan.target_steps)})"
+                   + (f": {why}" if why else "")))
     metrics.update(score(predict(student, data.x_val), data.y_val, context.val_logits))
     metrics["train_seconds"] = result.train_seconds
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]

@@ -4,7 +4,6 @@ count and loss weights are what the recipe says."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest

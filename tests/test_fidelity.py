@@ -41,7 +41,7 @@ def test_rule_off_records_rungs_but_never_judges():
     assert plan.rungs == (10, 30) and not plan.judge
     ledger = _Ledger({0: [m(0.99, 1)] * 5})
     gate = RungGate(plan, OBJ, ledger)
-    assert gate(0, 10, m(0.1, 100))  # dominated by every peer, goes on anyway
+    assert gate(0, 10, m(0.1, 100)).goes_on  # dominated by every peer, goes on anyway
     assert ledger.recorded == [[{"rung": 0, "steps": 10, "metrics": m(0.1, 100)}]]
 
 
@@ -124,7 +124,8 @@ def test_gate_records_every_rung_then_judges_against_the_others():
     plan = RungPlan(target_steps=90, rungs=(10, 30), steps_per_epoch=10, reduction_factor=2)
     ledger = _Ledger({0: [m(0.3, 50)], 1: [m(0.95, 50)]})
     gate = RungGate(plan, OBJ, ledger, entries=[{"rung": 0, "steps": 10, "metrics": m(0.1, 50)}])
-    assert gate(0, 10, m(0.4, 50))  # a re-judged rung replaces the carried entry
-    assert not gate(1, 30, m(0.6, 50)) and "Pareto rank 1" in gate.last.reason
+    assert gate(0, 10, m(0.4, 50)).goes_on  # a re-judged rung replaces the carried entry
+    verdict = gate(1, 30, m(0.6, 50))
+    assert not verdict.goes_on and "Pareto rank 1" in verdict.reason
     assert ledger.recorded[-1] == [{"rung": 0, "steps": 10, "metrics": m(0.4, 50)},
                                    {"rung": 1, "steps": 30, "metrics": m(0.6, 50)}]

@@ -157,3 +157,27 @@ def test_measure_cost_combines_the_measurements() -> None:
     assert isinstance(cost, Cost)
     assert (cost.params, cost.flops) == (55, 100)
     assert cost.latency_p95_ms >= cost.latency_p50_ms > 0
+
+
+class _SlowSpell(nn.Module):
+    """Sleeps 5 ms on its first ``slow`` timed calls: a disturbed stretch of the measurement."""
+
+    def __init__(self, slow: int, warmup: int) -> None:
+        super().__init__()
+        self.calls, self.slow, self.warmup = 0, slow, warmup
+
+    def forward(self, x):
+        self.calls += 1
+        if self.warmup < self.calls <= self.warmup + self.slow:
+            import time
+
+            time.sleep(0.005)
+        return x
+
+
+def test_latency_p50_is_the_least_disturbed_block_and_p95_keeps_the_tail() -> None:
+    # 100 calls in 5 blocks of 20, the first 80 slow: the median of all calls (5 ms) would report
+    # the disturbance as the typical call; the one undisturbed block does not.
+    latency = measure_latency(_SlowSpell(slow=80, warmup=2), (4,), warmup=2, repeats=100)
+    assert latency.p50_ms < 1.0
+    assert latency.p95_ms >= 5.0  # the disturbance is still in the tail

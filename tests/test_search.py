@@ -133,33 +133,42 @@ def _naskd(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from naskd.cli import main; sys.exit(main())", *args]
 
 
-def test_killed_run_resumes_and_keeps_completed_trials(write_study, tmp_path):
-    study = write_study(distill={"steps": 400, "batch_size": 32}, search={"trials": 6, "sampler": "random"})
-    out = tmp_path / "out"
+def _search_killed_when(study: Path, out: Path, ready, what: str, poll_s: float = 0.3) -> list:
+    """Run ``naskd search`` in a process and SIGKILL it once ``ready(trials)`` holds; the
+    trials as they stood then."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     proc = subprocess.Popen(_naskd("search", str(study), "--out", str(out), "-q"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 120
-    done: dict[int, tuple] = {}
     try:
         while time.time() < deadline:
-            time.sleep(0.3)
-            if not (out / "study.db").exists():
-                continue
+            time.sleep(poll_s)
             try:
-                trials = _trials(out)
+                trials = _trials(out) if (out / "study.db").exists() else []
             except Exception:  # the study is being created
                 continue
-            done = {t.number: tuple(t.values) for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
-            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-            if len(done) >= 2 and running:
+            if trials and ready(trials):
                 break
         else:
-            pytest.fail("the study never reached 2 completed trials with one running")
+            pytest.fail(f"the study never reached the point to kill it: {what}")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    return trials
+
+
+def test_killed_run_resumes_and_keeps_completed_trials(write_study, tmp_path):
+    study = write_study(distill={"steps": 400, "batch_size": 32}, search={"trials": 6, "sampler": "random"},
+                        fidelity={"rule": "off"})
+    out = tmp_path / "out"
+
+    def two_done_one_running(trials) -> bool:
+        states = [t.state for t in trials]
+        return states.count(optuna.trial.TrialState.COMPLETE) >= 2 and optuna.trial.TrialState.RUNNING in states
+
+    killed = _search_killed_when(study, out, two_done_one_running, "2 completed trials with one running")
+    done = {t.number: tuple(t.values) for t in killed if t.state == optuna.trial.TrialState.COMPLETE}
 
     assert main(["search", str(study), "--out", str(out), "-q"]) == 0
     trials = _trials(out)
@@ -184,28 +193,14 @@ def _slow_study(write_study, **extra):
 def test_a_study_killed_mid_rung_continues_the_student_where_it_stopped(write_study, tmp_path):
     study = _slow_study(write_study)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    proc = subprocess.Popen(_naskd("search", str(study), "--out", str(out), "-q"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline:
-            time.sleep(0.05)
-            try:
-                trials = _trials(out) if (out / "study.db").exists() else []
-            except Exception:  # the study is being created
-                continue
-            # Trial 0 passed its first rung (state saved) and is training toward the next.
-            if trials and trials[0].state == optuna.trial.TrialState.RUNNING and trials[0].user_attrs.get("rungs") \
-                    and (out / "checkpoints" / "trial_0.pt").is_file():
-                break
-        else:
-            pytest.fail("trial 0 never passed its first rung")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    cut = _trials(out)[0]
-    kept = cut.user_attrs["rungs"]
+
+    def past_first_rung(trials) -> bool:  # trial 0 saved its state at a rung and trains toward the next
+        first = trials[0]
+        return (first.state == optuna.trial.TrialState.RUNNING and bool(first.user_attrs.get("rungs"))
+                and (out / "checkpoints" / "trial_0.pt").is_file())
+
+    _search_killed_when(study, out, past_first_rung, "trial 0 past its first rung", poll_s=0.05)
+    kept = _trials(out)[0].user_attrs["rungs"]
 
     assert main(["search", str(study), "--out", str(out), "-q"]) == 0
     trials = _trials(out)
