@@ -136,7 +136,7 @@ class FidelityConfig:
     goes on continues the same run. ``"off"`` trains every student to the target and only
     records the rung figures (single fidelity). ``margin`` protects a student whose accuracy (or
     teacher agreement) is within that much of a cheaper one's: it stops only when others are
-    clearly better.
+    clearly better; ``latency_margin`` does the same for measured latency, as a share.
     """
 
     rule: str = "pareto"
@@ -144,6 +144,7 @@ class FidelityConfig:
     reduction_factor: int = 3
     # Accuracy differences this small are within a rung's noise (benchmarks/fidelity.py).
     margin: float = 0.02
+    latency_margin: float = 0.0  # relative; 0.1 cost more steps for no better front (benchmarks/fidelity.py)
 
 
 @dataclass(frozen=True)
@@ -567,9 +568,10 @@ def _fidelity(s: _Section, distill: DistillConfig) -> FidelityConfig:
     if first is not None and first >= target:
         raise s.error("first_rung", f"must be below the target budget ([distill].{unit} = {target}), got {first}; "
                                     'or set rule = "off" to train every student to the target')
+    share = _Key(float, lambda v: None if 0 <= v < 1 else f"must be in [0, 1), got {v}")
     return FidelityConfig(rule=rule, first_rung=first, reduction_factor=factor,
-                          margin=s.get("margin", _Key(float, lambda v: None if 0 <= v < 1 else
-                                                      f"must be in [0, 1), got {v}"), d.margin))
+                          margin=s.get("margin", share, d.margin),
+                          latency_margin=s.get("latency_margin", share, d.latency_margin))
 
 
 def _ray(s: _Section) -> RayConfig:

@@ -9,9 +9,12 @@ goes on when its Pareto rank is among the best ``ceil(n / reduction_factor)`` ra
 ties kept. Cost objectives (params, FLOPs, latency) are known before training; only the
 trained ones (accuracy, teacher agreement) are rung values, and ``margin`` gives those the
 benefit of the doubt: another student counts as better only when it is more accurate by more
-than the margin. A student stops only when others at least as cheap are already clearly more
-accurate, so the cheap end of the front, which no cheaper student can dominate, always goes
-on. ``benchmarks/fidelity.py`` compares this rule's variants.
+than the margin. Measured latency is noisy too (the same student measures differently from one
+moment to the next on a shared CPU), so ``latency_margin`` does the same for it, relatively:
+another student counts as faster only when it is faster by more than that share. Parameter and
+FLOP counts are exact. A student stops only when others at least as cheap are already clearly
+more accurate, so the cheap end of the front, which no cheaper student can dominate, always
+goes on. ``benchmarks/fidelity.py`` compares this rule's variants.
 
 Everything here is framework-free: the backends supply where rung records live (a
 ``RungLedger``: Optuna trial attributes in the study storage, so every worker sees them).
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Trained objectives on the unit scale, to which the margin applies.
 MARGIN_METRICS = frozenset({"accuracy", "teacher_agreement"})
+#: Measured (noisy) cost objectives, to which the relative latency margin applies.
+LATENCY_METRICS = frozenset({"latency_p50_ms", "latency_p95_ms"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class RungPlan:
     reduction_factor: int = 3
     margin: float = 0.0
     judge: bool = True
+    latency_margin: float = 0.0
 
     def label(self, steps: int) -> str:
         """``"3 epochs"`` when ``steps`` is a whole number of epochs, else ``"120 steps"``."""
@@ -74,7 +80,8 @@ def plan_rungs(fidelity: FidelityConfig, recipe: DistillConfig, n_train: int) ->
     while at < budget:
         rungs.append(at * unit)
         at *= factor
-    return RungPlan(target, tuple(rungs), per_epoch, factor, fidelity.margin, judge=fidelity.rule == "pareto")
+    return RungPlan(target, tuple(rungs), per_epoch, factor, fidelity.margin, judge=fidelity.rule == "pareto",
+                    latency_margin=fidelity.latency_margin)
 
 
 @dataclass(frozen=True)
@@ -84,12 +91,13 @@ class Decision:
 
 
 def judge(own: dict[str, float], peers: Sequence[dict[str, float]], objectives: Sequence[str],
-          reduction_factor: int, margin: float = 0.0) -> Decision:
+          reduction_factor: int, margin: float = 0.0, latency_margin: float = 0.0) -> Decision:
     """Whether a student with metrics ``own`` at a rung goes on, given the metrics ``peers``
     recorded there by other students (see the module docstring).
 
     A peer dominates ``own`` when it is no worse in every objective and better in one, after
-    ``own``'s trained objectives (``MARGIN_METRICS``) are moved ``margin`` toward better.
+    ``own``'s trained objectives (``MARGIN_METRICS``) are moved ``margin`` toward better and its
+    latencies (``LATENCY_METRICS``) are cut by the share ``latency_margin``.
     Peers are ranked the same way among themselves. A non-finite value never stops anyone:
     a diverging student fails by itself.
     """
@@ -98,24 +106,24 @@ def judge(own: dict[str, float], peers: Sequence[dict[str, float]], objectives: 
     if not np.all(np.isfinite(points[0])):
         return Decision(True)
     points = points[np.all(np.isfinite(points), axis=1)]
-    ranks = margin_ranks(points, objectives, margin)
+    ranks = margin_ranks(points, objectives, margin, latency_margin)
     keep = math.ceil(len(ranks) / reduction_factor)
     cut = np.sort(ranks)[keep - 1]
     if ranks[0] <= cut:
         return Decision(True)
-    better = int(np.sum(_dominators(points, objectives, margin)[0]))
+    better = int(np.sum(_dominators(points, objectives, margin, latency_margin)[0]))
+    clearly = " clearly (by the margins)" if margin or latency_margin else ""
     return Decision(False, f"Pareto rank {ranks[0]} of {len(ranks)} students at this rung (going on: rank <= {cut}); "
-                           f"{better} of them at least as cheap and more accurate"
-                           + (f" by more than {margin:g}" if margin else ""))
+                           f"{better} of them at least as cheap and more accurate{clearly}")
 
 
-def _dominators(points: np.ndarray, objectives: Sequence[str], margin: float) -> np.ndarray:
-    """``d[i, j]``: row ``j`` dominates row ``i`` with ``i``'s trained objectives moved
-    ``margin`` toward better."""
+def _dominators(points: np.ndarray, objectives: Sequence[str], margin: float, latency_margin: float = 0.0) -> np.ndarray:
+    """``d[i, j]``: row ``j`` dominates row ``i`` as ``judge`` says (``i`` given the margins)."""
     signs = np.array([1.0 if METRIC_DIRECTIONS[o] == "minimize" else -1.0 for o in objectives])
     costs = points * signs  # lower is better everywhere
     shift = np.array([margin if o in MARGIN_METRICS else 0.0 for o in objectives])
-    optimistic = costs - shift  # each row as judged: its trained values given the benefit of the doubt
+    scale = np.array([1.0 - latency_margin if o in LATENCY_METRICS else 1.0 for o in objectives])
+    optimistic = costs * scale - shift  # each row as judged: its noisy values given the benefit of the doubt
     no_worse = np.all(costs[None, :, :] <= optimistic[:, None, :], axis=2)
     better = np.any(costs[None, :, :] < optimistic[:, None, :], axis=2)
     d = no_worse & better
@@ -123,10 +131,11 @@ def _dominators(points: np.ndarray, objectives: Sequence[str], margin: float) ->
     return d
 
 
-def margin_ranks(points: np.ndarray, objectives: Sequence[str], margin: float = 0.0) -> np.ndarray:
-    """Non-domination ranks (0 = not dominated) under the margin rule of ``judge``; with
-    ``margin = 0`` the usual Pareto ranks (``naskd.front.pareto_ranks``)."""
-    d = _dominators(points, objectives, margin)
+def margin_ranks(points: np.ndarray, objectives: Sequence[str], margin: float = 0.0,
+                 latency_margin: float = 0.0) -> np.ndarray:
+    """Non-domination ranks (0 = not dominated) under the margin rule of ``judge``; with both
+    margins 0 the usual Pareto ranks (``naskd.front.pareto_ranks``)."""
+    d = _dominators(points, objectives, margin, latency_margin)
     ranks = np.full(len(points), -1, dtype=np.int64)
     left = np.ones(len(points), dtype=bool)
     rank = 0
@@ -169,7 +178,8 @@ class RungGate:
         self.ledger.record(self.entries)
         if not self.plan.judge:
             return Decision(True)
-        return judge(metrics, peers, self.objectives, self.plan.reduction_factor, self.plan.margin)
+        return judge(metrics, peers, self.objectives, self.plan.reduction_factor, self.plan.margin,
+                     self.plan.latency_margin)
 
 
 class CheckpointFile:

@@ -61,7 +61,8 @@ class StudyContext:
         return {"data": self.data.describe(), "teacher": dict(self.teacher_info),
                 "fidelity": {"rule": self.config.fidelity.rule, "target_steps": plan.target_steps,
                              "rungs": list(plan.rungs), "steps_per_epoch": plan.steps_per_epoch,
-                             "reduction_factor": plan.reduction_factor, "margin": plan.margin}}
+                             "reduction_factor": plan.reduction_factor, "margin": plan.margin,
+                             "latency_margin": plan.latency_margin}}
 
     @property
     def plan(self) -> RungPlan:

@@ -86,8 +86,11 @@ def _error(path: Path, **overrides: Any) -> ConfigError:
                      "every student to the target", id="fidelity-first-rung-at-target"),
         pytest.param({"fidelity": {"margin": 1.0}}, "[fidelity].margin", "must be in [0, 1), got 1.0",
                      id="fidelity-margin"),
+        pytest.param({"fidelity": {"latency_margin": -0.1}}, "[fidelity].latency_margin", "must be in [0, 1), got -0.1",
+                     id="fidelity-latency-margin"),
         pytest.param({"fidelity": {"rungs": [1, 2]}}, "[fidelity].rungs",
-                     "unknown key (known keys: rule, first_rung, reduction_factor, margin)", id="fidelity-unknown"),
+                     "unknown key (known keys: rule, first_rung, reduction_factor, margin, latency_margin)",
+                     id="fidelity-unknown"),
     ],
 )
 def test_bad_value_names_file_key_and_problem(write_study, sections, key, message):

@@ -90,7 +90,7 @@ def test_margin_gives_the_benefit_of_the_doubt_to_trained_objectives_only():
     assert not judge(m(0.89, 100), peers, OBJ, 2).goes_on
     assert judge(m(0.89, 100), peers, OBJ, 2, margin=0.02).goes_on  # within the margin: not clearly worse
     verdict = judge(m(0.85, 100), peers, OBJ, 2, margin=0.02)
-    assert not verdict.goes_on and "by more than 0.02" in verdict.reason
+    assert not verdict.goes_on and "clearly (by the margins)" in verdict.reason
     # Costs get no margin: 1 param dearer and 0.03 less accurate is clearly dominated.
     assert not judge(m(0.92, 101), [m(0.95, 100)], OBJ, 2, margin=0.02).goes_on
     assert judge(m(0.92, 99), [m(0.95, 100)], OBJ, 2, margin=0.02).goes_on
@@ -129,3 +129,14 @@ def test_gate_records_every_rung_then_judges_against_the_others():
     assert not verdict.goes_on and "Pareto rank 1" in verdict.reason
     assert ledger.recorded[-1] == [{"rung": 0, "steps": 10, "metrics": m(0.4, 50)},
                                    {"rung": 1, "steps": 30, "metrics": m(0.6, 50)}]
+
+
+def test_latency_margin_protects_a_student_within_measurement_noise():
+    objectives = ("accuracy", "latency_p50_ms")
+    peer = [{"accuracy": 0.95, "latency_p50_ms": 0.095}]
+    slower = {"accuracy": 0.90, "latency_p50_ms": 0.100}
+    assert not judge(slower, peer, objectives, 2).goes_on  # 5% faster and more accurate: dominated
+    assert judge(slower, peer, objectives, 2, latency_margin=0.1).goes_on  # 5% is within 10% noise
+    assert not judge({"accuracy": 0.90, "latency_p50_ms": 0.120}, peer, objectives, 2, latency_margin=0.1).goes_on
+    # Counts are exact: no latency margin for params.
+    assert not judge(m(0.90, 101), [m(0.95, 100)], OBJ, 2, latency_margin=0.5).goes_on

@@ -43,7 +43,7 @@ class RungScheduler(FIFOScheduler):
             return TrialScheduler.CONTINUE
         number = trial.config.get(NUMBER_KEY)
         decision = judge(json.loads(result[METRICS_KEY]), rung_peers(self.search.study, int(rung), exclude=number),
-                         self.objectives, self.plan.reduction_factor, self.plan.margin)
+                         self.objectives, self.plan.reduction_factor, self.plan.margin, self.plan.latency_margin)
         if decision.goes_on:
             return TrialScheduler.CONTINUE
         optuna_trial = self.search.optuna_trial(trial.trial_id)
