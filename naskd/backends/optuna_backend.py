@@ -360,7 +360,6 @@ class Objective:
         return values
 
 
-
 def resume_point(trial: optuna.Trial, spec: dict[str, Any], out_dir: Path | None) -> tuple[CheckpointFile | None,
                                                                                         list[dict[str, Any]]]:
     """This trial's checkpoint file (recorded as ``checkpoint``) and, for a trial that
