@@ -58,11 +58,15 @@ class RungPlan:
     latency_margin: float = 0.0
 
     def label(self, steps: int) -> str:
-        """``"3 epochs"`` when ``steps`` is a whole number of epochs, else ``"120 steps"``."""
-        if steps % self.steps_per_epoch == 0:
-            epochs = steps // self.steps_per_epoch
-            return f"{epochs} epoch{'s' if epochs != 1 else ''}"
-        return f"{steps} steps"
+        return budget_label(steps, self.steps_per_epoch)
+
+
+def budget_label(steps: int, steps_per_epoch: int | None) -> str:
+    """``"3 epochs"`` when ``steps`` is a whole number of epochs, else ``"120 steps"``."""
+    if steps_per_epoch and steps % steps_per_epoch == 0:
+        epochs = steps // steps_per_epoch
+        return f"{epochs:,} epoch{'s' if epochs != 1 else ''}"
+    return f"{steps:,} steps"
 
 
 def plan_rungs(fidelity: FidelityConfig, recipe: DistillConfig, n_train: int) -> RungPlan:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from naskd.config import METRIC_DIRECTIONS
+from naskd.fidelity import budget_label
 from naskd.front import pareto_ranks
 from naskd.results import DIAGNOSTIC_COLUMNS, FRONT_COLUMNS, TrialRecord
 
@@ -152,14 +153,8 @@ class Fidelity:
         return self.rungs[rung] if 0 <= rung < len(self.rungs) else None
 
     def label(self, steps: int | None) -> str:
-        """``"3 epochs"`` when ``steps`` is a whole number of epochs, else ``"120 steps"``, as
-        ``naskd.fidelity.RungPlan.label`` words it in the trials' reasons."""
-        if steps is None:
-            return "an unrecorded budget"
-        if self.steps_per_epoch and steps % self.steps_per_epoch == 0:
-            epochs = steps // self.steps_per_epoch
-            return f"{epochs:,} epoch{'s' if epochs != 1 else ''}"
-        return f"{steps:,} steps"
+        """``"3 epochs"`` or ``"120 steps"``, worded as the trials' reasons word it."""
+        return "an unrecorded budget" if steps is None else budget_label(steps, self.steps_per_epoch)
 
     def long_label(self, steps: int | None) -> str:
         """``"3 epochs (120 training steps)"``; just the steps when they are no whole epochs."""
