@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,6 +59,13 @@ class RungPlan:
 
     def label(self, steps: int) -> str:
         return budget_label(steps, self.steps_per_epoch)
+
+    def verdict(self, metrics: dict[str, float], peers: Sequence[dict[str, float]],
+                objectives: Sequence[str]) -> Decision:
+        """The rule with this plan's factor and margins; always go on when it does not judge."""
+        if not self.judge:
+            return Decision(True)
+        return judge(metrics, peers, objectives, self.reduction_factor, self.margin, self.latency_margin)
 
 
 def budget_label(steps: int, steps_per_epoch: int | None) -> str:
@@ -165,25 +172,27 @@ class RungLedger(Protocol):
         ...
 
 
+def with_rung(entries: Sequence[dict[str, Any]], rung: int, steps: int,
+              metrics: dict[str, float]) -> list[dict[str, Any]]:
+    """``entries`` up to ``rung`` (exclusive), then this rung's ``{"rung", "steps", "metrics"}``:
+    a rung judged again replaces its entry and any after it."""
+    return [e for e in entries if e["rung"] < rung] + [{"rung": rung, "steps": steps, "metrics": dict(metrics)}]
+
+
 @dataclass
 class RungGate:
-    """What ``naskd.trial.evaluate`` asks at every rung: record the student's figures there
-    and say whether it goes on (always yes when the plan does not judge)."""
+    """What ``naskd.trial.evaluate`` asks at every rung, given the student's rung entries so
+    far (the last is this rung's): record them and say whether it goes on."""
 
     plan: RungPlan
     objectives: tuple[str, ...]
     ledger: RungLedger
-    entries: list[dict[str, Any]] = field(default_factory=list)
 
-    def __call__(self, rung: int, steps: int, metrics: dict[str, float]) -> Decision:
-        peers = self.ledger.peers(rung) if self.plan.judge else []
-        self.entries = [e for e in self.entries if e["rung"] < rung]
-        self.entries.append({"rung": rung, "steps": steps, "metrics": dict(metrics)})
-        self.ledger.record(self.entries)
-        if not self.plan.judge:
-            return Decision(True)
-        return judge(metrics, peers, self.objectives, self.plan.reduction_factor, self.plan.margin,
-                     self.plan.latency_margin)
+    def __call__(self, entries: list[dict[str, Any]]) -> Decision:
+        own = entries[-1]
+        peers = self.ledger.peers(own["rung"]) if self.plan.judge else []
+        self.ledger.record(entries)
+        return self.plan.verdict(own["metrics"], peers, self.objectives)
 
 
 class CheckpointFile:

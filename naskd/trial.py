@@ -24,7 +24,7 @@ from naskd.config import StudyConfig
 from naskd.data import Data, load_data
 from naskd.distill import Diverged, distill, recipe_dict, recipe_from_dict
 from naskd.errors import ConfigError, InvalidSpec
-from naskd.fidelity import CheckpointFile, Decision, RungPlan, plan_rungs
+from naskd.fidelity import CheckpointFile, Decision, RungPlan, plan_rungs, with_rung
 from naskd.knowledge.functional import LOSSES
 from naskd.knowledge.hooks import module_names, stage_names
 from naskd.knowledge.terms import EMBEDDING
@@ -134,9 +134,10 @@ class TrialResult:
     rungs: list[dict[str, Any]] = field(default_factory=list)
 
 
-#: ``gate(rung, steps, metrics) -> go on?``: the backend's rung rule (``naskd.fidelity.RungGate``),
-#: answering True/False or a ``Decision`` whose reason is recorded for a stopped student.
-Gate = Callable[[int, int, dict[str, float]], "bool | Decision"]
+#: ``gate(entries) -> go on?``, given the student's rung entries (the last is the rung just
+#: reached): the backend's rung rule (``naskd.fidelity.RungGate``), answering True/False or a
+#: ``Decision`` whose reason is recorded for a stopped student.
+Gate = Callable[[list[dict[str, Any]]], "bool | Decision"]
 
 
 def full_spec(sampled: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
@@ -174,7 +175,8 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
     Args:
         spec: ``{"family", "arch", "recipe"}`` as plain JSON.
         context: the study's shared context.
-        gate: asked at every rung with every metric of the student as it stands; False (or a
+        gate: asked at every rung with the student's rung entries, the last holding every
+            metric of the student as it stands; False (or a
             ``Decision`` that does not go on) stops it there (status ``pruned``). None: every
             student goes to the target. An exception it raises fails the trial like any other,
             except ``SystemExit``, which passes through: that is how Ray Tune stops a trial
@@ -225,10 +227,10 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
         def on_rung(rung: int, steps: int, seconds: float, state: Callable[[], dict[str, Any]]) -> bool:
             scored = {**metrics, **score(predict(student, data.x_val), data.y_val, context.val_logits),
                       "train_seconds": seconds}
-            rungs[:] = [e for e in rungs if e["rung"] < rung] + [{"rung": rung, "steps": steps, "metrics": scored}]
+            rungs[:] = with_rung(rungs, rung, steps, scored)
             if checkpoint is not None:  # saved before the verdict: a kill between the two loses nothing
                 checkpoint.save({**state(), "cost": cost_metrics})
-            verdict = gate(rung, steps, scored) if gate is not None else True
+            verdict = gate(list(rungs)) if gate is not None else True
             decision = verdict if isinstance(verdict, Decision) else Decision(bool(verdict))
             if not decision.goes_on:
                 stopped.append((rung, decision.reason))

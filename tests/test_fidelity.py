@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from naskd.config import DistillConfig, FidelityConfig
-from naskd.fidelity import RungGate, RungPlan, judge, margin_ranks, plan_rungs
+from naskd.fidelity import RungGate, RungPlan, judge, margin_ranks, plan_rungs, with_rung
 from naskd.front import pareto_ranks
 
 OBJ = ("accuracy", "params")
@@ -41,7 +41,7 @@ def test_rule_off_records_rungs_but_never_judges():
     assert plan.rungs == (10, 30) and not plan.judge
     ledger = _Ledger({0: [m(0.99, 1)] * 5})
     gate = RungGate(plan, OBJ, ledger)
-    assert gate(0, 10, m(0.1, 100)).goes_on  # dominated by every peer, goes on anyway
+    assert gate([{"rung": 0, "steps": 10, "metrics": m(0.1, 100)}]).goes_on  # dominated by every peer, goes on anyway
     assert ledger.recorded == [[{"rung": 0, "steps": 10, "metrics": m(0.1, 100)}]]
 
 
@@ -123,9 +123,11 @@ class _Ledger:
 def test_gate_records_every_rung_then_judges_against_the_others():
     plan = RungPlan(target_steps=90, rungs=(10, 30), steps_per_epoch=10, reduction_factor=2)
     ledger = _Ledger({0: [m(0.3, 50)], 1: [m(0.95, 50)]})
-    gate = RungGate(plan, OBJ, ledger, entries=[{"rung": 0, "steps": 10, "metrics": m(0.1, 50)}])
-    assert gate(0, 10, m(0.4, 50)).goes_on  # a re-judged rung replaces the carried entry
-    verdict = gate(1, 30, m(0.6, 50))
+    gate = RungGate(plan, OBJ, ledger)
+    carried = [{"rung": 0, "steps": 10, "metrics": m(0.1, 50)}]
+    entries = with_rung(carried, 0, 10, m(0.4, 50))  # a re-judged rung replaces the carried entry
+    assert entries == [{"rung": 0, "steps": 10, "metrics": m(0.4, 50)}] and gate(entries).goes_on
+    verdict = gate(with_rung(entries, 1, 30, m(0.6, 50)))
     assert not verdict.goes_on and "Pareto rank 1" in verdict.reason
     assert ledger.recorded[-1] == [{"rung": 0, "steps": 10, "metrics": m(0.4, 50)},
                                    {"rung": 1, "steps": 30, "metrics": m(0.6, 50)}]

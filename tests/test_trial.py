@@ -40,7 +40,12 @@ def test_gate_gets_every_metric_at_each_rung_and_a_no_stops_the_student(context)
     # 30 // 9 = 3 steps, then 9 and 27.
     assert context.plan.rungs == (3, 9, 27) and context.plan.target_steps == 30
     asked: list[tuple[int, int, dict[str, float]]] = []
-    result = evaluate(_spec(context.config), context, gate=lambda *a: asked.append(a) or True)
+    def gate(entries):
+        asked.append((entries[-1]["rung"], entries[-1]["steps"], entries[-1]["metrics"]))
+        assert [e["rung"] for e in entries] == list(range(len(entries)))  # every rung so far, in order
+        return True
+
+    result = evaluate(_spec(context.config), context, gate=gate)
     assert result.status == "complete", result.reason
     assert [(rung, steps) for rung, steps, _ in asked] == [(0, 3), (1, 9), (2, 27)]
     for _, _, metrics in asked:
@@ -53,7 +58,7 @@ def test_gate_gets_every_metric_at_each_rung_and_a_no_stops_the_student(context)
     assert plain.metrics["accuracy"] == result.metrics["accuracy"]
     assert [e["metrics"]["accuracy"] for e in plain.rungs] == [e["metrics"]["accuracy"] for e in result.rungs]
 
-    stopped = evaluate(_spec(context.config), context, gate=lambda rung, steps, metrics: rung < 1)
+    stopped = evaluate(_spec(context.config), context, gate=lambda entries: entries[-1]["rung"] < 1)
     assert stopped.status == "pruned" and stopped.steps == 9 and stopped.student is None
     assert stopped.metrics["accuracy"] == result.rungs[1]["metrics"]["accuracy"]
     assert [e["rung"] for e in stopped.rungs] == [0, 1] and "stopped at rung 1" in stopped.reason
@@ -194,3 +199,35 @@ def test_every_family_distils_from_its_shipped_space(write_study, shape, space_f
     assert result.status == "complete", result.reason
     assert result.metrics["accuracy"] > 0.4
     assert result.spec["family"] == config.space.family
+
+
+def test_a_student_stopped_by_its_process_continues_from_its_checkpoint(context, tmp_path):
+    """SystemExit at rung 1 (how Ray Tune ends a trial) leaves the state saved there; the next
+    evaluate of the spec continues it, hands the gate the carried rung 0 with the re-judged
+    rung 1, and ends as a trial that was never interrupted."""
+    from naskd.fidelity import CheckpointFile
+
+    checkpoint = CheckpointFile(tmp_path / "trial.pt")
+    seen: list[list[dict]] = []
+
+    def exit_at_rung_1(entries):
+        seen.append([dict(e) for e in entries])
+        if entries[-1]["rung"] == 1:
+            raise SystemExit
+        return True
+
+    with pytest.raises(SystemExit):
+        evaluate(_spec(context.config), context, gate=exit_at_rung_1, checkpoint=checkpoint)
+    assert checkpoint.load()["step"] == 9  # the rung-1 state survived the exit
+    carried = seen[-1]
+
+    asked: list[list[dict]] = []
+    result = evaluate(_spec(context.config), context, gate=lambda entries: asked.append(entries) or True,
+                      checkpoint=checkpoint, carried=carried)
+    assert [[e["rung"] for e in entries] for entries in asked] == [[0, 1], [0, 1, 2]]
+    assert asked[0] == carried  # rung 0 carried, rung 1 re-scored from the saved state: the same figures
+    straight = evaluate(_spec(context.config), context)
+    assert result.status == "complete" and result.metrics["accuracy"] == straight.metrics["accuracy"]
+    assert all(torch.equal(a, b) for a, b in zip(result.student.state_dict().values(),
+                                                 straight.student.state_dict().values()))
+    assert checkpoint.load() is None  # cleared when the trial ended

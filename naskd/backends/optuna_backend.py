@@ -287,8 +287,8 @@ def objective_values(result: TrialResult, objectives: tuple[str, ...]) -> tuple[
 def record(trial: optuna.Trial, result: TrialResult, objectives: tuple[str, ...],
            students_dir: Path | None) -> tuple[float, ...]:
     """Store a result on the Optuna trial and return its values (NaNs make Optuna mark it FAIL;
-    a pruned trial's values are never told: see ``Objective``)."""
-    trial.set_user_attr("spec", result.spec)
+    a pruned trial's values are never told: see ``Objective``). The spec is on the trial
+    already: both backends store it when they sample it."""
     trial.set_user_attr("status", result.status)
     trial.set_user_attr("metrics", result.metrics)
     trial.set_user_attr("steps", result.steps)

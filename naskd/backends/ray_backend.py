@@ -46,7 +46,7 @@ from naskd.backends import optuna_backend as ob
 from naskd.backends.ray_scheduler import RungScheduler
 from naskd.config import METRIC_DIRECTIONS, StudyConfig
 from naskd.errors import ConfigError, NaskdError
-from naskd.fidelity import CheckpointFile
+from naskd.fidelity import CheckpointFile, with_rung
 from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
 
 log = logging.getLogger(__name__)
@@ -177,8 +177,9 @@ def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
     context = _unpack(payload.context)
     forwards, unhook = _count_forwards(context.teacher.model)
 
-    def gate(rung: int, steps: int, metrics: dict[str, float]) -> bool:
-        tune.report(rung_payload(rung, steps, metrics, payload.objectives))
+    def gate(entries: list[dict[str, Any]]) -> bool:
+        now = entries[-1]
+        tune.report(rung_payload(now["rung"], now["steps"], now["metrics"], payload.objectives))
         return True  # a stop comes as SystemExit from tune.report
 
     path = param_config.get(CHECKPOINT_KEY)
@@ -309,10 +310,8 @@ class NaskdSearch(OptunaSearch):
 
 def record_rung(trial: optuna.Trial, result: dict) -> None:
     """Add the rung entry a result carries to the trial's ``rungs`` (replacing one of that rung)."""
-    rung = int(result[RUNG_KEY])
-    entries = [e for e in trial.user_attrs.get("rungs", ()) if e["rung"] < rung]
-    entries.append({"rung": rung, "steps": int(result[STEPS_KEY]), "metrics": json.loads(result[METRICS_KEY])})
-    trial.set_user_attr("rungs", entries)
+    trial.set_user_attr("rungs", with_rung(trial.user_attrs.get("rungs", ()), int(result[RUNG_KEY]),
+                                           int(result[STEPS_KEY]), json.loads(result[METRICS_KEY])))
 
 
 def record_ray_result(study: optuna.Study, trial: optuna.Trial, result: dict | None, error: bool,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from naskd.backends.optuna_backend import rung_peers
-from naskd.fidelity import RungPlan, judge
+from naskd.fidelity import RungPlan
 
 if TYPE_CHECKING:
     from naskd.backends.ray_backend import NaskdSearch
@@ -42,8 +42,8 @@ class RungScheduler(FIFOScheduler):
         if rung is None or not self.plan.judge:
             return TrialScheduler.CONTINUE
         number = trial.config.get(NUMBER_KEY)
-        decision = judge(json.loads(result[METRICS_KEY]), rung_peers(self.search.study, int(rung), exclude=number),
-                         self.objectives, self.plan.reduction_factor, self.plan.margin, self.plan.latency_margin)
+        decision = self.plan.verdict(json.loads(result[METRICS_KEY]),
+                                     rung_peers(self.search.study, int(rung), exclude=number), self.objectives)
         if decision.goes_on:
             return TrialScheduler.CONTINUE
         optuna_trial = self.search.optuna_trial(trial.trial_id)
