@@ -6,7 +6,7 @@ Measures, on CPU, for the mnist1d study (``studies/mnist1d.toml``):
    the same number of steps, with the same seed, batch size and optimizer, three ways,
    interleaved over R repeats (median of each):
 
-   (a) naskd, teacher cache on:  ``distill(..., teacher_logits=context.train_logits)``
+   (a) naskd, teacher cache on:  ``distill(..., teacher_logits=context.train_logits[0])``
    (b) naskd, teacher cache off: ``distill(..., teacher=context.teacher.model)``, the teacher
        runs on every batch inside naskd's loop
    (c) a plain PyTorch loop written here, the way a user would without naskd: Adam, a seeded
@@ -66,7 +66,7 @@ from naskd.cache import cache_root  # noqa: E402
 from naskd.config import DistillConfig, load_study  # noqa: E402
 from naskd.distill import distill, make_optimizer  # noqa: E402
 from naskd.measure import count_flops, count_params  # noqa: E402
-from naskd.spaces import build_student  # noqa: E402
+from naskd.spaces import BuildContext, build_student  # noqa: E402
 from naskd.trial import StudyContext, build_context, evaluate, full_spec  # noqa: E402
 
 STUDY = REPO_ROOT / "studies" / "mnist1d.toml"
@@ -156,10 +156,10 @@ def plain_loop(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch
 def make_runners(context: StudyContext, recipe: DistillConfig) -> dict[str, Callable[[nn.Module], float]]:
     x, y = context.data.x_train, context.data.y_train
     teacher = context.teacher.model
-    assert context.train_logits is not None, "studies/mnist1d.toml must have [distill].cache_teacher on"
+    assert context.train_logits[0] is not None, "studies/mnist1d.toml must have [distill].cache_teacher on"
 
     def cached(student: nn.Module) -> float:
-        return distill(student, x, y, recipe, teacher_logits=context.train_logits).final_loss
+        return distill(student, x, y, recipe, teacher_logits=context.train_logits[0]).final_loss
 
     def uncached(student: nn.Module) -> float:
         return distill(student, x, y, recipe, teacher=teacher).final_loss
@@ -173,7 +173,7 @@ def make_runners(context: StudyContext, recipe: DistillConfig) -> dict[str, Call
 
 def fresh_student(context: StudyContext, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return build_student(STUDENT_SPEC, context.data.input_shape, context.data.num_classes)
+    return build_student(STUDENT_SPEC, BuildContext(context.data.input_shape, context.data.num_classes))
 
 
 NASKD_STEP_PIECE = "student step, naskd (fused Adam)"
@@ -190,8 +190,8 @@ def piece_times(context: StudyContext, recipe: DistillConfig, seed: int, calls: 
     (``make_optimizer``: fused Adam) against ``torch.optim.Adam``'s defaults.
     """
     x, y = context.data.x_train, context.data.y_train
-    assert context.train_logits is not None
-    xb, yb, tb = x[:recipe.batch_size], y[:recipe.batch_size], context.train_logits[:recipe.batch_size]
+    assert context.train_logits[0] is not None
+    xb, yb, tb = x[:recipe.batch_size], y[:recipe.batch_size], context.train_logits[0][:recipe.batch_size]
     teacher = context.teacher.model.eval()
 
     def stepper(make: Callable[[list[nn.Parameter]], torch.optim.Optimizer]) -> Callable[[], None]:

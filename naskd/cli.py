@@ -190,6 +190,8 @@ def _export(config: StudyConfig, out_dir: Path, args: argparse.Namespace) -> int
     from naskd.backends import optuna_backend as ob
     from naskd.data import load_data
     from naskd.export import export_student
+    from naskd.spaces import BuildContext
+    from naskd.teacher import lazy_rebuild
 
     _, records, _ = ob.load_summary(config, out_dir)
     record = next((r for r in records if r.number == args.trial), None)
@@ -199,8 +201,11 @@ def _export(config: StudyConfig, out_dir: Path, args: argparse.Namespace) -> int
                  f"trial is {record.state}")
         raise NaskdError(f"--trial {args.trial}: {state}; only completed, feasible trials (trained to the target "
                          "budget) can be exported")
-    check = export_student(record.spec, out_dir / "students" / f"trial_{record.number}.pt", load_data(config.data),
-                           record.metrics, args.output, number=record.number, study=config.name)
+    data = load_data(config.data)
+    ctx = BuildContext(data.input_shape, data.num_classes,
+                       teacher=lazy_rebuild(config.teacher, data, dataset_key=config.data.dataset or "synthetic"))
+    check = export_student(record.spec, out_dir / "students" / f"trial_{record.number}.pt", data,
+                           record.metrics, args.output, number=record.number, study=config.name, ctx=ctx)
     if not args.quiet:
         print(f"exported trial {record.number} to {args.output} (accuracy recorded {check['accuracy']:.4f}, "
               f"reloaded {check['reproduced']:.4f}, TorchScript {check['torchscript']:.4f})")

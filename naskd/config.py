@@ -21,28 +21,25 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+from naskd import metrics
 from naskd.errors import ConfigError
 
 BUILTIN_DATASETS = ("digits", "mnist1d", "synthetic")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("tpe", "nsga2", "random")
 DEVICES = ("cpu", "cuda")
+#: ``[distill] scheme``: the registry's names (``naskd.distill.SCHEMES``; a test keeps them equal).
+SCHEMES = ("offline", "mutual", "self", "born_again")
+COHORTS = ("teacher", "peers")
+COMBINES = ("mean_logits", "mean_probs", "confidence")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FIDELITY_RULES = ("pareto", "off")
 #: ``[ray]`` keys of earlier versions whose job ``[fidelity]`` does now, for both backends.
 _MOVED_RAY_KEYS = ("scheduler", "grace_epochs", "reduction_factor")
 
-#: Every metric a trial records, with the direction that makes it better.
-METRIC_DIRECTIONS: dict[str, str] = {
-    "accuracy": "maximize",
-    "teacher_agreement": "maximize",
-    "kl_to_teacher": "minimize",
-    "params": "minimize",
-    "flops": "minimize",
-    "latency_p50_ms": "minimize",
-    "latency_p95_ms": "minimize",
-    "train_seconds": "minimize",
-    "capacity_ratio": "maximize",
-}
+#: Every metric ``[search].objectives`` may name, with the direction that makes it better
+#: (derived from ``naskd.metrics``, the one table of metrics).
+METRIC_DIRECTIONS: dict[str, str] = {name: metrics.direction(name) for name in metrics.OBJECTIVE_METRICS}
 
 
 @dataclass(frozen=True)
@@ -59,6 +56,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
+    """One teacher: ``[teacher]``, or an entry of ``[[teachers]]`` (then ``name`` and ``weight``
+    matter: feature knowledge names its teacher, and fixed weights scale its say)."""
+
+    name: str = "teacher"
+    weight: float = 1.0
     model: str | None = None
     checkpoint: Path | None = None
     torchscript: Path | None = None
@@ -89,6 +91,20 @@ class DistillConfig:
     batch_size: int = 64
     seed: int = 0
     cache_teacher: bool = True
+    #: the distillation scheme (``naskd.distill.SCHEMES``) and its settings
+    scheme: str = "offline"
+    cohort: str = "teacher"  # mutual: train with a copy of the teacher, or with peer students
+    peers: int = 1  # mutual, cohort = "peers": how many
+    aux_weight: float = 0.5  # self: share of a head's loss from the deepest output, not the labels
+    aux_temperature: float = 3.0  # self
+    aux_feature_weight: float = 0.1  # self: the feature hint toward the deepest feature
+    generations: int = 2  # born_again: the student is the last of this many generations
+    combine: str = "mean_logits"  # several teachers: how their logits become one target
+    feature_teacher: str | None = None  # several teachers: whose features feature knowledge reads
+    #: where training runs (study level, never in a spec)
+    device: str = "auto"
+    precision: str = "auto"  # auto: fp32 on the CPU, bf16 on CUDA
+    channels_last: str = "auto"  # "auto" (on CUDA, for 2-D conv inputs), "on", "off"
 
     def __post_init__(self) -> None:
         # Resolve the shorthand once so every reader sees explicit terms and weights.
@@ -175,7 +191,7 @@ class StudyConfig:
     name: str
     seed: int
     data: DataConfig
-    teacher: TeacherConfig
+    teacher: TeacherConfig  # the first of ``teachers``
     space: Any  # naskd.spaces.Space; typed loosely to keep this module free of torch imports
     distill: DistillConfig
     cost: CostConfig
@@ -184,6 +200,11 @@ class StudyConfig:
     ray: RayConfig = RayConfig()
     report: ReportConfig = ReportConfig()
     fidelity: FidelityConfig = FidelityConfig()
+    teachers: tuple[TeacherConfig, ...] = ()  # every teacher; () means (teacher,)
+
+    def __post_init__(self) -> None:
+        if not self.teachers:
+            object.__setattr__(self, "teachers", (self.teacher,))
 
     @property
     def slug(self) -> str:
@@ -312,7 +333,7 @@ def resolve_path(raw: str, base: Path, error: Callable[[str], ConfigError]) -> P
 
 # --- the schema, section by section ----------------------------------------------------
 
-_TOP_KEYS = ["name", "description", "seed", "data", "teacher", "space", "distill", "fidelity", "cost", "search", "ray",
+_TOP_KEYS = ["name", "description", "seed", "data", "teacher", "teachers", "space", "distill", "fidelity", "cost", "search", "ray",
              "report"]
 
 
@@ -360,12 +381,16 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
             raise ConfigError("--seed", "--seed", f"must be >= 0, got {seed}")
 
     data = _data(_Section(shown, "data", raw.get("data", {})), base, seed)
-    teacher = _teacher(_Section(shown, "teacher", raw.get("teacher", {})), base, seed)
+    teachers = _teachers(raw, shown, base, seed)
     distill = _distill(_Section(shown, "distill", raw.get("distill", {})), seed)
+    _check_schemes(_Section(shown, "distill", raw.get("distill", {})), distill, teachers)
     cost = _cost(_Section(shown, "cost", raw.get("cost", {})))
     search = _search(_Section(shown, "search", raw.get("search", {})), seed, overrides)
     fidelity = _fidelity(_Section(shown, "fidelity", raw.get("fidelity", {})), distill)
     ray = _ray(_Section(shown, "ray", raw.get("ray", {})))
+    if ray.gpus_per_trial > 0 and distill.device == "cpu":
+        raise ConfigError(shown, "[ray].gpus_per_trial", f"is {ray.gpus_per_trial:g} but [distill].device = "
+                                                         '"cpu" trains on the CPU; set device = "auto" or "cuda"')
     report_section = _Section(shown, "report", raw.get("report", {}))
     report_section.reject_unknown(["scratch_baseline"])
     report = ReportConfig(scratch_baseline=report_section.get("scratch_baseline", _Key(bool), False))
@@ -377,7 +402,7 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
         raise ConfigError(shown, "[space]", "must be a table")
     space = load_space(space_table, shown, base)
     return StudyConfig(
-        file=Path(shown), name=name, seed=seed, data=data, teacher=teacher, space=space,
+        file=Path(shown), name=name, seed=seed, data=data, teacher=teachers[0], teachers=teachers, space=space,
         distill=distill, cost=cost, search=search, raw=raw, ray=ray, report=report, fidelity=fidelity,
     )
 
@@ -408,8 +433,29 @@ def _data(s: _Section, base: Path, seed: int) -> DataConfig:
     )
 
 
-def _teacher(s: _Section, base: Path, seed: int) -> TeacherConfig:
-    s.reject_unknown(["model", "checkpoint", "torchscript", "epochs", "seed", "cache_dir"])
+def _teachers(raw: dict, shown: str, base: Path, seed: int) -> tuple[TeacherConfig, ...]:
+    """``[teacher]`` (one) or ``[[teachers]]`` (several, each with a unique ``name``)."""
+    if "teachers" not in raw:
+        return (_teacher(_Section(shown, "teacher", raw.get("teacher", {})), base, seed),)
+    if "teacher" in raw:
+        raise ConfigError(shown, "[teacher]", "give either [teacher] or [[teachers]], not both")
+    entries = raw["teachers"]
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(shown, "[[teachers]]", "must be a non-empty list of teacher tables")
+    out: list[TeacherConfig] = []
+    for i, entry in enumerate(entries):
+        where = _Section(shown, f"teachers[{i}]", entry)
+        teacher = _teacher(where, base, seed, default_name=f"teacher{i + 1}", several=True)
+        if any(t.name == teacher.name for t in out):
+            raise where.error("name", f"{teacher.name!r} names two teachers; names must be unique")
+        out.append(teacher)
+    return tuple(out)
+
+
+def _teacher(s: _Section, base: Path, seed: int, *, default_name: str = "teacher",
+             several: bool = False) -> TeacherConfig:
+    s.reject_unknown(["model", "checkpoint", "torchscript", "epochs", "seed", "cache_dir",
+                      *(["name", "weight"] if several else [])])
     model = s.get("model", _Key(str, _callable_ref), None)
     checkpoint = s.path("checkpoint", base)
     torchscript = s.path("torchscript", base)
@@ -420,6 +466,8 @@ def _teacher(s: _Section, base: Path, seed: int) -> TeacherConfig:
         raise s.error(missing, "a user teacher needs both model ('module:callable') and checkpoint (a state_dict file)")
     cache = s.get("cache_dir", _Key(str), None)
     return TeacherConfig(
+        name=s.get("name", _Key(str, lambda v: None if v.strip() else "must not be empty"), default_name),
+        weight=s.get("weight", _Key(float, _positive), 1.0),
         model=model, checkpoint=checkpoint, torchscript=torchscript,
         epochs=s.get("epochs", _Key(int, _non_negative), 0),
         seed=s.get("seed", _Key(int, _non_negative), seed),
@@ -457,7 +505,53 @@ def _distill(s: _Section, seed: int) -> DistillConfig:
         batch_size=s.get("batch_size", _Key(int, _positive), d.batch_size),
         seed=s.get("seed", _Key(int, _non_negative), seed),
         cache_teacher=s.get("cache_teacher", _Key(bool), d.cache_teacher),
+        scheme=s.get("scheme", _Key(str, _one_of(SCHEMES)), d.scheme),
+        cohort=s.get("cohort", _Key(str, _one_of(COHORTS)), d.cohort),
+        peers=s.get("peers", _Key(int, _positive), d.peers),
+        aux_weight=s.get("aux_weight", _Key(float, _unit), d.aux_weight),
+        aux_temperature=s.get("aux_temperature", _Key(float, _positive), d.aux_temperature),
+        aux_feature_weight=s.get("aux_feature_weight", _Key(float, _non_negative), d.aux_feature_weight),
+        generations=s.get("generations", _Key(int, _positive), d.generations),
+        combine=s.get("combine", _Key(str, _one_of(COMBINES)), d.combine),
+        feature_teacher=s.get("feature_teacher", _Key(str), None),
+        device=s.get("device", _Key(str, _training_device), d.device),
+        precision=s.get("precision", _Key(str, _one_of(PRECISIONS)), d.precision),
+        channels_last=_channels_last(s, d.channels_last),
     )
+
+
+def _training_device(v: Any) -> str | None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and CUDA only where this machine has it."""
+    if v in ("auto", "cpu"):
+        return None
+    match = re.fullmatch(r"cuda(?::(\d+))?", v)
+    if match is None:
+        return f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}"
+    import torch  # only for a CUDA request: config stays importable without torch otherwise
+
+    if not torch.cuda.is_available():
+        return f"asks for {v!r} but this machine has no CUDA device (torch {torch.__version__}); use 'auto' or 'cpu'"
+    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+        return f"asks for {v!r} but this machine has {torch.cuda.device_count()} CUDA device(s)"
+    return None
+
+
+def _channels_last(s: _Section, default: str) -> str:
+    if "channels_last" not in s.table:
+        return default
+    v = s.table["channels_last"]
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if v == "auto":
+        return v
+    raise s.error("channels_last", f'must be true, false or "auto", got {_describe(v)}')
+
+
+def _check_schemes(s: _Section, distill: DistillConfig, teachers: tuple[TeacherConfig, ...]) -> None:
+    """Settings that only make sense together: a named feature teacher must exist."""
+    names = [t.name for t in teachers]
+    if distill.feature_teacher is not None and distill.feature_teacher not in names:
+        raise s.error("feature_teacher", f"names no teacher (teachers: {', '.join(names)})")
 
 
 def _knowledge(s: _Section, temperature: float) -> tuple[dict[str, Any], ...]:
@@ -524,7 +618,7 @@ def _objectives(v: Any) -> str | None:
     if not v:
         return "must name at least one metric"
     for name in v:
-        problem = _one_of(tuple(METRIC_DIRECTIONS))(name)
+        problem = _one_of(metrics.OBJECTIVE_METRICS)(name)
         if problem:
             return problem
     if len(set(v)) != len(v):

@@ -16,7 +16,7 @@ from naskd.cache import atomic_save, atomic_write_bytes
 from naskd.data import Data
 from naskd.errors import NaskdError
 from naskd.scoring import predict, score
-from naskd.spaces import build_student
+from naskd.spaces import BuildContext, build_student
 
 #: Accuracy may differ from the recorded value by at most this much after reloading (float
 #: summation order differs between eager and traced graphs; a label flip is 1/N).
@@ -28,17 +28,17 @@ def save_student(student: nn.Module, path: Path) -> None:
     atomic_save({k: v.detach().cpu() for k, v in student.state_dict().items()}, path)
 
 
-def load_student(spec: dict[str, Any], weights: Path, data: Data) -> nn.Module:
+def load_student(spec: dict[str, Any], weights: Path, ctx: BuildContext) -> nn.Module:
     """Rebuild the student of ``spec`` and load its saved weights (``weights_only``)."""
     if not weights.is_file():
         raise NaskdError(f"{weights}: no saved weights for this trial (was it completed by `naskd search`?)")
-    model = build_student(spec, data.input_shape, data.num_classes)
+    model = build_student(spec, ctx)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()
 
 
 def export_student(spec: dict[str, Any], weights: Path, data: Data, recorded: dict[str, float],
-                   dest: Path, *, number: int, study: str) -> dict[str, Any]:
+                   dest: Path, *, number: int, study: str, ctx: BuildContext | None = None) -> dict[str, Any]:
     """Write ``model.pt`` (state_dict), ``spec.json``, ``model.torchscript.pt`` and ``README.md``
     into ``dest`` and check that both the rebuilt and the TorchScript student reproduce the
     recorded validation accuracy.
@@ -48,8 +48,11 @@ def export_student(spec: dict[str, Any], weights: Path, data: Data, recorded: di
 
     Raises:
         NaskdError: the weights are missing or the reloaded student does not reproduce.
+
+    ``ctx`` builds the student (default: the data's shape and classes; a ``teacher``-family
+    student needs the teacher's factory in it).
     """
-    model = load_student(spec, weights, data)
+    model = load_student(spec, weights, ctx or BuildContext(data.input_shape, data.num_classes))
     eager = score(predict(model, data.x_val), data.y_val)["accuracy"]
     example = torch.zeros(1, *data.input_shape)
     # TorchScript is what users asked for (loads with torch alone, from C++ too); newer torch
@@ -99,9 +102,9 @@ logits = model(torch.zeros(1, {shape}))
 
 ```python
 import json, torch
-from naskd.spaces import build_student
+from naskd.spaces import BuildContext, build_student
 info = json.load(open("spec.json"))
-model = build_student(info["spec"], tuple(info["input_shape"]), info["num_classes"])
+model = build_student(info["spec"], BuildContext(tuple(info["input_shape"]), info["num_classes"]))
 model.load_state_dict(torch.load("model.pt", weights_only=True))
 model.eval()
 ```

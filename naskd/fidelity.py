@@ -31,14 +31,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from naskd.config import METRIC_DIRECTIONS, DistillConfig, FidelityConfig
+from naskd.config import DistillConfig, FidelityConfig
+from naskd.metrics import direction, names_where
 
 log = logging.getLogger(__name__)
 
 #: Trained objectives on the unit scale, to which the margin applies.
-MARGIN_METRICS = frozenset({"accuracy", "teacher_agreement"})
+MARGIN_METRICS = frozenset(names_where(lambda m: m.rung_margin == "accuracy"))
 #: Measured (noisy) cost objectives, to which the relative latency margin applies.
-LATENCY_METRICS = frozenset({"latency_p50_ms", "latency_p95_ms"})
+LATENCY_METRICS = frozenset(names_where(lambda m: m.rung_margin == "latency"))
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def judge(own: dict[str, float], peers: Sequence[dict[str, float]], objectives: 
 
 def _dominators(points: np.ndarray, objectives: Sequence[str], margin: float, latency_margin: float = 0.0) -> np.ndarray:
     """``d[i, j]``: row ``j`` dominates row ``i`` as ``judge`` says (``i`` given the margins)."""
-    signs = np.array([1.0 if METRIC_DIRECTIONS[o] == "minimize" else -1.0 for o in objectives])
+    signs = np.array([1.0 if direction(o) == "minimize" else -1.0 for o in objectives])
     costs = points * signs  # lower is better everywhere
     shift = np.array([margin if o in MARGIN_METRICS else 0.0 for o in objectives])
     scale = np.array([1.0 - latency_margin if o in LATENCY_METRICS else 1.0 for o in objectives])
@@ -223,7 +224,7 @@ class CheckpointFile:
         except Exception as exc:  # damaged or foreign: never continue from it
             log.warning("%s: cannot be read (%s); the student starts again", self.path, type(exc).__name__)
             return None
-        if not isinstance(state, dict) or not {"step", "student", "optimizer"} <= set(state):
+        if not isinstance(state, dict) or not {"step", "modules", "optimizer"} <= set(state):
             log.warning("%s: not a naskd training state; the student starts again", self.path)
             return None
         return state

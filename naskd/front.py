@@ -22,6 +22,8 @@ from typing import Literal
 import moocore
 import numpy as np
 
+from naskd.metrics import names_where
+
 __all__ = [
     "Direction",
     "hypervolume",
@@ -35,9 +37,9 @@ __all__ = [
 Direction = Literal["maximize", "minimize"]
 
 #: Objectives whose natural range is [0, 1] whatever the study.
-UNIT_OBJECTIVES = frozenset({"accuracy", "teacher_agreement"})
+UNIT_OBJECTIVES = frozenset(names_where(lambda m: m.objective and m.unit_range))
 #: Cost objectives bounded by the teacher's own cost: a student costing more is worthless.
-TEACHER_BOUNDED_OBJECTIVES = frozenset({"params", "flops", "latency_p50_ms", "latency_p95_ms"})
+TEACHER_BOUNDED_OBJECTIVES = frozenset(names_where(lambda m: m.objective and m.teacher_bounded))
 
 
 def non_dominated(points: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:

@@ -14,18 +14,17 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from naskd.config import METRIC_DIRECTIONS
+from naskd.metrics import DIAGNOSTIC_METRICS, TRIAL_METRICS, direction, names_where
 from naskd.front import hypervolume, knee, non_dominated, objective_bounds
 
 State = Literal["complete", "infeasible", "failed", "pruned", "running"]
 
-#: Metric columns of the front table, in order.
-FRONT_COLUMNS = ("accuracy", "teacher_agreement", "kl_to_teacher", "params", "flops", "latency_p50_ms",
-                 "latency_p95_ms", "train_seconds", "capacity_ratio")
-
-
+#: Metric columns of the front table, in order: what every complete trial records.
+FRONT_COLUMNS = TRIAL_METRICS
 #: Metrics that diagnostics add to a trial (scratch baseline, confirmation run), when recorded.
-DIAGNOSTIC_COLUMNS = ("scratch_accuracy", "long_accuracy", "long_teacher_agreement", "long_steps")
+DIAGNOSTIC_COLUMNS = DIAGNOSTIC_METRICS
+#: The teacher's own figures kept in the front summary.
+TEACHER_SUMMARY = names_where(lambda m: m.teacher_summary)
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class TrialRecord:
     reason: str | None = None
     steps: int | None = None  # None: recorded before naskd kept it
     rungs: tuple[dict[str, Any], ...] = ()
+    terms: dict[str, float] = field(default_factory=dict)  # each loss term's weighted value at the end
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str
     Each member carries ``steps`` (the training behind its metrics) and ``rungs`` (its metrics
     at every rung it passed).
     """
-    directions = [METRIC_DIRECTIONS[o] for o in facts.objectives]
+    directions = [direction(o) for o in facts.objectives]
     done = [r for r in records if r.state == "complete"]
     points = np.array([[r.metrics[o] for o in facts.objectives] for r in done], dtype=float).reshape(-1, len(directions))
     idx = non_dominated(points, directions) if len(done) else np.array([], dtype=int)
@@ -84,7 +84,7 @@ def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str
     return {
         "study": facts.name,
         "objectives": [{"name": o, "direction": d} for o, d in zip(facts.objectives, directions)],
-        "teacher": {k: facts.teacher.get(k) for k in ("accuracy", "params", "flops", "latency_p50_ms")},
+        "teacher": {k: facts.teacher.get(k) for k in TEACHER_SUMMARY},
         "target_steps": facts.fidelity.get("target_steps"),
         "counts": counts(records),
         "hypervolume": hv,

@@ -1,5 +1,5 @@
-"""The teacher: a user model loaded safely (``weights_only``) or from TorchScript, or a
-built-in teacher trained on first use and cached under a content hash.
+"""The teachers: a user model loaded safely (``weights_only``) or from TorchScript, or a
+built-in teacher trained on first use and cached under a content hash; one or several.
 
 The hash covers the data, the architecture (name and version) and the training recipe, so
 a later run with the same inputs reuses the weights and any change retrains.
@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import pickle
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from torch import nn
 from naskd.cache import atomic_save, atomic_write_bytes, cache_root, state_fingerprint
 from naskd.config import CostConfig, DistillConfig, TeacherConfig
 from naskd.data import Data
-from naskd.distill import distill
+from naskd.distill import Scratch, train
 from naskd.errors import NaskdError
 from naskd.measure import measure_cost
 from naskd.scoring import score
@@ -36,11 +37,15 @@ BUILTIN_VERSION = 2
 
 @dataclass
 class Teacher:
-    """A teacher in eval mode; ``fingerprint`` hashes its weights (names its cached outputs)."""
+    """A teacher in eval mode; ``fingerprint`` hashes its weights (names its cached outputs);
+    ``rebuild`` makes a fresh, untrained model of its architecture (None for TorchScript)."""
 
     model: nn.Module
     source: str
     fingerprint: str
+    name: str = "teacher"
+    weight: float = 1.0
+    rebuild: Callable[[], nn.Module] | None = None
 
 
 class _ConvTeacher(nn.Module):
@@ -111,16 +116,39 @@ def load_teacher(cfg: TeacherConfig, data: Data, *, dataset_key: str) -> Teacher
     Raises:
         NaskdError: an unreadable, unsafe or mismatched checkpoint or TorchScript file.
     """
+    rebuild: Callable[[], nn.Module] | None = None
     if cfg.torchscript is not None:
         model, source, fingerprint = _load_torchscript(cfg.torchscript)
     else:
         if cfg.model is not None:
             model, source = _load_user(cfg.model, cfg.checkpoint), f"{cfg.model} + {cfg.checkpoint}"
+            rebuild = _factory(cfg.model)
         else:
             model, source = _builtin(cfg, data, dataset_key), f"built-in ({dataset_key})"
+            arch = _BUILTIN.get(dataset_key, _BUILTIN["synthetic"])[0]
+            rebuild = lambda: _builtin_model(arch, data)  # noqa: E731
         fingerprint = state_fingerprint(model)
     model.eval()
-    return Teacher(model=model, source=source, fingerprint=fingerprint)
+    return Teacher(model=model, source=source, fingerprint=fingerprint, name=cfg.name, weight=cfg.weight,
+                   rebuild=rebuild)
+
+
+def lazy_rebuild(cfg: TeacherConfig, data: Data, *, dataset_key: str) -> Callable[[], nn.Module]:
+    """A factory for a fresh model of the teacher's architecture that loads the teacher only
+    when first called (export of a ``teacher``-family student needs it; others never do)."""
+
+    def rebuild() -> nn.Module:
+        teacher = load_teacher(cfg, data, dataset_key=dataset_key)
+        if teacher.rebuild is None:
+            raise NaskdError(f"{teacher.source}: a TorchScript teacher's architecture cannot be rebuilt")
+        return teacher.rebuild()
+
+    return rebuild
+
+
+def load_teachers(cfgs: Sequence[TeacherConfig], data: Data, *, dataset_key: str) -> list[Teacher]:
+    """Every teacher of the study (``[teacher]`` or ``[[teachers]]``), in order."""
+    return [load_teacher(cfg, data, dataset_key=dataset_key) for cfg in cfgs]
 
 
 def describe_teacher(teacher: Teacher, val_logits: torch.Tensor, data: Data, cost: CostConfig) -> dict[str, Any]:
@@ -145,11 +173,11 @@ def describe_teacher(teacher: Teacher, val_logits: torch.Tensor, data: Data, cos
 
 
 def _builtin(cfg: TeacherConfig, data: Data, dataset_key: str) -> nn.Module:
-    arch, default_epochs, train = _BUILTIN.get(dataset_key, _BUILTIN["synthetic"])
+    arch, default_epochs, settings = _BUILTIN.get(dataset_key, _BUILTIN["synthetic"])
     epochs = cfg.epochs or default_epochs
-    recipe = DistillConfig(epochs=epochs, seed=cfg.seed, alpha=0.0, **train)
+    recipe = DistillConfig(epochs=epochs, seed=cfg.seed, alpha=0.0, **settings)
     key_src = json.dumps({"v": BUILTIN_VERSION, "data": data.fingerprint, "arch": arch, "epochs": epochs,
-                          "seed": cfg.seed, "train": train}, sort_keys=True)
+                          "seed": cfg.seed, "train": settings}, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     path = cache_root(cfg.cache_dir) / "teachers" / f"{key}.pt"
     torch.manual_seed(cfg.seed)
@@ -159,19 +187,22 @@ def _builtin(cfg: TeacherConfig, data: Data, dataset_key: str) -> nn.Module:
         log.info("built-in teacher loaded from cache %s", path)
         return model
     log.info("training the built-in %s teacher (%d epochs); cached afterwards at %s", arch["kind"], epochs, path)
-    distill(model, data.x_train, data.y_train, recipe)
+    train(Scratch(model), data.x_train, data.y_train, recipe)
     atomic_save(model.state_dict(), path)
     atomic_write_bytes(path.with_suffix(".json"), key_src.encode())
     return model
 
 
-def _load_user(ref: str, checkpoint: Path | None) -> nn.Module:
+def _factory(ref: str) -> Callable[[], nn.Module]:
     module_name, _, attr = ref.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise NaskdError(f"[teacher].model: cannot import {ref!r} ({exc})") from None
-    model = factory()
+
+
+def _load_user(ref: str, checkpoint: Path | None) -> nn.Module:
+    model = _factory(ref)()
     if not isinstance(model, nn.Module):
         raise NaskdError(f"[teacher].model: {ref} returned {type(model).__name__}, expected a torch.nn.Module")
     assert checkpoint is not None

@@ -9,6 +9,7 @@ It is a plain function call, so any backend (or a test) can drive it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import traceback
@@ -20,43 +21,76 @@ import torch
 from torch import nn
 
 from naskd.cache import TeacherCache, cache_root
-from naskd.config import StudyConfig
+from naskd.config import DistillConfig, StudyConfig
 from naskd.data import Data, load_data
-from naskd.distill import Diverged, distill, recipe_dict, recipe_from_dict
+from naskd.distill import (Diverged, DistillResult, Placement, SchemeInputs, Scratch, TeacherSource,
+                           TrainState, make_distiller, recipe_dict, recipe_from_dict, train)
+from naskd.distill.loop import RungCallback
+from naskd.distill.teachers import combine
 from naskd.errors import ConfigError, InvalidSpec
 from naskd.fidelity import CheckpointFile, Decision, RungPlan, plan_rungs, with_rung
 from naskd.knowledge.functional import LOSSES
 from naskd.knowledge.hooks import module_names, stage_names
 from naskd.knowledge.terms import EMBEDDING
 from naskd.measure import measure_cost
+from naskd.metrics import TRIAL_METRICS, budget_limits, budget_violations as _violations
 from naskd.scoring import predict, score
-from naskd.spaces import build_student, check_spec
+from naskd.spaces import BuildContext, build_student, check_spec
 from naskd.spaces.recipe import apply_recipe_choices
-from naskd.teacher import Teacher, describe_teacher, load_teacher
+from naskd.teacher import Teacher, describe_teacher, load_teachers
 
 log = logging.getLogger(__name__)
 
 Status = Literal["complete", "pruned", "infeasible", "invalid", "failed"]
 
 #: Every metric a completed trial records.
-METRICS = ("accuracy", "teacher_agreement", "kl_to_teacher", "params", "flops", "latency_p50_ms",
-           "latency_p95_ms", "train_seconds", "capacity_ratio")
+METRICS = TRIAL_METRICS
 
 
 @dataclass
 class StudyContext:
-    """What every trial of a study shares; built once, read-only afterwards."""
+    """What every trial of a study shares; built once, read-only afterwards. Tensors a trial
+    trains on (training rows, the teachers' cached outputs) live on the training device."""
 
     config: StudyConfig
     data: Data
-    teacher: Teacher
+    teachers: list[Teacher]
     teacher_info: dict[str, Any]
     cache: TeacherCache
-    train_logits: torch.Tensor | None  # None when [distill].cache_teacher is false
-    val_logits: torch.Tensor
+    train_logits: list[torch.Tensor | None]  # per teacher; None when [distill].cache_teacher is false
+    val_logits: torch.Tensor  # the teachers' combined validation logits (CPU)
+    placement: Placement = field(default_factory=Placement)
+    x_train: torch.Tensor | None = None  # data.x_train on the training device
+    y_train: torch.Tensor | None = None
+    x_val: torch.Tensor | None = None
+    _values: dict[str, dict[str, torch.Tensor] | None] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        on = self.placement.device
+        self.x_train = self.data.x_train.to(on)
+        self.y_train = self.data.y_train.to(on)
+        self.x_val = self.data.x_val.to(on)
+
+    def to(self, placement: Placement) -> "StudyContext":
+        """This context training on ``placement``'s device (teachers moved in place)."""
+        for t in self.teachers:
+            t.model.to(placement.device)
+        return dataclasses.replace(self, placement=placement, _values={},
+                                   train_logits=[z.to(placement.device) if z is not None else None
+                                                 for z in self.train_logits])
+
+    @property
+    def teacher(self) -> Teacher:
+        """The first teacher: the one feature knowledge reads unless ``feature_teacher`` says otherwise."""
+        return self.teachers[0]
+
+    @property
+    def build(self) -> BuildContext:
+        """What student builders receive (the teacher factory rebuilds the first teacher)."""
+        return BuildContext(self.data.input_shape, self.data.num_classes, teacher=self.teacher.rebuild)
 
     def describe(self) -> dict[str, Any]:
-        """Facts recorded with the study: data splits, the teacher's figures and the rungs."""
+        """Facts recorded with the study: data splits, the teachers' figures and the rungs."""
         plan = self.plan
         return {"data": self.data.describe(), "teacher": dict(self.teacher_info),
                 "fidelity": {"rule": self.config.fidelity.rule, "target_steps": plan.target_steps,
@@ -69,52 +103,136 @@ class StudyContext:
         """The study's rungs and target budget, in training steps."""
         return plan_rungs(self.config.fidelity, self.config.distill, len(self.data.y_train))
 
-    def teacher_values(self, terms: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor] | None:
-        """Cached teacher features/embeddings over the training set for these knowledge terms,
-        or None when they need none, the cache is off, or they exceed ``feature_cache_mb``."""
+    def feature_teacher(self, recipe: DistillConfig) -> Teacher:
+        named = [t for t in self.teachers if t.name == recipe.feature_teacher]
+        return named[0] if named else self.teacher
+
+    def teacher_values(self, terms: Sequence[dict[str, Any]], teacher: Teacher | None = None
+                       ) -> dict[str, torch.Tensor] | None:
+        """Cached features/embeddings of ``teacher`` (default: the first) over the training set
+        for these knowledge terms, on the training device; None when they need none, the cache
+        is off, or they exceed ``feature_cache_mb``."""
+        teacher = teacher or self.teacher
         consumes = {LOSSES[t["kind"]].consumes for t in terms if t["weight"] > 0}
         names: list[str] = []
         if "features" in consumes:
-            names += [t for t, _ in self.config.distill.pairs] or stage_names(self.teacher.model)
+            names += [t for t, _ in self.config.distill.pairs] or stage_names(teacher.model)
         if "embeddings" in consumes:
             names.append(EMBEDDING)
         if not names or not self.config.distill.cache_teacher:
             return None
-        return self.cache.values(self.teacher.model, self.teacher.fingerprint, self.data.x_train,
-                                 f"{self.data.fingerprint}:train", names,
-                                 budget_bytes=self.config.distill.feature_cache_mb * 2**20)
+        key = f"{teacher.fingerprint}|{sorted(names)}"
+        if key not in self._values:
+            values = self.cache.values(teacher.model, teacher.fingerprint, self.x_train, f"{self.data.fingerprint}:train",
+                                       names, budget_bytes=self.config.distill.feature_cache_mb * 2**20)
+            on = self.placement.device
+            self._values[key] = {k: v.to(on) for k, v in values.items()} if values is not None else None
+        return self._values[key]
+
+    def sources(self, recipe: DistillConfig) -> list[TeacherSource]:
+        """The study's teachers as a scheme reads them, with what the cache holds of each."""
+        feature = self.feature_teacher(recipe)
+        return [TeacherSource(t.name, t.model, logits,
+                              self.teacher_values(recipe.knowledge or (), t) if t is feature else None, t.weight)
+                for t, logits in zip(self.teachers, self.train_logits)]
 
 
-def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = None) -> StudyContext:
-    """Load the data and teacher, and compute (or load from the cache) the teacher's outputs.
+def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = None,
+                  device: str | None = None) -> StudyContext:
+    """Load the data and teachers, and compute (or load from the cache) the teachers' outputs.
 
     Args:
         config: the study.
-        teacher_info: the teacher's figures when already measured (worker processes get the
-            launcher's, so the teacher is measured once per study and all workers agree).
+        teacher_info: the teachers' figures when already measured (worker processes get the
+            launcher's, so teachers are measured once per study and all workers agree).
+        device: train here instead of ``[distill].device`` (a worker given its own GPU).
     """
     data = load_data(config.data)
-    teacher = load_teacher(config.teacher, data, dataset_key=config.data.dataset or "synthetic")
-    _check_teacher_pairs(config, teacher.model)
+    teachers = load_teachers(config.teachers, data, dataset_key=config.data.dataset or "synthetic")
+    _check_teacher_pairs(config, teachers)
     cache = TeacherCache(cache_root(config.teacher.cache_dir) / "outputs")
-    val_logits = cache.logits(teacher.model, teacher.fingerprint, data.x_val, f"{data.fingerprint}:val")
-    train_logits = None
+    vals = [cache.logits(t.model, t.fingerprint, data.x_val, f"{data.fingerprint}:val") for t in teachers]
+    val_logits = combine(vals, [t.weight for t in teachers], config.distill.combine)
+    train_logits: list[torch.Tensor | None] = [None] * len(teachers)
     if config.distill.cache_teacher:
-        train_logits = cache.logits(teacher.model, teacher.fingerprint, data.x_train, f"{data.fingerprint}:train")
+        train_logits = [cache.logits(t.model, t.fingerprint, data.x_train, f"{data.fingerprint}:train")
+                        for t in teachers]
     else:
-        log.info("teacher cache off: the teacher runs on every training batch")
+        log.info("teacher cache off: the teachers run on every training batch")
     if teacher_info is None:
-        teacher_info = describe_teacher(teacher, val_logits, data, config.cost)
-    return StudyContext(config, data, teacher, teacher_info, cache, train_logits, val_logits)
+        teacher_info = _describe_teachers(teachers, vals, val_logits, data, config)
+    # Teachers were measured on [cost].device above; training reads them on its own device.
+    return StudyContext(config, data, teachers, teacher_info, cache, train_logits, val_logits).to(
+        Placement.from_config(config.distill, device))
 
 
-def _check_teacher_pairs(config: StudyConfig, teacher: nn.Module) -> None:
-    """A ``[[distill.pairs]]`` teacher name that the teacher lacks is a study-file error."""
-    available = module_names(teacher)
+def _describe_teachers(teachers: list[Teacher], vals: list[torch.Tensor], combined: torch.Tensor, data: Data,
+                       config: StudyConfig) -> dict[str, Any]:
+    """The teacher's figures; for several, the largest one's cost (``capacity_ratio`` is
+    against it), the ensemble's accuracy, and every teacher's own figures under ``teachers``."""
+    infos = [describe_teacher(t, z, data, config.cost) for t, z in zip(teachers, vals)]
+    if len(teachers) == 1:
+        return infos[0]
+    for info, t in zip(infos, teachers):
+        info.update(name=t.name, weight=t.weight)
+    largest = max(infos, key=lambda i: i["params"])
+    return {**largest, "source": f"{len(teachers)} teachers, {config.distill.combine} (largest: {largest['name']})",
+            "accuracy": score(combined, data.y_val)["accuracy"], "teachers": infos}
+
+
+def _check_teacher_pairs(config: StudyConfig, teachers: list[Teacher]) -> None:
+    """A ``[[distill.pairs]]`` teacher name that the feature teacher lacks is a study-file error."""
+    named = [t for t in teachers if t.name == config.distill.feature_teacher]
+    teacher = (named or teachers)[0]
+    available = module_names(teacher.model)
     for i, (name, _) in enumerate(config.distill.pairs):
         if name not in available:
             raise ConfigError(str(config.file), f"[distill.pairs[{i}]].teacher",
                               f"the teacher has no module {name!r} (available: {', '.join(available)})")
+
+
+def build(spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *, seed: int | None = None
+          ) -> nn.Module:
+    """The spec's untrained student (on the CPU), its weights drawn from ``seed`` (default: the
+    recipe's): the same spec and seed give the same student.
+
+    Raises:
+        InvalidSpec: the spec cannot be built.
+    """
+    torch.manual_seed(recipe.seed if seed is None else seed)
+    return build_student(spec, context.build)
+
+
+def fit(student: nn.Module, spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *,
+        scratch: bool = False, rungs: Sequence[int] = (), on_rung: RungCallback | None = None,
+        resume: TrainState | None = None) -> DistillResult:
+    """Train ``student`` by the recipe's scheme (or from the labels alone: ``scratch``) on the
+    study's training set, on the study's device; the student stays there, in eval mode.
+
+    Raises:
+        Diverged, InvalidSpec: as ``naskd.distill.train``.
+    """
+    torch.manual_seed(recipe.seed)  # same seed -> same adapters, heads and dropout masks
+    place = context.placement
+    student.to(place.device)
+    if scratch:
+        distiller = Scratch(student)
+    else:
+        def new_student(seed: int) -> nn.Module:
+            with torch.random.fork_rng(devices=[]):  # a peer's weights must not move the student's RNG
+                return build(spec, context, recipe, seed=seed)
+
+        distiller = make_distiller(SchemeInputs(
+            student, recipe, context.sources(recipe), context.config.distill.pairs, new_student=new_student,
+            new_teacher=context.teacher.rebuild, x=context.x_train, y=context.y_train, device=place.device))
+    return train(distiller, context.x_train, context.y_train, recipe, rungs=rungs, on_rung=on_rung,  # type: ignore[arg-type]
+                 resume=resume, placement=place)
+
+
+def validate(student: nn.Module, context: StudyContext) -> dict[str, float]:
+    """Accuracy, teacher agreement and KL to the teacher(s) on the validation set."""
+    return score(predict(student, context.x_val).float().cpu(), context.data.y_val,  # type: ignore[arg-type]
+                 context.val_logits)
 
 
 @dataclass
@@ -132,6 +250,7 @@ class TrialResult:
     curve: list[tuple[int, float]] = field(default_factory=list)
     steps: int = 0  # training steps behind ``metrics``
     rungs: list[dict[str, Any]] = field(default_factory=list)
+    terms: dict[str, float] = field(default_factory=dict)  # each loss term's weighted value at the end
 
 
 #: ``gate(entries) -> go on?``, given the student's rung entries (the last is the rung just
@@ -149,18 +268,9 @@ def full_spec(sampled: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
 
 
 def budget_violations(metrics: dict[str, float], config: StudyConfig) -> tuple[dict[str, float], list[str]]:
-    """Constraint values per budget (feasible when every value <= 0) and a sentence for each broken one."""
-    values: dict[str, float] = {}
-    broken: list[str] = []
-    for metric, limit in (("latency_p50_ms", config.cost.max_latency_ms), ("params", config.cost.max_params),
-                          ("flops", config.cost.max_flops)):
-        if limit is None:
-            continue
-        # Relative excess, so budgets of very different scales weigh alike in the sampler.
-        values[metric] = (metrics[metric] - limit) / limit
-        if metrics[metric] > limit:
-            broken.append(f"{metric} {metrics[metric]:g} > budget {limit:g}")
-    return values, broken
+    """Constraint values per ``[cost]`` budget (feasible when every value <= 0) and a sentence
+    for each broken one."""
+    return _violations(metrics, budget_limits(config.cost))
 
 
 def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None = None,
@@ -190,7 +300,7 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
             curves); its target must be the study's.
     """
     data, config = context.data, context.config
-    reason = check_spec(spec, data.input_shape, data.num_classes)
+    reason = check_spec(spec, context.build)
     if reason:
         return TrialResult("invalid", spec, reason=f"invalid spec: {reason}")
     recipe = recipe_from_dict(spec.get("recipe", {}), base=config.distill)
@@ -203,8 +313,7 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
     rungs = [dict(e) for e in carried if resume is not None and e["steps"] < int(resume["step"])]
     stopped: list[tuple[int, str]] = []  # the rung a student stopped at, and why
     try:
-        torch.manual_seed(recipe.seed)  # same spec and seed -> same initial weights and dropout masks
-        student = build_student(spec, data.input_shape, data.num_classes)
+        student = build(spec, context, recipe)
         if resume is not None and isinstance(resume.get("cost"), dict):
             # A continued student keeps the cost it was judged with (latency is remeasured noise).
             metrics: dict[str, float] = {k: float(v) for k, v in resume["cost"].items()}
@@ -222,11 +331,9 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
         if broken:
             return TrialResult("infeasible", spec, metrics, reason="over budget: " + "; ".join(broken),
                                constraints=constraints)
-        teacher_values = context.teacher_values(recipe.knowledge or ())
 
         def on_rung(rung: int, steps: int, seconds: float, state: Callable[[], dict[str, Any]]) -> bool:
-            scored = {**metrics, **score(predict(student, data.x_val), data.y_val, context.val_logits),
-                      "train_seconds": seconds}
+            scored = {**metrics, **validate(student, context), "train_seconds": seconds}
             rungs[:] = with_rung(rungs, rung, steps, scored)
             if checkpoint is not None:  # saved before the verdict: a kill between the two loses nothing
                 checkpoint.save({**state(), "cost": cost_metrics})
@@ -236,10 +343,7 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
                 stopped.append((rung, decision.reason))
             return decision.goes_on
 
-        torch.manual_seed(recipe.seed)
-        result = distill(student, data.x_train, data.y_train, recipe, teacher_logits=context.train_logits,
-                         teacher=context.teacher.model, teacher_values=teacher_values,
-                         pairs=config.distill.pairs, rungs=plan.rungs, on_rung=on_rung, resume=resume)
+        result = fit(student, spec, context, recipe, rungs=plan.rungs, on_rung=on_rung, resume=resume)
     except InvalidSpec as exc:
         return _ended(checkpoint, TrialResult("invalid", spec, reason=f"invalid spec: {exc}"))
     except Diverged as exc:
@@ -251,16 +355,17 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
         rung, why = stopped[-1]
         return _ended(checkpoint, TrialResult(
             "pruned", spec, dict(rungs[-1]["metrics"]), constraints=constraints, steps=result.steps, rungs=rungs,
+            terms=result.terms,
             reason=f"stopped at rung {rung} ({plan.label(result.steps)} of {plan.label(plan.target_steps)})"
                    + (f": {why}" if why else "")))
-    metrics.update(score(predict(student, data.x_val), data.y_val, context.val_logits))
+    metrics.update(validate(student, context))
     metrics["train_seconds"] = result.train_seconds
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
         return _ended(checkpoint, TrialResult("failed", spec, metrics, reason=f"non-finite metrics: {', '.join(bad)}",
                                               rungs=rungs))
-    return _ended(checkpoint, TrialResult("complete", spec, metrics, constraints=constraints, student=student,
-                                          curve=result.curve, steps=result.steps, rungs=rungs))
+    return _ended(checkpoint, TrialResult("complete", spec, metrics, constraints=constraints, student=student.cpu(),
+                                          curve=result.curve, steps=result.steps, rungs=rungs, terms=result.terms))
 
 
 def _ended(checkpoint: CheckpointFile | None, result: TrialResult) -> TrialResult:

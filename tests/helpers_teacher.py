@@ -23,6 +23,6 @@ def build_not_a_module():
 
 def build_transformer() -> nn.Module:
     """A transformer teacher for sequences of shape (4, 16) (16 tokens of 4 features), 4 classes."""
-    from naskd.spaces import build_student
+    from naskd.spaces import BuildContext, build_student
 
-    return build_student({"family": "transformer", "arch": {"layers": 2, "d_model": 32, "heads": 4}}, (4, 16), 4)
+    return build_student({"family": "transformer", "arch": {"layers": 2, "d_model": 32, "heads": 4}}, BuildContext((4, 16), 4))

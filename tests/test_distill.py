@@ -18,11 +18,13 @@ from naskd.distill import (
     RECIPE_KEYS,
     Diverged,
     DistillResult,
+    Scratch,
     distill,
     make_optimizer,
     recipe_dict,
     recipe_from_dict,
     total_steps,
+    train,
 )
 from naskd.scoring import predict, score
 
@@ -46,7 +48,7 @@ def teacher(data: Data) -> nn.Module:
     """A small trained teacher with BatchNorm (so train/eval mode changes its outputs)."""
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(16, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 4))
-    distill(model, data.x_train, data.y_train, DistillConfig(steps=100, alpha=0.0, batch_size=32, seed=1))
+    train(Scratch(model), data.x_train, data.y_train, DistillConfig(steps=100, alpha=0.0, batch_size=32, seed=1))
     model.zero_grad(set_to_none=True)
     model.eval()
     return model
@@ -92,7 +94,7 @@ def test_distillation_lowers_the_loss_and_beats_chance(data, teacher_logits):
 
 
 def test_curve_points(data):
-    result = distill(_student(), data.x_train, data.y_train, _recipe(steps=120))
+    result = train(Scratch(_student()), data.x_train, data.y_train, _recipe(steps=120))
     steps = [s for s, _ in result.curve]
     assert steps[0] == 0 and steps[-1] == 119
     assert steps == sorted(set(steps))
@@ -264,7 +266,7 @@ def test_steps_and_epochs_give_the_expected_number_of_steps(data, recipe, expect
     student = _student()
     seen: list[torch.Tensor] = []
     student.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
-    result = distill(student, data.x_train, data.y_train, recipe)
+    result = train(Scratch(student), data.x_train, data.y_train, recipe)
     assert result.steps == expected == total_steps(recipe, N_TRAIN)
     assert len(seen) == expected  # one forward pass per optimizer step
     if recipe.epochs:
@@ -285,7 +287,7 @@ def test_alpha_zero_ignores_the_teacher(data):
     with_garbage = _student()
     distill(with_garbage, data.x_train, data.y_train, recipe, teacher_logits=garbage)
     plain = _student()
-    distill(plain, data.x_train, data.y_train, recipe)
+    train(Scratch(plain), data.x_train, data.y_train, recipe)
     assert _same(_state(with_garbage), _state(plain))
     # With alpha > 0 the same garbage does change the result.
     mixed = _student()

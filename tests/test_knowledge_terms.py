@@ -17,7 +17,7 @@ from naskd.config import load_study
 from naskd.errors import ConfigError
 from naskd.knowledge.functional import LOSSES
 from naskd.knowledge.hooks import Tap, relative_pairs, stage_names
-from naskd.spaces import build_student
+from naskd.spaces import BuildContext, build_student
 from naskd.trial import build_context, evaluate, full_spec
 
 CNN2D = {"family": "cnn2d", "arch": {"stages": 2, "width": 8}}
@@ -73,12 +73,12 @@ def test_automatic_pairing_is_by_relative_depth():
     assert relative_pairs(["t0", "t1"], ["s0", "s1", "s2", "s3"]) == [("t0", "s1"), ("t1", "s3")]
     assert relative_pairs(["t0", "t1", "t2", "t3"], ["s0", "s1"]) == [("t0", "s0"), ("t1", "s0"), ("t2", "s1"),
                                                                         ("t3", "s1")]
-    student = build_student({"family": "cnn1d", "arch": {"stages": 3}}, (1, 40), 10)
+    student = build_student({"family": "cnn1d", "arch": {"stages": 3}}, BuildContext((1, 40), 10))
     assert stage_names(student) == ["stages.0", "stages.1", "stages.2"]
 
 
 def test_tap_captures_without_changing_the_model():
-    model = build_student({"family": "cnn1d", "arch": {"stages": 2, "width": 4}}, (1, 40), 10).eval()
+    model = build_student({"family": "cnn1d", "arch": {"stages": 2, "width": 4}}, BuildContext((1, 40), 10)).eval()
     x = torch.randn(3, 1, 40)
     before = model(x)
     with Tap(model, ["stages.1"], embedding=True) as tap:
@@ -91,7 +91,7 @@ def test_tap_captures_without_changing_the_model():
 def test_fitnet_adapters_are_not_part_of_the_student(digits_contexts):
     context = digits_contexts["fitnet"]
     result = evaluate(full_spec(CNN2D, context.config), context)
-    fresh = build_student(CNN2D, context.data.input_shape, context.data.num_classes)
+    fresh = build_student(CNN2D, BuildContext(context.data.input_shape, context.data.num_classes))
     assert set(result.student.state_dict()) == set(fresh.state_dict())
 
 
@@ -160,7 +160,7 @@ def test_knowledge_list_errors_name_the_key(write_study):
 
 
 def test_attention_distribution_between_transformers(write_study, tmp_path):
-    teacher = build_student({"family": "transformer", "arch": {"layers": 2, "d_model": 32, "heads": 4}}, (4, 16), 4)
+    teacher = build_student({"family": "transformer", "arch": {"layers": 2, "d_model": 32, "heads": 4}}, BuildContext((4, 16), 4))
     torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
     study = write_study(data={"dataset": "synthetic", "samples": 200, "shape": [4, 16], "classes": 4},
                         teacher={"model": "helpers_teacher:build_transformer", "checkpoint": str(tmp_path / "teacher.pt")},

@@ -319,11 +319,11 @@ def test_export_round_trips(write_study, tmp_path, capsys):
 
     config = load_study(study)
     from naskd.data import load_data
-    from naskd.spaces import build_student
+    from naskd.spaces import BuildContext, build_student
 
     data = load_data(config.data)
     scripted = torch.jit.load(str(dest / "model.torchscript.pt")).eval()
-    rebuilt = build_student(info["spec"], tuple(info["input_shape"]), info["num_classes"])
+    rebuilt = build_student(info["spec"], BuildContext(tuple(info["input_shape"]), info["num_classes"]))
     rebuilt.load_state_dict(torch.load(dest / "model.pt", weights_only=True))
     rebuilt.eval()
     with torch.no_grad():

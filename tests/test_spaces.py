@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from naskd.errors import ConfigError, InvalidSpec
-from naskd.spaces import FAMILIES, Space, build_student, check_spec, load_space
+from naskd.spaces import BuildContext, FAMILIES, Space, build_student, check_spec, load_space
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -100,9 +100,9 @@ def test_shipped_spaces_build_students_that_train(name: str, shape: tuple[int, .
     for seed in range(3):
         spec = space.sample(RandomSuggester(seed))
         assert json.loads(json.dumps(spec)) == spec  # plain JSON, lists not tuples
-        assert check_spec(spec, shape, 10) is None
+        assert check_spec(spec, BuildContext(shape, 10)) is None
         torch.manual_seed(seed)
-        model = build_student(spec, shape, 10)
+        model = build_student(spec, BuildContext(shape, 10))
         assert 100 < sum(p.numel() for p in model.parameters()) < 100_000
         x = torch.randn(5, *shape)
         logits = model(x)
@@ -119,7 +119,7 @@ def test_shipped_spaces_build_students_that_train(name: str, shape: tuple[int, .
     ("transformer", (64,), ["layers.0", "head"]),
 ])
 def test_family_defaults_build_with_named_hook_points(family: str, shape: tuple[int, ...], hook_points: list[str]) -> None:
-    model = build_student({"family": family, "arch": {}}, shape, 3)
+    model = build_student({"family": family, "arch": {}}, BuildContext(shape, 3))
     names = dict(model.named_modules())
     assert all(point in names for point in hook_points)
     assert model(torch.randn(2, *shape)).shape == (2, 3)
@@ -160,7 +160,7 @@ def test_when_skips_params_and_family_defaults_fill_in() -> None:
     spec = space.sample(plain)
     assert spec["arch"] == {"residual": False} and plain.asked == ["residual"]
     assert space.sample(ScriptedSuggester({"residual": True, "kernel": 5}))["arch"] == {"residual": True, "kernel": 5}
-    assert build_student(spec, (1, 40), 10).stages[0][0].conv1.kernel_size == (3,)  # the default kernel
+    assert build_student(spec, BuildContext((1, 40), 10)).stages[0][0].conv1.kernel_size == (3,)  # the default kernel
 
 
 @pytest.mark.parametrize(("op", "operand", "present_for"), [
@@ -225,7 +225,7 @@ def test_same_seed_same_spec_and_weights(name: str, shape: tuple[int, ...]) -> N
 
     def weights(seed: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(seed)
-        return build_student(spec, shape, 10).state_dict()
+        return build_student(spec, BuildContext(shape, 10)).state_dict()
 
     first, again, other = weights(0), weights(0), weights(1)
     assert all(torch.equal(first[k], again[k]) for k in first)
@@ -253,10 +253,10 @@ def test_same_seed_same_spec_and_weights(name: str, shape: tuple[int, ...]) -> N
     ({"family": "user", "arch": {}}, (64,), 'user: the spec has no "builder"'),
 ])
 def test_invalid_specs_are_rejected_with_a_reason(spec: dict, shape: tuple[int, ...], reason: str) -> None:
-    found = check_spec(spec, shape, 10)
+    found = check_spec(spec, BuildContext(shape, 10))
     assert found is not None and found.startswith(reason)
     with pytest.raises(InvalidSpec) as caught:
-        build_student(spec, shape, 10)
+        build_student(spec, BuildContext(shape, 10))
     assert str(caught.value) == found
 
 
@@ -266,14 +266,14 @@ def test_invalid_specs_are_rejected_with_a_reason(spec: dict, shape: tuple[int, 
     ({"family": "mlp", "arch": {"depth": 3, "width": [8, 8, 8]}, "recipe": {"lr": 0.1}}, (64,)),
 ])
 def test_edge_specs_are_valid(spec: dict, shape: tuple[int, ...]) -> None:
-    assert check_spec(spec, shape, 10) is None
-    assert build_student(spec, shape, 10)(torch.randn(2, *shape)).shape == (2, 10)
+    assert check_spec(spec, BuildContext(shape, 10)) is None
+    assert build_student(spec, BuildContext(shape, 10))(torch.randn(2, *shape)).shape == (2, 10)
 
 
 def test_registry_checks_without_building() -> None:
-    assert set(FAMILIES) == {"mlp", "cnn1d", "cnn2d", "transformer", "user"}
-    assert FAMILIES["transformer"].check({"d_model": 24, "heads": 5}, (1, 40), 10) is not None
-    assert FAMILIES["mlp"].check({}, (64,), 10) is None
+    assert set(FAMILIES) == {"mlp", "cnn1d", "cnn2d", "transformer", "teacher", "user"}
+    assert FAMILIES["transformer"].check({"arch": {"d_model": 24, "heads": 5}}, BuildContext((1, 40), 10)) is not None
+    assert FAMILIES["mlp"].check({"arch": {}}, BuildContext((64,), 10)) is None
 
 
 # --- the user family ----------------------------------------------------------------------
@@ -284,17 +284,17 @@ def test_user_builder_from_a_space(user_builder: str) -> None:
                         "params": {"width": {"type": "int", "low": 8, "high": 16}}}, STUDY, REPO)
     spec = space.sample(RandomSuggester(0))
     assert spec["builder"] == user_builder and 8 <= spec["arch"]["width"] <= 16
-    assert check_spec(spec, (1, 8, 8), 10) is None
-    assert build_student(spec, (1, 8, 8), 10)(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+    assert check_spec(spec, BuildContext((1, 8, 8), 10)) is None
+    assert build_student(spec, BuildContext((1, 8, 8), 10))(torch.randn(3, 1, 8, 8)).shape == (3, 10)
 
 
 def test_user_builder_failures_become_invalid_spec(user_builder: str) -> None:
     with pytest.raises(InvalidSpec, match=r"user builder user_models:build_mlp failed: RuntimeError"):
-        build_student({"family": "user", "builder": user_builder, "arch": {"width": -1}}, (1, 8, 8), 10)
+        build_student({"family": "user", "builder": user_builder, "arch": {"width": -1}}, BuildContext((1, 8, 8), 10))
     missing = {"family": "user", "builder": "user_models:nope", "arch": {}}
-    assert 'has no attribute "nope"' in (check_spec(missing, (64,), 10) or "")
+    assert 'has no attribute "nope"' in (check_spec(missing, BuildContext((64,), 10)) or "")
     with pytest.raises(InvalidSpec, match="nope"):
-        build_student(missing, (64,), 10)
+        build_student(missing, BuildContext((64,), 10))
 
 
 # --- broken space files -------------------------------------------------------------------

@@ -133,7 +133,7 @@ def test_teacher_outputs_are_computed_once_and_reused(write_study):
     # A second context (another run, or a worker process) loads the outputs from disk.
     second = build_context(config)
     assert second.cache.forward_batches == 0
-    assert torch.equal(first.train_logits, second.train_logits)
+    assert torch.equal(first.train_logits[0], second.train_logits[0])
 
     forwards = []
     handle = second.teacher.model.register_forward_hook(lambda *a: forwards.append(1))
@@ -148,7 +148,7 @@ def test_teacher_outputs_are_computed_once_and_reused(write_study):
 def test_cache_off_runs_the_teacher_every_step(write_study):
     config = load_study(write_study(distill={"steps": 12, "batch_size": 32, "cache_teacher": False}))
     context = build_context(config)
-    assert context.train_logits is None
+    assert context.train_logits == [None]
     forwards = []
     handle = context.teacher.model.register_forward_hook(lambda *a: forwards.append(1))
     try:

@@ -28,10 +28,12 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from naskd.cache import atomic_write_bytes
-from naskd.config import METRIC_DIRECTIONS, StudyConfig
+from naskd.config import StudyConfig
+from naskd.distill.loop import worker_device
 from naskd.errors import NaskdError
 from naskd.export import save_student
 from naskd.fidelity import CheckpointFile, RungGate
+from naskd.metrics import budget_limits, direction
 from naskd.results import StudyFacts, TrialRecord, front_summary, render_csv, render_json, rung_progress
 from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
 
@@ -178,8 +180,7 @@ def study_facts_for(config: StudyConfig, context: StudyContext, choice: StorageC
         "seed": config.search.seed,
         "space": {"family": config.space.family, "source": str(config.space.source),
                   "params": config.space.summary()},
-        "budgets": {"max_latency_ms": config.cost.max_latency_ms, "max_params": config.cost.max_params,
-                    "max_flops": config.cost.max_flops},
+        "budgets": budget_limits(config.cost),
         "storage": redact(choice.url),
         "command": command or "",
         "trials": config.search.trials,
@@ -280,7 +281,7 @@ def objective_values(result: TrialResult, objectives: tuple[str, ...]) -> tuple[
         if name in result.metrics:
             values.append(float(result.metrics[name]))
         else:
-            values.append(0.0 if METRIC_DIRECTIONS[name] == "maximize" else 1e12)
+            values.append(0.0 if direction(name) == "maximize" else 1e12)
     return tuple(values)
 
 
@@ -293,6 +294,8 @@ def record(trial: optuna.Trial, result: TrialResult, objectives: tuple[str, ...]
     trial.set_user_attr("metrics", result.metrics)
     trial.set_user_attr("steps", result.steps)
     trial.set_user_attr("rungs", result.rungs)
+    if result.terms:
+        trial.set_user_attr("loss_terms", result.terms)
     if result.reason:
         trial.set_user_attr("reason", result.reason)
     for key, value in result.constraints.items():
@@ -420,7 +423,7 @@ def to_record(t: FrozenTrial) -> TrialRecord:
         reason = UNFINISHED_REASON  # failed by Optuna's heartbeat check, which cannot leave a reason
     return TrialRecord(number=t.number, state=state, spec=t.user_attrs.get("spec", {}),
                        metrics=t.user_attrs.get("metrics", {}), reason=reason, steps=t.user_attrs.get("steps"),
-                       rungs=tuple(t.user_attrs.get("rungs", ())))
+                       rungs=tuple(t.user_attrs.get("rungs", ())), terms=t.user_attrs.get("loss_terms", {}))
 
 
 def study_facts(study: optuna.Study, config: StudyConfig) -> StudyFacts:
@@ -565,14 +568,15 @@ def _optimize_until(study: optuna.Study, objective: Objective, target: int,
 
 
 def _worker_main(config: StudyConfig, choice: StorageChoice, out_dir: Path, target: int, threads: int,
-                 teacher_info: dict[str, Any], log_level: int) -> None:
-    """Entry point of a worker process (spawned: a fresh interpreter, no forked torch state)."""
+                 teacher_info: dict[str, Any], log_level: int, device: str | None = None) -> None:
+    """Entry point of a worker process (spawned: a fresh interpreter, no forked torch state);
+    ``device``: the GPU this worker trains on when the machine has several."""
     import torch
 
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(threads)
-    context = build_context(config, teacher_info=teacher_info)
+    context = build_context(config, teacher_info=teacher_info, device=device)
     study = open_study(config, open_storage(choice), create=False)
     study.sampler.reseed_rng()  # same seed in every worker would sample the same students
     _optimize_until(study, Objective(config, context=context, out_dir=out_dir), target,
@@ -649,7 +653,7 @@ def _run_workers(config: StudyConfig, choice: StorageChoice, out_dir: Path, targ
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, name=f"naskd-worker-{i}",
                          args=(config, choice, out_dir, target, threads, context.teacher_info,
-                               logging.getLogger().getEffectiveLevel()))
+                               logging.getLogger().getEffectiveLevel(), worker_device(config.distill, i)))
              for i in range(workers)]
     for p in procs:
         p.start()

@@ -44,9 +44,11 @@ from ray.tune.search.optuna import OptunaSearch
 
 from naskd.backends import optuna_backend as ob
 from naskd.backends.ray_scheduler import RungScheduler
-from naskd.config import METRIC_DIRECTIONS, StudyConfig
+from naskd.config import StudyConfig
+from naskd.distill import Placement
 from naskd.errors import ConfigError, NaskdError
 from naskd.fidelity import CheckpointFile, with_rung
+from naskd.metrics import direction
 from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ CONSTRAINTS_KEY = "naskd_constraints"  # JSON text
 RUNG_KEY = "naskd_rung"  # in a result reported at a rung: its index
 STEPS_KEY = "naskd_steps"  # training steps behind a result's metrics
 RUNGS_KEY = "naskd_rungs"  # JSON text, in the final result: every rung entry
+TERMS_KEY = "naskd_loss_terms"  # JSON text, in the final result: each loss term's value at the end
 TEACHER_FORWARDS_KEY = "teacher_forward_batches"  # teacher forward passes in the worker during the trial
 THREADS_KEY = "torch_threads"
 
@@ -98,38 +101,45 @@ class WorkerPayload:
 def _pack(context: StudyContext) -> StudyContext:
     import torch
 
-    model = context.teacher.model
-    if isinstance(model, torch.jit.ScriptModule):
+    def packed(model: Any) -> Any:
+        if not isinstance(model, torch.jit.ScriptModule):
+            return model
         buf = io.BytesIO()
         torch.jit.save(model, buf)
-        return dataclasses.replace(context, teacher=dataclasses.replace(context.teacher,
-                                                                        model=_ScriptedTeacher(buf.getvalue())))
-    return context
+        return _ScriptedTeacher(buf.getvalue())
+
+    return dataclasses.replace(context, teachers=[dataclasses.replace(t, model=packed(t.model))
+                                                  for t in context.teachers])
 
 
 def _unpack(context: StudyContext) -> StudyContext:
     import torch
 
-    model = context.teacher.model
-    if isinstance(model, _ScriptedTeacher):
-        loaded = torch.jit.load(io.BytesIO(model.payload), map_location="cpu").eval()
-        context = dataclasses.replace(context, teacher=dataclasses.replace(context.teacher, model=loaded))
+    def loaded(model: Any) -> Any:
+        if isinstance(model, _ScriptedTeacher):
+            return torch.jit.load(io.BytesIO(model.payload), map_location="cpu").eval()
+        return model
+
+    context = dataclasses.replace(context, teachers=[dataclasses.replace(t, model=loaded(t.model))
+                                                     for t in context.teachers])
     context.cache.forward_batches = 0  # counts this worker's teacher passes only
     return context
 
 
-def _count_forwards(model: Any) -> tuple[Callable[[], int], Callable[[], None]]:
-    """A counter of the teacher's forward calls in this process, and its remover."""
+def _count_forwards(models: list[Any]) -> tuple[Callable[[], int], Callable[[], None]]:
+    """A counter of the teachers' forward calls in this process, and its remover."""
     calls = [0]
+    handles = []
 
     def hook(*_: Any) -> None:
         calls[0] += 1
 
-    try:
-        handle = model.register_forward_hook(hook)
-    except Exception:  # a scripted teacher may not take hooks: the cache's own count remains
-        return (lambda: 0), (lambda: None)
-    return (lambda: calls[0]), handle.remove
+    for model in models:
+        try:
+            handles.append(model.register_forward_hook(hook))
+        except Exception:  # a scripted teacher may not take hooks: the cache's own count remains
+            continue
+    return (lambda: calls[0]), (lambda: [h.remove() for h in handles] and None)
 
 
 def result_payload(result: TrialResult, objectives: tuple[str, ...], teacher_forwards: int,
@@ -149,6 +159,7 @@ def result_payload(result: TrialResult, objectives: tuple[str, ...], teacher_for
         CONSTRAINTS_KEY: json.dumps(result.constraints),
         STEPS_KEY: result.steps,
         RUNGS_KEY: json.dumps(result.rungs),
+        TERMS_KEY: json.dumps(result.terms),
         TEACHER_FORWARDS_KEY: teacher_forwards,
         THREADS_KEY: threads,
     }
@@ -174,8 +185,10 @@ def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
         raise NaskdError(f"the naskd trainable needs its config from naskd's search algorithm (key {SPEC_KEY!r}); "
                          "use both parts of naskd.ray_trainable(...)")
     torch.set_num_threads(payload.threads)
+    # The driver's context is on the CPU; "auto" here finds the GPU Ray gave this trial, if any.
     context = _unpack(payload.context)
-    forwards, unhook = _count_forwards(context.teacher.model)
+    context = context.to(Placement.from_config(context.config.distill))
+    forwards, unhook = _count_forwards([t.model for t in context.teachers])
 
     def gate(entries: list[dict[str, Any]]) -> bool:
         now = entries[-1]
@@ -235,7 +248,7 @@ class NaskdSearch(OptunaSearch):
     def __init__(self, config: StudyConfig, storage: optuna.storages.BaseStorage, out_dir: Path | None = None) -> None:
         objectives = list(config.search.objectives)
         super().__init__(space=_space(config, out_dir), metric=objectives,
-                         mode=["max" if METRIC_DIRECTIONS[m] == "maximize" else "min" for m in objectives],
+                         mode=["max" if direction(m) == "maximize" else "min" for m in objectives],
                          sampler=ob.make_sampler(config), study_name=config.name, storage=storage)
         self.naskd_objectives = tuple(objectives)
         self._beat_lock = threading.Lock()
@@ -352,7 +365,8 @@ def record_ray_result(study: optuna.Study, trial: optuna.Trial, result: dict | N
         outcome = TrialResult(result[STATUS_KEY], trial.user_attrs.get("spec", {}),
                               metrics=json.loads(result[METRICS_KEY]), reason=result[REASON_KEY] or None,
                               constraints=json.loads(result[CONSTRAINTS_KEY]), steps=int(result.get(STEPS_KEY, 0)),
-                              rungs=json.loads(result.get(RUNGS_KEY) or "[]"))
+                              rungs=json.loads(result.get(RUNGS_KEY) or "[]"),
+                              terms=json.loads(result.get(TERMS_KEY) or "{}"))
         trial.set_user_attr("ray", {TEACHER_FORWARDS_KEY: int(result.get(TEACHER_FORWARDS_KEY, 0)),
                                     THREADS_KEY: int(result.get(THREADS_KEY, 0))})
         values = ob.record(trial, outcome, objectives, students_dir=None)  # the worker saved the student
@@ -381,7 +395,7 @@ def _prepare(config: StudyConfig, out_dir: Path, command: str | None) -> tuple[S
     with the study's facts checked and trials left running by a dead process failed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     choice = ob.choose_storage(config, out_dir, workers=1)
-    context = build_context(config)
+    context = build_context(config, device="cpu")  # shipped to workers, which each place it themselves
     storage = ob.open_storage(choice)
     study = ob.open_study(config, storage, create=True)
     facts = ob.study_facts_for(config, context, choice, command)

@@ -1,6 +1,7 @@
 """A recipe's knowledge terms assembled into one training loss: which teacher and student
 internals each term reads (``plan``), the trainable adapters that bridge shape mismatches, and
-the weighted sum (``KnowledgeLoss``).
+the weighted terms (``KnowledgeLoss``), each under its own name so a run can report what
+every term contributed.
 
 Adapters train with the student but are not part of it: they live in ``KnowledgeLoss`` and
 are dropped when the student is saved or exported.
@@ -118,8 +119,18 @@ def _pool_to_smaller(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, to
     return a, b
 
 
+def term_names(terms: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A name per term: its kind, numbered when a recipe uses a kind twice (``kd``, ``kd_2``)."""
+    seen: dict[str, int] = {}
+    names = []
+    for term in terms:
+        seen[term["kind"]] = seen.get(term["kind"], 0) + 1
+        names.append(term["kind"] if seen[term["kind"]] == 1 else f"{term['kind']}_{seen[term['kind']]}")
+    return names
+
+
 class KnowledgeLoss(nn.Module):
-    """The weighted sum of a plan's terms; holds the FitNets adapters.
+    """A plan's weighted terms, by name; holds the FitNets adapters.
 
     Args:
         plan: from ``plan``.
@@ -131,6 +142,7 @@ class KnowledgeLoss(nn.Module):
                  teacher_values: Mapping[str, torch.Tensor]) -> None:
         super().__init__()
         self.plan = plan
+        self.names = term_names(plan.terms)
         self.adapters = nn.ModuleList()
         if any(t["kind"] == "fitnet" for t in plan.terms):
             self.adapters.extend(FeatureAdapter(student_values[s].shape[1:], teacher_values[t].shape[1:])
@@ -144,14 +156,11 @@ class KnowledgeLoss(nn.Module):
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                 student_values: Mapping[str, torch.Tensor], teacher_values: Mapping[str, torch.Tensor],
-                labels: torch.Tensor) -> torch.Tensor:
-        total = student_logits.new_zeros(())
-        for term in self.plan.terms:
-            if term["weight"] == 0:
-                continue
-            total = total + term["weight"] * self._term(term, student_logits, teacher_logits,
-                                                        student_values, teacher_values, labels)
-        return total
+                labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each term with a weight, weighted, under ``term_names``' name for it."""
+        return {name: term["weight"] * self._term(term, student_logits, teacher_logits, student_values,
+                                                  teacher_values, labels)
+                for name, term in zip(self.names, self.plan.terms) if term["weight"] != 0}
 
     def _term(self, term: Mapping[str, Any], s_logits: torch.Tensor, t_logits: torch.Tensor,
               s_vals: Mapping[str, torch.Tensor], t_vals: Mapping[str, torch.Tensor],

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from naskd.metrics import BUDGETS
 from naskd.report.view import StudyView, fmt, label, number
 
 #: Above this share of failed trials the front is built from a biased sample of the space.
@@ -21,7 +22,7 @@ MIN_COMPLETE = 10
 #: A budget is "reached" when some measured student costs at least this share of it.
 BUDGET_REACH = 0.5
 
-_BUDGET_METRICS = {"max_latency_ms": "latency_p50_ms", "max_params": "params", "max_flops": "flops"}
+_BUDGET_METRICS = BUDGETS
 
 
 @dataclass(frozen=True)

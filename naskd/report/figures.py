@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from naskd.front import non_dominated
+from naskd.metrics import names_where
 from naskd.report.analysis import Curve, GapRow, RankAgreement, best_so_far
 from naskd.report.view import StudyView, arch_text, fmt, label, number, plot_text
 from naskd.results import TrialRecord
@@ -36,7 +37,7 @@ FRONT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 KNEE_COLOR = "#d62728"
 TEACHER_COLOR = "#444"
 #: Metrics spanning orders of magnitude: log axes keep small students apart.
-LOG_METRICS = frozenset({"params", "flops", "capacity_ratio"})
+LOG_METRICS = frozenset(names_where(lambda m: m.log_axis))
 
 
 _GRID = "#e6e9ef"

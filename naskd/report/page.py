@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.io.json import to_json_plotly
 from plotly.offline import get_plotlyjs
 
+from naskd.metrics import BUDGETS, METRICS
 from naskd.report import analysis, assets, figures
 from naskd.report.checks import Finding, findings
 from naskd.report.commands import export_command, parse_search_command
@@ -257,10 +258,11 @@ def _param_text(row: Mapping[str, Any]) -> str:
 def _budgets_text(budgets: Any) -> str:
     if not isinstance(budgets, Mapping):
         return "not recorded"
-    named = {"max_latency_ms": ("latency p50", "ms", None), "max_params": ("params", "", "params"),
-             "max_flops": ("FLOPs", "", "flops")}
-    set_ = [f"{what} ≤ {fmt(budgets[key], metric)}{(' ' + unit) if unit else ''}"
-            for key, (what, unit, metric) in named.items() if budgets.get(key) is not None]
+    set_ = []
+    for key, metric in BUDGETS.items():
+        if budgets.get(key) is not None:
+            unit = METRICS[metric].unit
+            set_.append(f"{METRICS[metric].noun} ≤ {fmt(budgets[key], metric)}{(' ' + unit) if unit else ''}")
     return ", ".join(set_) if set_ else "none (every student is trained)"
 
 

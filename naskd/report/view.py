@@ -18,40 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from naskd.config import METRIC_DIRECTIONS
+from naskd.config import SearchConfig
 from naskd.fidelity import budget_label
 from naskd.front import pareto_ranks
+from naskd.metrics import DIRECTIONS, METRICS, label, names_where
 from naskd.results import DIAGNOSTIC_COLUMNS, FRONT_COLUMNS, TrialRecord
 
 #: The objectives a study optimises when its file names none; the 3-D view always uses them.
-DEFAULT_OBJECTIVES = ("accuracy", "latency_p50_ms", "params")
+DEFAULT_OBJECTIVES = SearchConfig().objectives
 #: Metrics the diagnostics add to completed trials (scratch baselines, confirmation runs),
 #: shown after FRONT_COLUMNS.
 DIAGNOSTIC_METRICS = DIAGNOSTIC_COLUMNS
-#: Readable axis and column labels; any other metric shows its own name.
-LABELS = {
-    "accuracy": "accuracy",
-    "teacher_agreement": "teacher agreement",
-    "kl_to_teacher": "KL to teacher",
-    "params": "params",
-    "flops": "FLOPs",
-    "latency_p50_ms": "latency p50 (ms)",
-    "latency_p95_ms": "latency p95 (ms)",
-    "train_seconds": "train time (s)",
-    "capacity_ratio": "capacity ratio",
-    "scratch_accuracy": "scratch accuracy",
-    "long_accuracy": "long-run accuracy",
-    "long_teacher_agreement": "long-run agreement",
-    "long_steps": "long-run steps",
-}
-_INT_METRICS = frozenset({"params", "flops", "long_steps"})
+#: Readable axis and column labels (``label``); any other metric shows its own name.
+LABELS = {name: m.label for name, m in METRICS.items()}
+_INT_METRICS = frozenset(names_where(lambda m: m.format == "count"))
 #: Shares in [0, 1] read best with a fixed number of decimals, so a column lines up.
-_SHARE_METRICS = frozenset({"accuracy", "teacher_agreement", "scratch_accuracy", "long_accuracy",
-                            "long_teacher_agreement"})
-
-
-def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
+_SHARE_METRICS = frozenset(names_where(lambda m: m.format == "share"))
 
 
 def number(value: Any) -> float | None:
@@ -315,7 +297,7 @@ def study_view(facts: Mapping[str, Any], records: Sequence[TrialRecord], summary
     stored = [o.get("name") for o in summary.get("objectives", []) if isinstance(o, Mapping)]
     objectives = tuple(facts.get("objectives") or stored or DEFAULT_OBJECTIVES)
     known = {o.get("name"): o.get("direction") for o in summary.get("objectives", []) if isinstance(o, Mapping)}
-    directions = tuple(known.get(o) or METRIC_DIRECTIONS.get(o, "maximize") for o in objectives)
+    directions = tuple(known.get(o) or DIRECTIONS.get(o, "maximize") for o in objectives)
     ordered = tuple(sorted(records, key=lambda r: r.number))
     complete = tuple(r for r in ordered if r.state == "complete")
 

@@ -7,12 +7,13 @@ Owns the space file format (``load_space`` -> ``Space``), sampling through any `
 
 from __future__ import annotations
 
-from naskd.spaces.families import FAMILIES, Family, Key, build_student, check_spec
+from naskd.spaces.families import FAMILIES, BuildContext, Family, Key, build_student, check_spec
 from naskd.spaces.params import Condition, Param, Suggester
 from naskd.spaces.space import Space, load_space
 
 __all__ = [
     "FAMILIES",
+    "BuildContext",
     "Condition",
     "Family",
     "Key",

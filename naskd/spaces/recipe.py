@@ -13,6 +13,9 @@ temperature   sets the temperature of every term that has one (kd, dkd, dist)
 weight_scale  multiplies the weight of every knowledge term
 ce_weight     the cross-entropy weight
 lr            the learning rate
+scheme        the distillation scheme ("offline", "mutual", "self", "born_again")
+generations   born_again: how many generations
+aux_weight    self: the share of each auxiliary head's loss from the deepest output
 ============  =====================================================================
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from naskd.config import SCHEMES
 from naskd.errors import ConfigError
 from naskd.knowledge.functional import LOSSES
 from naskd.spaces._text import did_you_mean, show
@@ -32,7 +36,12 @@ RECIPE_KEYS: dict[str, Key] = {
     "weight_scale": Key(1.0, float, low=0.0),
     "ce_weight": Key(0.1, float, low=0.0),
     "lr": Key(3e-3, float, low=1e-9),
+    "scheme": Key("offline", str, choices=SCHEMES),
+    "generations": Key(2, int, low=1, high=10),
+    "aux_weight": Key(0.5, float, low=0.0, high=1.0),
 }
+#: Recipe choices that replace the study's value as they are.
+_DIRECT = ("ce_weight", "lr", "scheme", "generations", "aux_weight")
 
 
 def knowledge_problem(value: str) -> str | None:
@@ -95,7 +104,7 @@ def apply_recipe_choices(recipe: dict[str, Any], choices: dict[str, Any]) -> dic
         for term in terms:
             term["weight"] = term["weight"] * choices["weight_scale"]
     out["knowledge"] = terms
-    for key in ("ce_weight", "lr"):
+    for key in _DIRECT:
         if key in choices:
             out[key] = choices[key]
     return out

@@ -1,7 +1,7 @@
 """The student families and the two entry points over them: ``check_spec`` and ``build_student``.
 
 ``FAMILIES`` maps a family name to an object with ``keys`` (accepted arch keys and defaults),
-``check(arch, input_shape, num_classes) -> str | None`` and ``build(...) -> nn.Module``.
+``check(spec, BuildContext) -> str | None`` and ``build(spec, BuildContext) -> nn.Module``.
 """
 
 from __future__ import annotations
@@ -13,26 +13,26 @@ from torch import nn
 
 from naskd.errors import InvalidSpec
 from naskd.spaces._text import did_you_mean, show
-from naskd.spaces.families._common import Family, Key
+from naskd.spaces.families._common import BuildContext, Family, Key
 from naskd.spaces.families.cnn1d import CNN1D
 from naskd.spaces.families.cnn2d import CNN2D
 from naskd.spaces.families.mlp import MLP
 from naskd.spaces.families.transformer import TRANSFORMER
+from naskd.spaces.families.teacher import TEACHER
 from naskd.spaces.families.user import USER, import_builder
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (MLP, CNN1D, CNN2D, TRANSFORMER, USER)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (MLP, CNN1D, CNN2D, TRANSFORMER, TEACHER, USER)}
 
-__all__ = ["FAMILIES", "Family", "Key", "build_student", "check_spec", "import_builder"]
+__all__ = ["FAMILIES", "BuildContext", "Family", "Key", "build_student", "check_spec", "import_builder"]
 
 
-def check_spec(spec: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> str | None:
-    """Why ``spec`` cannot be built for this data, or None. Cheap: no model is built.
+def check_spec(spec: Mapping[str, Any], ctx: BuildContext) -> str | None:
+    """Why ``spec`` cannot be built in this context, or None. Cheap: no model is built.
 
     Args:
         spec: ``{"family": ..., "arch": {...}}`` (plus ``"builder"`` for the user family);
             other top-level keys (a training recipe, say) are ignored.
-        input_shape: one sample's shape without the batch axis.
-        num_classes: the classifier's output size.
+        ctx: the data's sample shape and class count, and the teacher's factory.
 
     Returns:
         A one-line reason such as ``"transformer: d_model 30 is not divisible by heads 4"``,
@@ -45,23 +45,17 @@ def check_spec(spec: Mapping[str, Any], input_shape: tuple[int, ...], num_classe
     if family is None:
         hint = did_you_mean(str(name), FAMILIES)
         return f"unknown family {show(name)}{hint} (known: {', '.join(FAMILIES)})"
-    arch = spec.get("arch", {})
-    if family is USER:
-        if spec.get("builder") is None:
-            return 'user: the spec has no "builder" (expected "package.module:function")'
-        return USER.check(arch, input_shape, num_classes, builder=spec["builder"])
-    return family.check(arch, input_shape, num_classes)
+    return family.check(spec, ctx)
 
 
-def build_student(spec: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def build_student(spec: Mapping[str, Any], ctx: BuildContext) -> nn.Module:
     """Build the student a spec describes, in training mode.
 
     Deterministic given torch's RNG state: the caller seeds (``torch.manual_seed``) first.
 
     Args:
         spec: as for ``check_spec``.
-        input_shape: one sample's shape without the batch axis.
-        num_classes: the classifier's output size.
+        ctx: as for ``check_spec``.
 
     Returns:
         The untrained model; it maps ``(B, *input_shape)`` to logits ``(B, num_classes)``.
@@ -69,13 +63,7 @@ def build_student(spec: Mapping[str, Any], input_shape: tuple[int, ...], num_cla
     Raises:
         InvalidSpec: the reason ``check_spec`` gives, or whatever a user builder raised.
     """
-    reason = check_spec(spec, input_shape, num_classes)
+    reason = check_spec(spec, ctx)
     if reason:
         raise InvalidSpec(reason)
-    family = FAMILIES[spec["family"]]
-    arch = spec.get("arch", {})
-    # The user family is the one whose builder is not in the registry: it travels in the spec.
-    if family is USER:
-        return USER.build(arch, input_shape, num_classes, builder=spec["builder"])
-    return family.build(arch, input_shape, num_classes)
-
+    return FAMILIES[spec["family"]].build(spec, ctx)

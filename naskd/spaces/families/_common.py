@@ -6,7 +6,7 @@ time and a spec at trial time, so both say the same thing about the same mistake
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,17 @@ class Key:
         return ("value", problem) if problem else None
 
 
+@dataclass(frozen=True)
+class BuildContext:
+    """What a student builder may read besides its spec: the data's sample shape and class
+    count, and (when the study's teacher can be rebuilt) a factory for a fresh, untrained model
+    of the teacher's architecture, so families derived from the teacher need no special case."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    teacher: Callable[[], nn.Module] | None = None
+
+
 class Family:
     """A student family: declared arch keys with defaults, a cheap ``check`` and a ``build``.
 
@@ -113,19 +124,20 @@ class Family:
         """Every arch key with the value a spec gets when it leaves the key out."""
         return {k: key.default for k, key in self.keys.items()}
 
-    def check(self, arch: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> str | None:
-        """The reason ``arch`` cannot be built for this input and class count, or None."""
-        problem = shape_problem(input_shape, num_classes) or self._arch_problem(arch)
+    def check(self, spec: Mapping[str, Any], ctx: BuildContext) -> str | None:
+        """The reason ``spec`` (its ``arch``) cannot be built in this context, or None."""
+        arch = spec.get("arch", {})
+        problem = shape_problem(ctx.input_shape, ctx.num_classes) or self._arch_problem(arch)
         if problem:
             return problem
-        return self._check({**self.defaults, **arch}, tuple(input_shape), num_classes)
+        return self._check({**self.defaults, **arch}, tuple(ctx.input_shape), ctx.num_classes)
 
-    def build(self, arch: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    def build(self, spec: Mapping[str, Any], ctx: BuildContext) -> nn.Module:
         """Build the student; raises InvalidSpec with the reason when ``check`` fails."""
-        reason = self.check(arch, input_shape, num_classes)
+        reason = self.check(spec, ctx)
         if reason:
             raise InvalidSpec(reason)
-        return self._build({**self.defaults, **arch}, tuple(input_shape), num_classes)
+        return self._build({**self.defaults, **spec.get("arch", {})}, tuple(ctx.input_shape), ctx.num_classes)
 
     def _arch_problem(self, arch: Any) -> str | None:
         if not isinstance(arch, Mapping):

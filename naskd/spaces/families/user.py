@@ -18,7 +18,7 @@ from torch import nn
 
 from naskd.errors import InvalidSpec
 from naskd.spaces._text import show
-from naskd.spaces.families._common import Family, shape_problem
+from naskd.spaces.families._common import BuildContext, Family, shape_problem
 
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _BUILDER_RE = re.compile(rf"^({_DOTTED}):({_DOTTED})$")
@@ -56,33 +56,32 @@ class UserFamily(Family):
     name = "user"
     keys: Mapping[str, Any] = {}
 
-    def check(self, arch: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int,
-              builder: str | None = None) -> str | None:
-        """Cheap checks only: the data side, an arch table, and (when given) an importable builder."""
-        problem = shape_problem(input_shape, num_classes)
+    def check(self, spec: Mapping[str, Any], ctx: BuildContext) -> str | None:
+        """Cheap checks only: the data side, an arch table, and an importable builder."""
+        problem = shape_problem(ctx.input_shape, ctx.num_classes)
         if problem:
             return problem
+        arch = spec.get("arch", {})
         if not isinstance(arch, Mapping):
             return f"user: arch must be a table of arch keys, got {show(arch)}"
-        if builder is not None:
-            try:
-                import_builder(builder)
-            except ValueError as exc:
-                return f"user: builder {exc}"
+        if spec.get("builder") is None:
+            return 'user: the spec has no "builder" (expected "package.module:function")'
+        try:
+            import_builder(spec["builder"])
+        except ValueError as exc:
+            return f"user: builder {exc}"
         return None
 
-    def build(self, arch: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int,
-              builder: str | None = None) -> nn.Module:
+    def build(self, spec: Mapping[str, Any], ctx: BuildContext) -> nn.Module:
         """Import and call the builder; any failure is an InvalidSpec with the builder's message."""
-        if builder is None:
-            raise InvalidSpec('user: the spec has no "builder" (expected "package.module:function")')
-        reason = self.check(arch, input_shape, num_classes, builder)
+        reason = self.check(spec, ctx)
         if reason:
             raise InvalidSpec(reason)
+        builder = spec["builder"]
         fn = import_builder(builder)
         try:
             # A copy, so a builder that pops keys cannot change the stored spec.
-            model = fn(dict(arch), tuple(input_shape), num_classes)
+            model = fn(dict(spec.get("arch", {})), tuple(ctx.input_shape), ctx.num_classes)
         except Exception as exc:  # user code: whatever it raises is this spec's reason to fail
             raise InvalidSpec(f"user builder {builder} failed: {type(exc).__name__}: {exc}") from exc
         if not isinstance(model, nn.Module):
