@@ -98,6 +98,24 @@ def test_ray_sweep_shares_one_study_with_the_optuna_backend(cluster, write_study
     assert len(trials) == 6 and all(t.state in done for t in trials)
 
 
+def test_every_scheme_runs_on_ray(cluster, write_study, tmp_path):
+    study = write_study(search={"trials": 4, "sampler": "random"}, fidelity={"rule": "off"},
+                        space={"family": "mlp", "params": {"depth": {"value": 2}, "width": {"value": 12}},
+                               "recipe": {"scheme": {"type": "categorical",
+                                                     "choices": ["offline", "mutual", "self", "born_again"]}}})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster,
+                 "--concurrency", "2", "-q"]) == 0
+    trials = _trials(out)
+    assert len(trials) == 4 and all(t.state == State.COMPLETE for t in trials)
+    expected = {"offline": {"ce", "kd"}, "mutual": {"ce", "kd", "cohort_ce", "cohort_kd"},
+                "self": {"ce", "aux_ce", "aux_kd", "aux_feature"}, "born_again": {"ce", "kd"}}
+    for t in trials:
+        assert set(t.user_attrs["loss_terms"]) == expected[t.user_attrs["spec"]["recipe"]["scheme"]]
+        # Only the cohort copy of mutual learning ran on a worker, never the study's teacher.
+        assert t.user_attrs["ray"]["teacher_forward_batches"] == 0
+
+
 def test_failing_infeasible_and_dying_trials_on_ray(cluster, write_study, tmp_path, capsys):
     markers = tmp_path / "markers"
     study = write_study(

@@ -45,7 +45,14 @@ class Mutual(Distiller):
             if not inputs.teachers:
                 raise InvalidSpec("mutual learning with the teacher needs a teacher")
             # A copy per trial: the study's teacher stays as loaded, for scoring and other trials.
-            member = copy.deepcopy(inputs.teachers[0].model)
+            # Rebuilt and loaded rather than deep-copied where possible: a deep copy would carry
+            # any hooks attached to the teacher (counters, feature taps) into the cohort.
+            teacher = inputs.teachers[0].model
+            if inputs.new_teacher is not None:
+                member = inputs.new_teacher().to(inputs.device)
+                member.load_state_dict(teacher.state_dict())
+            else:
+                member = copy.deepcopy(teacher)
             for p in member.parameters():
                 p.requires_grad_(True)
             cohort = [member]
