@@ -249,13 +249,28 @@ def test_auto_placement_on_a_cpu_machine(context):
     assert worker_device(context.config.distill, 3) is None
 
 
-def test_bf16_autocast_trains_on_the_cpu(write_study):
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_on_the_cpu(write_study, precision):
     fp32 = build_context(load_study(write_study(distill={"steps": 40, "batch_size": 32})))
-    bf16 = build_context(load_study(write_study(distill={"steps": 40, "batch_size": 32, "precision": "bf16"})))
-    assert bf16.placement.precision == "bf16"
-    a, b = evaluate(_spec(fp32.config, "offline"), fp32), evaluate(_spec(bf16.config, "offline"), bf16)
+    mixed = build_context(load_study(write_study(distill={"steps": 40, "batch_size": 32, "precision": precision})))
+    assert mixed.placement.precision == precision
+    a, b = evaluate(_spec(fp32.config, "offline"), fp32), evaluate(_spec(mixed.config, "offline"), mixed)
     assert a.status == b.status == "complete" and math.isfinite(b.terms["kd"])
-    assert not _same(a.student, b.student)  # autocast really ran in bf16
+    assert not _same(a.student, b.student)  # autocast really ran at the lower precision
+    assert all(p.dtype == torch.float32 for p in b.student.parameters())  # weights stay fp32
+
+
+def test_the_teacher_family_calls_a_user_teachers_builder_again(write_study, tmp_path):
+    import helpers_teacher
+
+    torch.save(helpers_teacher.build().state_dict(), tmp_path / "t.pt")
+    context = build_context(load_study(write_study(teacher={"model": "helpers_teacher:build",
+                                                            "checkpoint": str(tmp_path / "t.pt")})))
+    result = evaluate(_spec(context.config, "born_again", family="teacher", arch={}, generations=1), context)
+    assert result.status == "complete", result.reason
+    fresh = helpers_teacher.build()
+    assert set(result.student.state_dict()) == set(fresh.state_dict())
+    assert result.metrics["params"] == count_params(fresh)
 
 
 def test_channels_last_for_2d_convolutions(write_study):
