@@ -10,6 +10,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -25,6 +26,8 @@ FRONT_COLUMNS = TRIAL_METRICS
 DIAGNOSTIC_COLUMNS = DIAGNOSTIC_METRICS
 #: The teacher's own figures kept in the front summary.
 TEACHER_SUMMARY = names_where(lambda m: m.teacher_summary)
+#: Each teacher's figures kept in the front summary when a study distils from several.
+TEACHERS_SUMMARY = ("name", "weight", *dict.fromkeys((*TEACHER_SUMMARY, "latency_p95_ms")), "source", "fingerprint")
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,10 @@ def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str
     a rung is never on it. The hypervolume is normalised with a fixed reference (see
     ``naskd.front.objective_bounds``: accuracy in [0, 1], costs in [0, teacher's cost]) so two
     runs of the same study compare; the knee is the front point closest to the ideal point.
-    Each member carries ``steps`` (the training behind its metrics) and ``rungs`` (its metrics
-    at every rung it passed).
+    Each member carries ``steps`` (the training behind its metrics), ``rungs`` (its metrics
+    at every rung it passed) and ``loss_terms`` (each named loss term's weighted value at the
+    end of its training; ``{}`` for a study from before naskd recorded them). With several
+    teachers the teacher block adds ``teachers``, each teacher's own figures.
     """
     directions = [direction(o) for o in facts.objectives]
     done = [r for r in records if r.state == "complete"]
@@ -84,7 +89,7 @@ def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str
     return {
         "study": facts.name,
         "objectives": [{"name": o, "direction": d} for o, d in zip(facts.objectives, directions)],
-        "teacher": {k: facts.teacher.get(k) for k in TEACHER_SUMMARY},
+        "teacher": _teacher_summary(facts.teacher),
         "target_steps": facts.fidelity.get("target_steps"),
         "counts": counts(records),
         "hypervolume": hv,
@@ -93,10 +98,21 @@ def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str
                    "metrics": {k: r.metrics.get(k) for k in (*FRONT_COLUMNS, *DIAGNOSTIC_COLUMNS)
                                if k in FRONT_COLUMNS or k in r.metrics},
                    "steps": r.steps,
+                   "loss_terms": dict(r.terms or {}),
                    "rungs": [{"rung": e["rung"], "steps": e["steps"],
                               "metrics": {k: e["metrics"].get(k) for k in FRONT_COLUMNS}} for e in r.rungs]}
                   for r in front],
     }
+
+
+def _teacher_summary(teacher: dict[str, Any]) -> dict[str, Any]:
+    """The teacher's figures (``TEACHER_SUMMARY``); with several teachers the accuracy is the
+    ensemble's, the costs the largest teacher's, and ``teachers`` lists each one's own figures."""
+    out = {k: teacher.get(k) for k in TEACHER_SUMMARY}
+    listed = teacher.get("teachers")
+    if isinstance(listed, (list, tuple)) and listed:
+        out["teachers"] = [{k: t.get(k) for k in TEACHERS_SUMMARY} for t in listed if isinstance(t, Mapping)]
+    return out
 
 
 def rung_progress(fidelity: dict[str, Any], records: Sequence[TrialRecord]) -> tuple[str, str]:

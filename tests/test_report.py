@@ -4,6 +4,7 @@ sections that appear only when their data exist."""
 
 from __future__ import annotations
 
+import dataclasses
 import html as htmllib
 import json
 import os
@@ -22,7 +23,7 @@ from naskd.report import build_report, write_report
 from naskd.report.analysis import hypervolume_history
 from naskd.report.commands import STUDY_PLACEHOLDER, export_command, parse_search_command
 from naskd.report.view import study_view
-from naskd.results import FRONT_COLUMNS, StudyFacts, TrialRecord, front_summary
+from naskd.results import FRONT_COLUMNS, StudyFacts, TrialRecord, front_summary, render_json
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHER = {"source": "built-in mlp", "fingerprint": "feedc0de", "accuracy": 0.97, "params": 20000, "flops": 40000,
@@ -527,3 +528,150 @@ def test_stopped_students_text_is_escaped() -> None:
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in hover and "<script>" not in hover
     curve = next(t for t in figure_json(page, "fig-learning-curves")["data"] if t["meta"] == 20)
     assert all("&lt;img src=x" in h and "<img" not in h for h in curve["hovertext"])
+
+
+# --- loss terms, schemes, several teachers -----------------------------------------------
+
+BAD_TERM = "<b>x"
+
+
+def _with_terms(records: list[TrialRecord], skip: Sequence[int] = ()) -> list[TrialRecord]:
+    """Each complete student gets ce (growing with its number), kd and a term named like markup;
+    the students in ``skip`` keep no terms (records from before naskd recorded them)."""
+    return [dataclasses.replace(r, terms={"ce": 0.1 + 0.01 * r.number, "kd": 0.3, BAD_TERM: 0.05})
+            if r.state == "complete" and r.number not in skip else r for r in records]
+
+
+def _section_html(page: str, section_id: str) -> str:
+    match = re.search(rf'<section id="{section_id}">.*?</section>', page, re.S)
+    assert match, section_id
+    return match.group(0)
+
+
+def test_loss_terms_show_each_term_of_each_front_student_escaped() -> None:
+    f = facts()
+    records = _with_terms(healthy(12))
+    summary = summary_of(f, records)
+    page = build_report(f, records, summary, created=datetime(2026, 1, 2, tzinfo=timezone.utc))
+    front = [e["number"] for e in summary["front"]]
+    assert front and 'href="#loss-terms"' in page
+    section = _section_html(page, "loss-terms")
+    assert "No loss terms to show" not in section and 'id="fig-loss-terms"' in section
+    # The figure: one trace per term (the markup-like name escaped), one bar per front student.
+    data = figure_json(page, "fig-loss-terms")["data"]
+    assert [t["name"] for t in data] == ["ce", "kd", htmllib.escape(BAD_TERM, quote=False)]
+    by_number = {r.number: r for r in records}
+    for trace, term in zip(data, ("ce", "kd", BAD_TERM)):
+        assert trace["type"] == "bar" and len(trace["x"]) == len(front)
+        assert [int(re.match(r"trial (\d+)", x)[1]) for x in trace["x"]] == front
+        assert trace["y"] == pytest.approx([by_number[n].terms[term] for n in front])
+        assert all(BAD_TERM not in h for h in trace["hovertext"])
+    assert figure_json(page, "fig-loss-terms")["layout"]["barmode"] == "relative"  # stacked
+    # The table: a row per front student, a column per term, each value with its share.
+    table = re.search(r'<table class="terms-table">.*?</table>', section, re.S).group(0)
+    assert re.findall(r"<th>(.*?)</th>", table) == ["trial", "ce", "kd", "&lt;b&gt;x", "total"]
+    assert [int(n) for n in re.findall(r'<tr data-trial="(\d+)">', table)] == front
+    n = front[0]
+    ce, total = 0.1 + 0.01 * n, 0.1 + 0.01 * n + 0.35
+    row = re.search(rf'<tr data-trial="{n}">(.*?)</tr>', table).group(1)
+    assert f">{ce:.4g} ({ce / total:.0%})</td>" in row and f">{total:.4g}</td>" in row
+    assert BAD_TERM not in page.replace(htmllib.escape(BAD_TERM), "")
+    assert "&lt;b&gt;x" in section.split("<table")[0]  # the sentence names it too, escaped
+    # JSON front: every member carries its record's terms, the escaping left to the reader.
+    parsed = json.loads(render_json(summary))
+    assert [e["loss_terms"] for e in parsed["front"]] == [by_number[n].terms for n in front]
+
+
+def test_loss_terms_missing_say_so_in_one_line() -> None:
+    old = report(facts(), healthy(12))  # records from before naskd recorded loss terms
+    section = _section_html(old, "loss-terms")
+    assert re.findall(r'<p class="note">(.*?)</p>', section) == [
+        "No loss terms to show: the front&#x27;s students recorded none (a study from before naskd recorded them)."]
+    assert 'id="fig-loss-terms"' not in old and 'class="terms-table"' not in old
+    assert all(e["loss_terms"] == {} for e in summary_of(facts(), healthy(12))["front"])
+    empty = build_report({}, [], front_summary(StudyFacts("x", ("accuracy", "params"), {}), []))
+    assert "No loss terms to show: the front is empty." in empty
+    # Some front students without terms: the others are shown, the gap is said.
+    f = facts()
+    records = _with_terms(healthy(12), skip=(11,))
+    page = report(f, records)
+    table = re.search(r'<table class="terms-table">.*?</table>', page, re.S).group(0)
+    assert 'data-trial="11"' not in table and 'data-trial="10"' in table
+    assert "1 front student recorded no loss terms and is left out." in page
+    assert all("trial 11" not in x for t in figure_json(page, "fig-loss-terms")["data"] for x in t["x"])
+
+
+def test_loss_term_shares_only_when_they_mean_something() -> None:
+    from naskd.report.analysis import TermRow, loss_terms_sentence
+
+    row = TermRow(3, {"ce": 0.25, "kd": 0.75})
+    assert row.total == 1.0 and row.share("ce") == 0.25 and row.share("fitnet") is None
+    negative = TermRow(4, {"ce": 0.5, "contrast": -0.1})
+    assert negative.share("ce") is None
+    assert loss_terms_sentence(["ce", "kd"], [row]) == ("Averaged over the 1 student on the front that recorded "
+                                                        "loss terms, the loss at the end of training was made of: "
+                                                        "kd 75%, ce 25%.")
+    # A student without a term counts 0 for it: the shares add up to 100%.
+    other = TermRow(5, {"ce": 0.5, "fitnet": 0.5})
+    assert loss_terms_sentence(["ce", "kd", "fitnet"], [row, other]).endswith("ce 38%, kd 38%, fitnet 25%.")
+    assert "shares of the loss are not shown" in loss_terms_sentence(["ce", "contrast"], [negative])
+
+
+def _scheme(record: TrialRecord, scheme: str, **extra: Any) -> TrialRecord:
+    return dataclasses.replace(record, spec={**record.spec, "recipe": {**record.spec["recipe"], "scheme": scheme,
+                                                                       **extra}})
+
+
+def test_front_table_names_each_students_scheme_when_any_is_not_offline() -> None:
+    offline = report(facts(), healthy(12))
+    assert "scheme</button>" not in offline and 'class="scheme"' not in offline  # old studies: offline only
+    records = healthy(12)
+    records[11] = _scheme(records[11], "born_again", generations=3)
+    records[10] = _scheme(records[10], "mutual", generations=2)  # generations only matter for born_again
+    records[9] = _scheme(records[9], "offline")
+    page = report(facts(), records)
+    assert '<th data-sort="text"><button type="button">scheme</button></th>' in page
+    cells = dict(re.findall(r'<tbody[^>]*data-trial="(\d+)".*?<td class="scheme">(.*?)</td>', page, re.S))
+    assert cells["11"] == "born_again, 3 generations" and cells["10"] == "mutual"
+    assert cells["9"] == "offline" and cells["0"] == "offline"  # no scheme recorded: offline
+    # The spec row under each student still spans every column, the scheme's included.
+    heads = re.search(r"<thead><tr>(.*?)</tr></thead>", _section_html(page, "students")).group(1).count("<th")
+    assert f'<td colspan="{heads}">' in page
+    # A space that searches the scheme shows the column even when every student was offline.
+    f = facts()
+    f["space"]["params"].append({"name": "recipe.scheme", "kind": "categorical", "choices": ["offline", "mutual"]})
+    assert "scheme</button>" in report(f, healthy(12))
+
+
+def _teachers() -> dict[str, Any]:
+    listed = [{"name": "<i>small</i>", "weight": 0.25, "source": "small.pt", "fingerprint": "aa11", "accuracy": 0.91,
+               "params": 8000, "flops": 16000, "latency_p50_ms": 0.1, "latency_p95_ms": 0.15},
+              {"name": "big", "weight": 0.75, "source": "big.pt", "fingerprint": "bb22", "accuracy": 0.96,
+               "params": 20000, "flops": 40000, "latency_p50_ms": 0.2, "latency_p95_ms": 0.3}]
+    return {**TEACHER, "accuracy": 0.975, "source": "2 teachers, mean_logits (largest: big)", "teachers": listed}
+
+
+def test_several_teachers_are_each_shown_with_the_ensemble() -> None:
+    f = facts(teacher=_teachers())
+    page = report(f, healthy(12))
+    teacher = re.search(r"<dt>Teacher</dt><dd>(.*?)</dd>", page, re.S).group(1)
+    assert "ensemble accuracy 0.9750" in teacher and "against the largest teacher, big" in teacher
+    items = re.findall(r"<li>(.*?)</li>", teacher)
+    assert items == [
+        "&lt;i&gt;small&lt;/i&gt;: weight 0.25, accuracy 0.9100, 8,000 params, 16,000 FLOPs, latency p50 0.1 ms / "
+        "p95 0.15 ms; small.pt (fingerprint aa11)",
+        "big: weight 0.75, accuracy 0.9600, 20,000 params, 40,000 FLOPs, latency p50 0.2 ms / p95 0.3 ms; "
+        "big.pt (fingerprint bb22)"]
+    assert "<i>small</i>" not in page
+    shapes = figure_json(page, "fig-pareto-latency")["layout"]["annotations"]
+    assert any(a["text"].startswith("teachers’ ensemble accuracy 0.9750") for a in shapes)
+    # One teacher: the header as before, no list.
+    single = re.search(r"<dt>Teacher</dt><dd>(.*?)</dd>", report(facts(), healthy(12)), re.S).group(1)
+    assert "<ul>" not in single and "ensemble" not in single and single.startswith("accuracy 0.9700")
+    # The front summary's teacher block: the same keys, plus every teacher's figures.
+    block = summary_of(f, healthy(12))["teacher"]
+    assert {k: block[k] for k in ("accuracy", "params", "flops", "latency_p50_ms")} == {
+        "accuracy": 0.975, "params": 20000, "flops": 40000, "latency_p50_ms": 0.2}
+    assert block["teachers"] == _teachers()["teachers"]
+    assert json.loads(render_json(summary_of(f, healthy(12))))["teacher"]["teachers"][0]["name"] == "<i>small</i>"
+    assert "teachers" not in summary_of(facts(), healthy(12))["teacher"]

@@ -27,8 +27,8 @@ from naskd.report.browser import CHROMIUM, open_report
 from naskd.results import TrialRecord
 
 NAME = "tiny <img src=x onerror=alert(1)>"
-SVG_FIGURES = ("fig-pareto-latency", "fig-pareto-params", "fig-pareto-flops", "fig-capacity", "fig-kd-gain",
-               "fig-learning-curves", "fig-trust", "fig-hypervolume", "fig-history", "fig-importances")
+SVG_FIGURES = ("fig-pareto-latency", "fig-pareto-params", "fig-pareto-flops", "fig-loss-terms", "fig-capacity",
+               "fig-kd-gain", "fig-learning-curves", "fig-trust", "fig-hypervolume", "fig-history", "fig-importances")
 WEBGL_FIGURES = ("fig-pareto-3d", "fig-parallel")
 
 
@@ -137,6 +137,9 @@ def test_every_figure_is_drawn_with_one_point_per_trial(study: dict[str, Any]) -
         assert any(name.startswith("knee") and t["points"] == 1 for name, t in by_name.items())
     assert figures["fig-capacity"]["traces"][0]["points"] == len(complete)
     assert figures["fig-hypervolume"]["traces"][0]["points"] == len(study["records"])
+    # The study distils offline (ce + kd): one bar per front student in each term's trace.
+    terms = {t["name"]: t["points"] for t in figures["fig-loss-terms"]["traces"]}
+    assert terms == {"ce": len(study["summary"]["front"]), "kd": len(study["summary"]["front"])}, terms
     for fig_id in WEBGL_FIGURES:  # drawn once scrolled into view: the placeholder is gone
         fig = figures[fig_id]
         assert fig["canvases"] >= 1 and "WebGL" not in fig["text"] and "scrolled into view" not in fig["text"], fig

@@ -57,7 +57,8 @@ def test_search_writes_a_nondominated_front(write_study, tmp_path, capsys):
     # The tiny study: 30 steps, rungs at 3, 9 and 27 steps; every front number is at 30.
     assert summary["target_steps"] == 30
     for entry in summary["front"]:
-        assert set(entry) == {"number", "spec", "metrics", "steps", "rungs"}
+        assert set(entry) == {"number", "spec", "metrics", "steps", "rungs", "loss_terms"}
+        assert set(entry["loss_terms"]) == {"ce", "kd"}  # what each term of the default recipe contributed
         assert {"family", "arch", "recipe"} <= set(entry["spec"])
         assert set(entry["metrics"]) == set(METRIC_DIRECTIONS)
         assert entry["steps"] == 30

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -382,3 +383,53 @@ def _stopped_rung(view: StudyView, record: TrialRecord) -> int | None:
 
 def _students(n: int) -> str:
     return f"{n} student" + ("" if n == 1 else "s")
+
+
+@dataclass(frozen=True)
+class TermRow:
+    """One front student's named loss terms at the end of its training (weighted; the loss
+    minimised is their sum)."""
+
+    number: int
+    terms: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.terms.values())
+
+    def share(self, name: str) -> float | None:
+        """The term's share of the total loss; None when the student lacks the term, or when a
+        negative term or a total at or below zero makes a share meaningless."""
+        value, total = self.terms.get(name), self.total
+        if value is None or total <= 0 or any(v < 0 for v in self.terms.values()):
+            return None
+        return value / total
+
+
+def loss_terms(view: StudyView) -> tuple[list[str], list[TermRow]]:
+    """The front's students that recorded loss terms (front order), and every term name in the
+    order the terms first appear (the distiller's: ``ce`` first). Non-finite values are dropped."""
+    by_number = {r.number: r for r in view.complete}
+    rows = []
+    for n in view.front:
+        record = by_number.get(n)
+        raw = record.terms if record is not None and isinstance(record.terms, Mapping) else {}
+        terms = {str(k): float(v) for k, v in raw.items() if number(v) is not None}
+        if terms:
+            rows.append(TermRow(n, terms))
+    names = list(dict.fromkeys(name for row in rows for name in row.terms))
+    return names, rows
+
+
+def loss_terms_sentence(names: list[str], rows: list[TermRow]) -> str:
+    """The average share of each term over the front's students, largest first (a student
+    without a term counts 0 for it, so the shares add up to 100%)."""
+    usable = [row for row in rows if any(row.share(name) is not None for name in row.terms)]
+    averaged = sorted(((sum(row.share(name) or 0.0 for row in usable) / len(usable), name) for name in names),
+                      key=lambda x: -x[0]) if usable else []
+    who = f"the {_students(len(usable or rows))} on the front that recorded loss terms"
+    if not averaged:
+        return (f"For {who}, shares of the loss are not shown: a term is negative or the total is not above zero; "
+                "the table lists each term's value.")
+    parts = ", ".join(f"{name} {share:.0%}" for share, name in averaged)
+    return f"Averaged over {who}, the loss at the end of training was made of: {parts}."

@@ -44,6 +44,8 @@ table.front-table tbody { border-bottom: 1px solid var(--line); }
 table.front-table tr.metrics td { border-bottom: 0; padding-bottom: 1px; }
 table.front-table tr.spec td { border-bottom: 0; padding-top: 1px; padding-bottom: 8px; font-size: 12px; }
 tbody.knee { background: #fdf1f1; }
+table.terms-table { width: auto; }
+table.terms-table th + th { text-align: right; }
 .table-wrap { overflow-x: auto; }
 details summary { cursor: pointer; color: var(--accent); }
 .lazy-note { height: 100%; margin: 0; display: flex; align-items: center; justify-content: center; text-align: center;

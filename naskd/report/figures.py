@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 
 from naskd.front import non_dominated
 from naskd.metrics import names_where
-from naskd.report.analysis import Curve, GapRow, RankAgreement, best_so_far
+from naskd.report.analysis import Curve, GapRow, RankAgreement, TermRow, best_so_far
 from naskd.report.view import StudyView, arch_text, fmt, label, number, plot_text
 from naskd.results import TrialRecord
 
@@ -100,7 +100,8 @@ def _teacher_line(fig: go.Figure, view: StudyView, **where: Any) -> None:
     teacher = view.teacher_value("accuracy")
     if teacher is not None:
         fig.add_hline(y=teacher, line=dict(color=TEACHER_COLOR, dash="dot", width=1.5), annotation_position="top left",
-                      annotation_text=f"teacher accuracy {fmt(teacher, 'accuracy')}", **where)
+                      annotation_text=f"{'teachers’ ensemble' if view.teachers else 'teacher'} accuracy "
+                                      f"{fmt(teacher, 'accuracy')}", **where)
 
 
 def pareto_2d(view: StudyView, x_metric: str) -> go.Figure | None:
@@ -302,6 +303,31 @@ def _curve_hover(view: StudyView, c: Curve, spec: Mapping[str, Any]) -> list[str
     return ["<br>".join([head, plot_text(f"{w}: {view.fidelity.long_label(s)}"),
                          f"accuracy: {plot_text(fmt(a, 'accuracy'))}", plot_text(arch_text(spec))])
             for w, s, a in zip(where, c.steps, c.accuracy)]
+
+
+def loss_terms(view: StudyView, names: Sequence[str], rows: Sequence[TermRow]) -> go.Figure | None:
+    """One stacked bar per front student (front order), one trace per named loss term: the
+    term's weighted value at the end of training; a bar's height is the loss minimised.
+    A negative term stacks below zero (``barmode="relative"``)."""
+    if not rows or not names:
+        return None
+    labels = [f"trial {row.number}" + (" ★" if row.number == view.knee else "") for row in rows]
+    fig = go.Figure()
+    for i, name in enumerate(names):
+        having = [(text, row) for text, row in zip(labels, rows) if name in row.terms]  # no empty bars
+        hover = []
+        for _, row in having:
+            share = row.share(name)
+            hover.append("<br>".join([f"<b>trial {row.number}</b>" + (" · knee" if row.number == view.knee else ""),
+                                      f"{plot_text(name)}: {plot_text(fmt(row.terms[name]))}"
+                                      + ("" if share is None else f" ({share:.0%} of the loss)"),
+                                      f"total loss: {plot_text(fmt(row.total))}"]))
+        fig.add_trace(go.Bar(x=[text for text, _ in having], y=[row.terms[name] for _, row in having],
+                             name=plot_text(name), marker_color=FRONT_COLORS[i % len(FRONT_COLORS)],
+                             hovertext=hover, hoverinfo="text"))
+    fig.update_xaxes(title_text="front student", type="category", categoryorder="array", categoryarray=labels)
+    fig.update_yaxes(title_text="weighted loss term at the end of training")
+    return _layout(fig, 420, barmode="relative")
 
 
 def hypervolume_history(numbers: Sequence[int], values: Sequence[float]) -> go.Figure | None:

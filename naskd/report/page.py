@@ -23,7 +23,8 @@ from naskd.metrics import BUDGETS, METRICS
 from naskd.report import analysis, assets, figures
 from naskd.report.checks import Finding, findings
 from naskd.report.commands import export_command, parse_search_command
-from naskd.report.view import DIAGNOSTIC_METRICS, StudyView, arch_text, fmt, label, number, recipe_text
+from naskd.report.view import (DIAGNOSTIC_METRICS, StudyView, arch_text, fmt, label, number, recipe_text,
+                               scheme_text)
 from naskd.results import FRONT_COLUMNS
 
 #: Distributions whose versions the header lists (read from package metadata: importing
@@ -81,6 +82,7 @@ def build_page(view: StudyView, *, importances: Mapping[str, Mapping[str, float]
         _warnings(findings(view)),
         _pareto_section(view, figs),
         _table_section(view),
+        _loss_terms_section(view, figs),
         _capacity_section(view, figs),
         _rungs_section(view, figs),
         _search_section(view, figs, importances),
@@ -170,7 +172,8 @@ def _header(view: StudyView, created: datetime) -> str:
         "closest to the ideal corner."
     )
     nav = "".join(f'<a href="#{anchor}">{text}</a>' for anchor, text in (
-        ("pareto", "Pareto front"), ("students", "Front students"), ("capacity", "Capacity gap"),
+        ("pareto", "Pareto front"), ("students", "Front students"), ("loss-terms", "Loss terms"),
+        ("capacity", "Capacity gap"),
         ("rungs", "Rungs and budget"), ("search", "Search progress"), ("details", "Details")))
     return "\n".join([
         "<header>",
@@ -209,6 +212,9 @@ def _teacher_text(view: StudyView) -> str:
     teacher = view.facts.get("teacher") if isinstance(view.facts.get("teacher"), Mapping) else {}
     if not view.teacher and not teacher:
         return "not recorded"
+    if view.teachers:  # several: the ensemble, then each teacher's own figures
+        items = "".join(f"<li>{_e(_one_teacher(t))}</li>" for t in view.teachers)
+        return f"{_e(_teachers_head(view, teacher))}<ul>{items}</ul>"
     parts = [f"accuracy {fmt(view.teacher_value('accuracy'), 'accuracy')}",
              f"{fmt(view.teacher_value('params'), 'params')} params",
              f"{fmt(view.teacher_value('flops'), 'flops')} FLOPs",
@@ -220,6 +226,33 @@ def _teacher_text(view: StudyView) -> str:
     if teacher.get("fingerprint"):
         text += f" (fingerprint {teacher['fingerprint']})"
     return _e(text)
+
+
+def _teachers_head(view: StudyView, teacher: Mapping[str, Any]) -> str:
+    """Several teachers: the ensemble's accuracy, and the largest teacher the costs are of."""
+    listed = view.teachers
+    largest = max(listed, key=lambda t: number(t.get("params")) or 0.0)
+    cost = (f"{fmt(view.teacher_value('params'), 'params')} params, {fmt(view.teacher_value('flops'), 'flops')} "
+            f"FLOPs, latency p50 {fmt(view.teacher_value('latency_p50_ms'))} ms / p95 "
+            f"{fmt(view.teacher_value('latency_p95_ms'))} ms")
+    text = (f"{len(listed)} teachers; ensemble accuracy {fmt(view.teacher_value('accuracy'), 'accuracy')}; "
+            f"the capacity ratio and the cost bounds are against the largest teacher, {largest.get('name', '?')} "
+            f"({cost})")
+    if teacher.get("source"):
+        text += f"; {teacher['source']}"
+    return text
+
+
+def _one_teacher(t: Mapping[str, Any]) -> str:
+    """``t1: weight 0.5, accuracy 0.9300, 10,000 params, latency p50 0.1 ms; source (fingerprint ...)``"""
+    text = (f"{t.get('name', '?')}: weight {fmt(t.get('weight'))}, accuracy {fmt(t.get('accuracy'), 'accuracy')}, "
+            f"{fmt(t.get('params'), 'params')} params, {fmt(t.get('flops'), 'flops')} FLOPs, "
+            f"latency p50 {fmt(t.get('latency_p50_ms'))} ms / p95 {fmt(t.get('latency_p95_ms'))} ms")
+    if t.get("source"):
+        text += f"; {t['source']}"
+    if t.get("fingerprint"):
+        text += f" (fingerprint {t['fingerprint']})"
+    return text
 
 
 def _space_text(space: Any) -> str:
@@ -369,9 +402,13 @@ def _table_section(view: StudyView) -> str:
     metrics = [*FRONT_COLUMNS, *extra]
     show_gain = "scratch_accuracy" in extra
     show_steps = any(r.steps for r in rows)  # older studies did not record them
+    show_scheme = _shows_scheme(view)
     titles = ["trial", *(label(m) for m in metrics), *(["KD gain"] if show_gain else []),
               *(["training steps"] if show_steps else [])]
     head = "".join(f'<th data-sort="num"><button type="button">{_e(t)}</button></th>' for t in titles)
+    if show_scheme:
+        titles.append("scheme")
+        head += '<th data-sort="text"><button type="button">scheme</button></th>'
     # One <tbody> per student: its metrics row, then a full-width row with the spec and the
     # export command (too long for a column); the sort moves the two rows together.
     bodies = []
@@ -385,6 +422,8 @@ def _table_section(view: StudyView) -> str:
             cells.append(_num_cell(gain, "–" if gain is None else f"{gain * 100:+.1f} pts"))
         if show_steps:
             cells.append(_num_cell(r.steps, "–" if r.steps is None else f"{r.steps:,}"))
+        if show_scheme:
+            cells.append(f'<td class="scheme">{_e(scheme_text(r.spec))}</td>')
         recipe = recipe_text(r.spec)
         spec = f"<code>{_e(arch_text(r.spec))}</code>" + (f" <small>recipe: {_e(recipe)}</small>" if recipe else "")
         command = f'<code class="command">{_e(export_command(view.facts, view.name, r.number))}</code>'
@@ -397,6 +436,51 @@ def _table_section(view: StudyView) -> str:
             '<div class="table-wrap"><table class="sortable front-table">',
             f"<thead><tr>{head}</tr></thead>", *bodies, "</table></div>"]
     return _section("students", "Students on the front", out)
+
+
+def _shows_scheme(view: StudyView) -> bool:
+    """Whether the front table names each student's scheme: when any trial was distilled other
+    than offline, or the space searches the scheme (``recipe.scheme``)."""
+    space = view.facts.get("space") if isinstance(view.facts.get("space"), Mapping) else {}
+    searched = any(isinstance(p, Mapping) and p.get("name") == "recipe.scheme" for p in space.get("params") or [])
+    return searched or any(scheme_text(r.spec) != "offline" for r in view.records)
+
+
+def _loss_terms_section(view: StudyView, figs: _Figures) -> str:
+    """What each named loss term contributed to the front students' loss at the end of training."""
+    names, rows = analysis.loss_terms(view)
+    if not rows:
+        why = ("the front is empty" if not view.front else
+               "the front's students recorded none (a study from before naskd recorded them)")
+        return _section("loss-terms", "Loss terms", [_missing(f"No loss terms to show: {why}.")])
+    out = ['<p class="caption">The loss each student minimised is the sum of named, weighted terms (ce: cross-entropy '
+           "with the labels; the others: what it learns from the teacher(s) or its peers). Each value is the term's "
+           "weight times its loss, averaged over the last points of the training curve.</p>",
+           f'<p class="sentence">{_e(analysis.loss_terms_sentence(names, rows))}</p>',
+           figs.html(figures.loss_terms(view, names, rows), "fig-loss-terms",
+                     _e("One bar per front student (★ = knee), one colour per term; the bar's height is the loss "
+                        "at the end of training. Hover for each term's value and share."))]
+    missing = len(view.front) - len(rows)
+    if missing > 0:
+        out.append(_missing(f"{_plural(missing, 'front student')} recorded no loss terms and "
+                            f"{'is' if missing == 1 else 'are'} left out."))
+    head = "".join(f"<th>{_e(t)}</th>" for t in ("trial", *names, "total"))
+    body = []
+    for row in rows:
+        cells = [f"<td>{row.number}{' ★ knee' if row.number == view.knee else ''}</td>"]
+        for name in names:
+            value, share = row.terms.get(name), row.share(name)
+            text = "–" if value is None else fmt(value) + ("" if share is None else f" ({share:.0%})")
+            cells.append(_num_cell(value, text))
+        cells.append(_num_cell(row.total, fmt(row.total)))
+        body.append(f'<tr data-trial="{row.number}">{"".join(cells)}</tr>')
+    out.append('<div class="table-wrap"><table class="terms-table">'
+               f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+    return _section("loss-terms", "Loss terms", out)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _num_cell(value: float | None, text: str) -> str:

@@ -95,6 +95,17 @@ def recipe_text(spec: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={fmt(v)}" for k, v in recipe.items())
 
 
+def scheme_text(spec: Mapping[str, Any]) -> str:
+    """``offline``, ``mutual``, ``self`` or ``born_again, 3 generations``: how the student was
+    distilled (a spec from before naskd recorded a scheme is offline)."""
+    recipe = spec.get("recipe") if isinstance(spec.get("recipe"), Mapping) else {}
+    scheme = str(recipe.get("scheme") or "offline")
+    if scheme == "born_again" and recipe.get("generations") is not None:
+        gens = recipe["generations"]
+        return f"born_again, {fmt(gens)} generation{'' if gens == 1 else 's'}"
+    return scheme
+
+
 def spec_lines(spec: Mapping[str, Any]) -> list[str]:
     """The whole spec as short lines: family and architecture first, recipe in groups of four
     so a hover label stays narrow, then any other key (e.g. a user family's builder)."""
@@ -202,6 +213,14 @@ class StudyView:
 
     def teacher_value(self, metric: str) -> float | None:
         return number(self.teacher.get(metric))
+
+    @property
+    def teachers(self) -> list[Mapping[str, Any]]:
+        """Each teacher's own figures when the study distils from several (``teacher["teachers"]``:
+        the top-level accuracy is then the ensemble's, the costs the largest teacher's); [] for one."""
+        teacher = self.facts.get("teacher") if isinstance(self.facts.get("teacher"), Mapping) else {}
+        listed = teacher.get("teachers")
+        return [t for t in listed if isinstance(t, Mapping)] if isinstance(listed, (list, tuple)) else []
 
     def values(self, records: Sequence[TrialRecord], metric: str) -> list[float | None]:
         return [number(r.metrics.get(metric)) for r in records]
