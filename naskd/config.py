@@ -95,7 +95,7 @@ class DistillConfig:
     scheme: str = "offline"
     cohort: str = "teacher"  # mutual: train with a copy of the teacher, or with peer students
     peers: int = 1  # mutual, cohort = "peers": how many
-    aux_weight: float = 0.5  # self: share of a head's loss from the deepest output, not the labels
+    aux_weight: float = 0.1  # self: share of a head's loss from the deepest output (BYOT's alpha)
     aux_temperature: float = 3.0  # self
     aux_feature_weight: float = 0.1  # self: the feature hint toward the deepest feature
     generations: int = 2  # born_again: the student is the last of this many generations
@@ -548,10 +548,18 @@ def _channels_last(s: _Section, default: str) -> str:
 
 
 def _check_schemes(s: _Section, distill: DistillConfig, teachers: tuple[TeacherConfig, ...]) -> None:
-    """Settings that only make sense together: a named feature teacher must exist."""
+    """Settings that only make sense together: a named feature teacher must exist; mutual
+    learning exchanges predictions, so its knowledge terms must read logits only."""
     names = [t.name for t in teachers]
     if distill.feature_teacher is not None and distill.feature_teacher not in names:
         raise s.error("feature_teacher", f"names no teacher (teachers: {', '.join(names)})")
+    if distill.scheme == "mutual":
+        from naskd.knowledge.functional import LOSSES
+
+        other = [t["kind"] for t in distill.knowledge or () if LOSSES[t["kind"]].consumes != "logits"]
+        if other:
+            raise s.error("knowledge", f"scheme = \"mutual\" exchanges predictions only; {', '.join(other)} "
+                                       "needs a frozen teacher's internals (use logit terms such as kd)")
 
 
 def _knowledge(s: _Section, temperature: float) -> tuple[dict[str, Any], ...]:

@@ -11,7 +11,6 @@ import hashlib
 import importlib
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -252,7 +252,10 @@ def test_cuda_on_a_machine_without_it_is_a_one_line_study_error(write_study, cap
                                           ({"distill": {"precision": "fp8"}}, "[distill].precision"),
                                           ({"distill": {"channels_last": "yes"}}, "[distill].channels_last"),
                                           ({"distill": {"device": "cpu"}, "ray": {"gpus_per_trial": 1}},
-                                           "[ray].gpus_per_trial")])
+                                           "[ray].gpus_per_trial"),
+                                          ({"distill": {"scheme": "mutual", "knowledge": [{"kind": "fitnet"}]}},
+                                           "[distill].knowledge"),
+                                          ({"distill": {"scheme": "dml"}}, "[distill].scheme")])
 def test_bad_device_settings_name_their_key(write_study, section, key):
     with pytest.raises(ConfigError) as err:
         load_study(write_study(**section))

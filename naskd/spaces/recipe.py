@@ -38,7 +38,7 @@ RECIPE_KEYS: dict[str, Key] = {
     "lr": Key(3e-3, float, low=1e-9),
     "scheme": Key("offline", str, choices=SCHEMES),
     "generations": Key(2, int, low=1, high=10),
-    "aux_weight": Key(0.5, float, low=0.0, high=1.0),
+    "aux_weight": Key(0.1, float, low=0.0, high=1.0),
 }
 #: Recipe choices that replace the study's value as they are.
 _DIRECT = ("ce_weight", "lr", "scheme", "generations", "aux_weight")
