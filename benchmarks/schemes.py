@@ -9,7 +9,7 @@ its ready study file:
 
 - no teacher: the student trained on the labels alone (``fit(..., scratch=True)``);
 - offline KD: ``studies/mnist1d.toml`` (Hinton KD, T = 4, alpha = 0.9);
-- mutual, cohort teacher / cohort peers: ``studies/mnist1d_mutual.toml`` (DML: CE + KL at T = 1);
+- mutual, cohort teacher / 1 peer: ``studies/mnist1d_mutual.toml``'s recipe (DML: CE + KL at T = 1);
 - self: ``studies/mnist1d_self.toml`` (deep supervision, heads on stages 0 and 1);
 - born-again, the fixed student chained over 2 generations (the study file's recipe), and
   born-again proper: the teacher's architecture as the student (family ``teacher``), after 1
@@ -94,7 +94,7 @@ def main() -> None:
     arms: list[tuple[str, StudyContext, dict[str, Any], dict[str, Any]]] = [
         ("no teacher", contexts["mnist1d"], STUDENT, {"scratch": True}),
         ("offline KD", contexts["mnist1d"], STUDENT, {}),
-        ("mutual, cohort = teacher", contexts["mnist1d_mutual"], STUDENT, {}),
+        ("mutual, cohort = teacher", contexts["mnist1d_mutual"], STUDENT, {"cohort": "teacher"}),
         ("mutual, cohort = 1 peer", contexts["mnist1d_mutual"], STUDENT, {"cohort": "peers", "peers": 1}),
         ("self (deep supervision)", contexts["mnist1d_self"], STUDENT, {}),
         ("born-again chain, 2 generations", contexts["mnist1d_born_again"], STUDENT, {}),
