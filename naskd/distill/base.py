@@ -13,7 +13,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -80,8 +79,3 @@ class Distiller(ABC):
 
     def close(self) -> None:
         """Remove hooks and anything else attached to models that outlive the run."""
-
-    def describe(self) -> dict[str, Any]:
-        """Facts a trial records about the run beyond the loss terms (e.g. a mutual teacher's
-        accuracy); plain numbers."""
-        return {}
