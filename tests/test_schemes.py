@@ -303,3 +303,19 @@ def test_channels_last_for_2d_convolutions(write_study):
     fit(student, spec, context, context.config.distill)
     conv = next(m for m in student.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+
+
+def test_every_scheme_trains_a_transformer_student(write_study):
+    context = build_context(load_study(write_study(data={"dataset": "synthetic", "samples": 400, "shape": [4, 16],
+                                                         "classes": 4},
+                                                   space={"family": "transformer", "params": {}})))
+    arch = {"layers": 2, "d_model": 16, "heads": 2}
+    for scheme in SCHEMES:
+        result = evaluate(_spec(context.config, scheme, family="transformer", arch=arch), context)
+        assert result.status == "complete", (scheme, result.reason)
+    recipe = dataclasses.replace(context.config.distill, scheme="self")
+    student = build(_spec(context.config, "self", family="transformer", arch=arch), context, recipe)
+    distiller = make_distiller(SchemeInputs(student, recipe))
+    distiller.setup(context.x_train, torch.arange(2))
+    assert distiller.heads[0].tokens  # a transformer layer's output is averaged over its tokens
+    distiller.close()

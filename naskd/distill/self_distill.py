@@ -29,23 +29,33 @@ class AuxHead(nn.Module):
     """Pool a stage's output, project it to the deepest feature's width (the bottleneck whose
     output learns the deepest feature), classify from there."""
 
-    def __init__(self, feature: torch.Tensor, width: int, num_classes: int) -> None:
+    def __init__(self, feature: torch.Tensor, width: int, num_classes: int, tokens: bool = False) -> None:
         super().__init__()
-        flat = _pooled(feature).shape[1]
+        self.tokens = tokens
+        flat = _pooled(feature, tokens).shape[1]
         self.bottleneck = nn.Sequential(nn.Linear(flat, width), nn.ReLU())
         self.classifier = nn.Linear(width, num_classes)
 
     def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.bottleneck(_pooled(feature))
+        hidden = self.bottleneck(_pooled(feature, self.tokens))
         return self.classifier(hidden), hidden
 
 
-def _pooled(feature: torch.Tensor) -> torch.Tensor:
+def _pooled(feature: torch.Tensor, tokens: bool = False) -> torch.Tensor:
+    """Conv maps ``(B, C, *spatial)`` pooled over space; a transformer layer's ``(B, T, D)``
+    (``tokens``) averaged over its tokens."""
+    if tokens:
+        return feature.mean(1)
     if feature.ndim == 3:
         feature = F.adaptive_avg_pool1d(feature, min(POOLED, feature.shape[-1]))
     elif feature.ndim == 4:
         feature = F.adaptive_avg_pool2d(feature, (min(POOLED, feature.shape[-2]), min(POOLED, feature.shape[-1])))
     return feature.flatten(1)
+
+
+def _is_token_layer(module: nn.Module) -> bool:
+    """A batch-first transformer layer: its output is (B, tokens, features), not a conv map."""
+    return isinstance(module, nn.TransformerEncoderLayer) and module.self_attn.batch_first
 
 
 class SelfDistill(Distiller):
@@ -74,7 +84,9 @@ class SelfDistill(Distiller):
         with torch.no_grad():
             logits = self.student(x[probe])
         width = self.tap.values[EMBEDDING].flatten(1).shape[1]
-        self.heads.extend(AuxHead(self.tap.values[name], width, logits.shape[1]) for name in self.stages)
+        modules = dict(self.student.named_modules())
+        self.heads.extend(AuxHead(self.tap.values[name], width, logits.shape[1], tokens=_is_token_layer(modules[name]))
+                          for name in self.stages)
         self.heads.to(x.device)
 
     def train_mode(self) -> None:
