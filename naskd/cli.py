@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from naskd.errors import NaskdError
+from naskd.terminal import PrintableFormatter, printable
 
 if TYPE_CHECKING:
     from naskd.config import StudyConfig
@@ -104,7 +105,9 @@ def _setup_logging(quiet: bool, verbose: int) -> None:
     import optuna
 
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     # Optuna logs every trial at INFO and NaN-valued (failed) trials at WARNING; naskd reports
     # those itself, so Optuna speaks only when asked for verbose output.
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose > 1 else optuna.logging.ERROR)
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args, argv)
     except NaskdError as exc:
-        print(f"naskd: {exc}", file=sys.stderr)
+        # One line, whatever the message holds (a name with a newline or an escape sequence).
+        print(f"naskd: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("naskd: interrupted; completed trials are kept — run the same command to resume", file=sys.stderr)
@@ -139,6 +143,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     config = load_study(args.study, trials=getattr(args, "trials", None), workers=getattr(args, "workers", None),
                         storage=args.storage, seed=getattr(args, "seed", None))
     out_dir = args.out if args.out is not None else config.default_out_dir()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NaskdError(f"--out {out_dir}: is a file; expected a directory (the study's output folder)")
     if args.command == "search" and args.backend == "ray":
         try:
             from naskd.backends import ray_backend
@@ -161,12 +167,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             report = "no report"
         if not args.quiet:
             print(render_table(summary))
-            print(f"front written to {out_dir / 'front.json'} and {out_dir / 'front.csv'}; {report}")
+            print(printable(f"front written to {out_dir / 'front.json'} and {out_dir / 'front.csv'}; {report}"))
         return 0
     if args.command == "report":
         path = ob.write_study_report(config, out_dir, args.output)
         if not args.quiet:
-            print(f"report written to {path}")
+            print(printable(f"report written to {path}"))
         return 0
     if args.command in ("baseline", "confirm"):
         if args.command == "baseline":
@@ -193,6 +199,8 @@ def _export(config: StudyConfig, out_dir: Path, args: argparse.Namespace) -> int
     from naskd.spaces import BuildContext
     from naskd.teacher import lazy_rebuild
 
+    if args.output.exists() and not args.output.is_dir():
+        raise NaskdError(f"-o {args.output}: is a file; expected a directory for the exported student")
     _, records, _ = ob.load_summary(config, out_dir)
     record = next((r for r in records if r.number == args.trial), None)
     if record is None or record.state != "complete":
@@ -207,8 +215,8 @@ def _export(config: StudyConfig, out_dir: Path, args: argparse.Namespace) -> int
     check = export_student(record.spec, out_dir / "students" / f"trial_{record.number}.pt", data,
                            record.metrics, args.output, number=record.number, study=config.name, ctx=ctx)
     if not args.quiet:
-        print(f"exported trial {record.number} to {args.output} (accuracy recorded {check['accuracy']:.4f}, "
-              f"reloaded {check['reproduced']:.4f}, TorchScript {check['torchscript']:.4f})")
+        print(printable(f"exported trial {record.number} to {args.output} (accuracy recorded {check['accuracy']:.4f}, "
+              f"reloaded {check['reproduced']:.4f}, TorchScript {check['torchscript']:.4f})"))
     return 0
 
 

@@ -231,6 +231,25 @@ def _non_negative(v: Any) -> str | None:
     return None if v >= 0 else f"must be >= 0, got {v!r}"
 
 
+#: Seeds reach numpy's and torch's generators, which take 0 <= seed < 2**32.
+SEED_LIMIT = 2**32
+
+
+def _seed(v: Any) -> str | None:
+    return None if 0 <= v < SEED_LIMIT else f"must be in [0, 2**32), got {v!r}"
+
+
+def _threads(v: Any) -> str | None:
+    """No more torch threads than this machine has cores: past that OpenMP may fail to create
+    them (and crash the process), and timings measure contention, not the student."""
+    import os
+
+    cores = os.cpu_count() or 1
+    if v <= 0:
+        return f"must be > 0, got {v!r}"
+    return None if v <= cores else f"must be at most this machine's {cores} cores, got {v}"
+
+
 def _fraction(v: Any) -> str | None:
     return None if 0 < v < 1 else f"must be between 0 and 1 (exclusive), got {v!r}"
 
@@ -374,11 +393,12 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
     name = top.get("name", _Key(str, lambda v: None if v.strip() else "must not be empty"), None)
     name = name if name is not None else Path(shown).stem
     top.get("description", _Key(str), "")
-    seed = top.get("seed", _Key(int, _non_negative), 0)
+    seed = top.get("seed", _Key(int, _seed), 0)
     if overrides.get("seed") is not None:
         seed = int(overrides["seed"])
-        if seed < 0:
-            raise ConfigError("--seed", "--seed", f"must be >= 0, got {seed}")
+        problem = _seed(seed)
+        if problem:
+            raise ConfigError("--seed", "--seed", problem)
 
     data = _data(_Section(shown, "data", raw.get("data", {})), base, seed)
     teachers = _teachers(raw, shown, base, seed)
@@ -428,7 +448,7 @@ def _data(s: _Section, base: Path, seed: int) -> DataConfig:
         dataset=dataset or ("" if given else d.dataset),
         path=path, loader=loader,
         val_fraction=s.get("val_fraction", _Key(float, _fraction), d.val_fraction),
-        seed=s.get("seed", _Key(int, _non_negative), seed),
+        seed=s.get("seed", _Key(int, _seed), seed),
         samples=samples, shape=tuple(shape), classes=classes,
     )
 
@@ -470,7 +490,7 @@ def _teacher(s: _Section, base: Path, seed: int, *, default_name: str = "teacher
         weight=s.get("weight", _Key(float, _positive), 1.0),
         model=model, checkpoint=checkpoint, torchscript=torchscript,
         epochs=s.get("epochs", _Key(int, _non_negative), 0),
-        seed=s.get("seed", _Key(int, _non_negative), seed),
+        seed=s.get("seed", _Key(int, _seed), seed),
         cache_dir=(base / Path(cache).expanduser()).resolve() if cache else None,
     )
 
@@ -503,7 +523,7 @@ def _distill(s: _Section, seed: int) -> DistillConfig:
         weight_decay=s.get("weight_decay", _Key(float, _non_negative), d.weight_decay),
         momentum=s.get("momentum", _Key(float, lambda v: None if 0 <= v < 1 else f"must be in [0, 1), got {v}"), d.momentum),
         batch_size=s.get("batch_size", _Key(int, _positive), d.batch_size),
-        seed=s.get("seed", _Key(int, _non_negative), seed),
+        seed=s.get("seed", _Key(int, _seed), seed),
         cache_teacher=s.get("cache_teacher", _Key(bool), d.cache_teacher),
         scheme=s.get("scheme", _Key(str, _one_of(SCHEMES)), d.scheme),
         cohort=s.get("cohort", _Key(str, _one_of(COHORTS)), d.cohort),
@@ -613,7 +633,7 @@ def _cost(s: _Section) -> CostConfig:
     return CostConfig(
         device=s.get("device", _Key(str, _one_of(DEVICES)), d.device),
         batch_size=s.get("batch_size", _Key(int, _positive), d.batch_size),
-        threads=s.get("threads", _Key(int, _positive), d.threads),
+        threads=s.get("threads", _Key(int, _threads), d.threads),
         warmup=s.get("warmup", _Key(int, _non_negative), d.warmup),
         repeats=s.get("repeats", _Key(int, lambda v: None if v >= 3 else f"must be >= 3 to give a p95, got {v}"), d.repeats),
         max_latency_ms=s.get("max_latency_ms", _Key(float, _positive), None),
@@ -654,7 +674,7 @@ def _search(s: _Section, seed: int, overrides: dict[str, Any]) -> SearchConfig:
     return SearchConfig(
         objectives=tuple(objectives),
         sampler=s.get("sampler", _Key(str, _one_of(SAMPLERS)), d.sampler),
-        trials=trials, seed=s.get("seed", _Key(int, _non_negative), seed),
+        trials=trials, seed=s.get("seed", _Key(int, _seed), seed),
         storage=storage, workers=workers,
     )
 

@@ -33,7 +33,17 @@ def load_student(spec: dict[str, Any], weights: Path, ctx: BuildContext) -> nn.M
     if not weights.is_file():
         raise NaskdError(f"{weights}: no saved weights for this trial (was it completed by `naskd search`?)")
     model = build_student(spec, ctx)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, garbage or foreign: say so, never half-load it
+        raise NaskdError(f"{weights}: not a readable student state_dict ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); re-run `naskd search` "
+                         "with a new --out to train it again") from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise NaskdError(f"{weights}: does not fit the student of this trial's spec "
+                         f"({str(exc).splitlines()[0]})") from None
     return model.eval()
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from naskd.metrics import DIAGNOSTIC_METRICS, TRIAL_METRICS, direction, names_where
+from naskd.terminal import printable
 from naskd.front import hypervolume, knee, non_dominated, objective_bounds
 
 State = Literal["complete", "infeasible", "failed", "pruned", "running"]
@@ -154,11 +155,12 @@ def render_table(summary: dict[str, Any]) -> str:
         rows.append([f"{entry['number']}{mark}", _fmt(m["accuracy"]), _fmt(m["teacher_agreement"]),
                      _fmt(m["latency_p50_ms"]), _fmt(m["params"]), _fmt(m["flops"]), _fmt(m["capacity_ratio"]),
                      *(_fmt(m[k]) if k in m else "-" for k in extra), arch_summary(entry["spec"])])
+    rows = [[printable(cell) for cell in row] for row in rows]  # a spec or name is user text
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     c = summary["counts"]
     budget = f" at the target budget of {summary['target_steps']} training steps" if summary.get("target_steps") else ""
-    head = (f"study {summary['study']}: {len(summary['front'])} students on the front{budget} "
+    head = (f"study {printable(summary['study'])}: {len(summary['front'])} students on the front{budget} "
             f"({c['complete']} complete, {c['infeasible']} infeasible, {c['failed']} failed, "
             f"{c['pruned']} stopped at a rung); hypervolume {summary['hypervolume']:.4f}; * = knee")
     return "\n".join([head, line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)])

@@ -72,7 +72,7 @@ def _error(path: Path, **overrides: Any) -> ConfigError:
         pytest.param({"search": {"sampler": "nsga"}}, "[search].sampler",
                      "must be one of 'tpe', 'nsga2', 'random', got 'nsga' (did you mean 'nsga2'?)",
                      id="unknown-sampler-did-you-mean"),
-        pytest.param({"seed": -3}, "seed", "must be >= 0, got -3", id="negative-top-seed"),
+        pytest.param({"seed": -3}, "seed", "must be in [0, 2**32), got -3", id="negative-top-seed"),
         pytest.param({"cost": {"repeats": 2}}, "[cost].repeats", "must be >= 3 to give a p95, got 2", id="repeats"),
         pytest.param({"data": {"classes": 1}}, "[data].classes", "must be >= 2, got 1", id="classes"),
         pytest.param({"fidelity": {"rule": "asha"}}, "[fidelity].rule", "must be one of 'pareto', 'off', got 'asha'",

@@ -9,7 +9,9 @@ worker's trial does not stay RUNNING.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import logging
 import math
 import multiprocessing as mp
@@ -35,6 +37,7 @@ from naskd.export import save_student
 from naskd.fidelity import CheckpointFile, RungGate
 from naskd.metrics import budget_limits, direction
 from naskd.results import StudyFacts, TrialRecord, front_summary, render_csv, render_json, rung_progress
+from naskd.terminal import printable
 from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,79 @@ def choose_storage(config: StudyConfig, out_dir: Path, workers: int) -> StorageC
     return StorageChoice(f"sqlite:///{(out_dir / SQLITE_NAME).resolve()}", "sqlite")
 
 
+#: The first bytes of every SQLite 3 database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_storage_file(choice: StorageChoice) -> None:
+    """A local storage file that exists must be a study storage, checked before anything opens
+    it (opening writes): an empty or foreign SQLite file is refused, never restarted; a journal
+    whose last record was cut mid-line (a crash during a write) is repaired by setting the torn
+    bytes aside in ``<journal>.torn``, never appended to. Call it from the process that starts
+    a run, not from workers (whose peers may be mid-write).
+
+    Raises:
+        NaskdError: the file is not a study storage, with what was found.
+    """
+    if choice.kind == "sqlite" and choice.url.startswith("sqlite:///"):
+        path = Path(choice.url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            return
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+        if not head:
+            raise NaskdError(f"{path}: is empty (0 bytes), not a study storage; move it away (a crash or a copy "
+                             "gone wrong?) or use a new --out")
+        if head != _SQLITE_HEADER:
+            raise NaskdError(f"{path}: is not an SQLite database; move it away or use a new --out")
+        tables = _sqlite_tables(path)
+        if tables and "studies" not in tables:
+            raise NaskdError(f"{path}: is an SQLite database of something else (tables: {', '.join(sorted(tables)[:5])}), "
+                             "not an Optuna study storage; use a new --out")
+    elif choice.kind == "journal":
+        _repair_torn_journal(Path(choice.url))
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise NaskdError(f"{path}: not a readable SQLite database ({exc})") from None
+
+
+def _repair_torn_journal(path: Path) -> None:
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1  # 0: the only record is torn
+    torn = path.with_name(path.name + ".torn")
+    atomic_write_bytes(torn, data[keep:])
+    os.truncate(path, keep)
+    log.warning("%s: its last record was cut mid-write (%d bytes, a crash while writing?); set aside in %s and the "
+                "journal repaired to its last whole record", path, len(data) - keep, torn)
+
+
+def server_url(url: str) -> str:
+    """A plain ``postgresql://`` URL with the driver naskd installs: SQLAlchemy 2.1 picks
+    psycopg 3 for it by default, and naskd's ``postgres`` extra ships psycopg2."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # left for the storage to report
+        return url
+    if parsed.drivername != "postgresql" or importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is None:
+        return url
+    return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+
+
 def open_storage(choice: StorageChoice) -> optuna.storages.BaseStorage:
     try:
         if choice.kind == "journal":
@@ -88,7 +164,7 @@ def open_storage(choice: StorageChoice) -> optuna.storages.BaseStorage:
             interval, grace = heartbeat_settings()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(choice.url, heartbeat_interval=interval, grace_period=grace,
+                return RDBStorage(server_url(choice.url), heartbeat_interval=interval, grace_period=grace,
                                   heartbeat_stale_trial_callback=_log_stale)
         return RDBStorage(choice.url)
     except Exception as exc:  # bad URL, missing driver, unreachable server
@@ -169,6 +245,19 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, cre
     return study
 
 
+def refuse_orphan_students(storage: optuna.storages.BaseStorage, config: StudyConfig, out_dir: Path) -> None:
+    """A storage without this study beside saved students means the storage was lost or
+    replaced: starting a new study there would overwrite those students, so it is refused."""
+    students = sorted((out_dir / "students").glob("trial_*.pt"))
+    if not students:
+        return
+    try:
+        storage.get_study_id_from_name(config.name)
+    except KeyError:
+        raise NaskdError(f"{out_dir}: holds {len(students)} trained students but its storage has no study named "
+                         f"{config.name!r} (lost, emptied or replaced?); restore the storage or use a new --out") from None
+
+
 def study_facts_for(config: StudyConfig, context: StudyContext, choice: StorageChoice,
                     command: str | None) -> dict[str, Any]:
     """What a study records about itself (stored as ``study.user_attrs["naskd"]``): the search
@@ -200,9 +289,6 @@ def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]
     if stored is None:
         study.set_user_attr(_FACTS_ATTR, facts)
         return
-    if any(stored.get(k) != facts.get(k) for k in _RUN_FACTS):
-        # What the latest run asked for (trial count, command, versions) follows each resume.
-        study.set_user_attr(_FACTS_ATTR, {**stored, **{k: facts.get(k) for k in _RUN_FACTS}})
     for part in ("data", "teacher"):
         if stored[part].get("fingerprint") != facts[part].get("fingerprint"):
             raise NaskdError(f"{config.file}: [{part}]: differs from the one this study was run with "
@@ -217,8 +303,12 @@ def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]
         raise NaskdError(f"{config.file}: [distill] / [fidelity]: this study was run with a target budget of "
                          f"{before.get('target_steps')} steps and rungs at {before.get('rungs')} steps, now "
                          f"{now['target_steps']} and {now['rungs']}; use a new --out for a new study")
+    # Written only once every check has passed: a refused resume leaves the stored facts alone.
+    updated = {**stored, **{k: facts.get(k) for k in _RUN_FACTS}}
     if before is None:  # a study from before multi-fidelity search: its facts gain the plan
-        study.set_user_attr(_FACTS_ATTR, {**study.user_attrs[_FACTS_ATTR], "fidelity": now})
+        updated["fidelity"] = now
+    if updated != stored:  # what the latest run asked for (trial count, command, versions)
+        study.set_user_attr(_FACTS_ATTR, updated)
 
 
 def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
@@ -439,6 +529,7 @@ def load_summary(config: StudyConfig, out_dir: Path) -> tuple[dict[str, Any], li
     if choice.kind != "rdb" and not Path(choice.url.removeprefix("sqlite:///")).exists():
         raise NaskdError(f"{out_dir}: no study here (looked for {SQLITE_NAME} and {JOURNAL_NAME}); "
                          "run `naskd search` first or pass --out")
+    check_storage_file(choice)
     return load_summary_from(open_study(config, open_storage(choice), create=False), config)
 
 
@@ -456,7 +547,7 @@ class _Progress:
         from tqdm.auto import tqdm
 
         self.config = config
-        self.bar = tqdm(total=target, initial=min(done, target), desc=f"search {config.name}", unit="trial",
+        self.bar = tqdm(total=target, initial=min(done, target), desc=f"search {printable(config.name)}", unit="trial",
                         disable=not enabled, dynamic_ncols=True)
 
     def refresh(self, study: optuna.Study) -> None:
@@ -602,8 +693,10 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
     if workers > 1 and choice.kind == "sqlite":
         log.warning("SQLite allows one writer at a time; with %d workers prefer a journal file or a server database",
                     workers)
+    check_storage_file(choice)  # before anything is built or written
     context = build_context(config)
     storage = open_storage(choice)
+    refuse_orphan_students(storage, config, out_dir)
     study = open_study(config, storage, create=True)
     facts = study_facts_for(config, context, choice, command)
     _check_facts(study, config, facts)
