@@ -10,6 +10,7 @@ import argparse
 import logging
 import shlex
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,10 +121,20 @@ def _command_line(argv: list[str]) -> str:
     return "naskd " + " ".join(shlex.quote(a) for a in shown)
 
 
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """A background thread's error (e.g. Optuna's heartbeat when the database server is gone)
+    as one log line; the traceback only with -vv. The main thread reports what it means."""
+    name = args.thread.name if args.thread is not None else "a thread"
+    first = (str(args.exc_value).strip().splitlines() or [""])[0]
+    logging.getLogger("naskd").warning("background thread %s stopped: %s: %s", name, args.exc_type.__name__, first)
+    logging.getLogger("naskd").debug("traceback", exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     _setup_logging(args.quiet, args.verbose)
+    threading.excepthook = _thread_failed
     try:
         return _run(args, argv)
     except NaskdError as exc:

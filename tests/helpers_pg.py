@@ -60,34 +60,55 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class PgServer:
+    """A server in its own temporary data directory; ``stop`` and ``start`` it (the data
+    stays) to test a study that loses its server."""
+
+    def __init__(self, bindir: Path, temp: Path, user: str, database: str) -> None:
+        self.bindir, self.temp, self.data, self.port = bindir, temp, temp / "data", _free_port()
+        self.url = f"postgresql+psycopg2://{user}@127.0.0.1:{self.port}/{database}"
+        self._as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def run(self, *args: str) -> None:
+        done = subprocess.run([*self._as_pg, *args], cwd=self.temp, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            log = (self.temp / "log").read_text() if (self.temp / "log").exists() else ""
+            raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}\n{log[-2000:]}")
+
+    def start(self) -> None:
+        # fsync off: a test server whose data is thrown away need not survive a power cut.
+        self.run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o",
+                 f"-p {self.port} -k {self.temp} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+                 "-l", str(self.temp / "log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self.run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
+@contextmanager
+def postgres_cluster(user: str = "naskd", database: str = "studies") -> Iterator[PgServer]:
+    """Start a PostgreSQL server on 127.0.0.1 with a fresh database; always stopped and removed."""
+    bindir = ensure_postgres()
+    # Directly under /tmp: the postgres user must be able to reach it (pytest's tmp_path is 0700).
+    temp = Path(tempfile.mkdtemp(prefix="naskd-pg-", dir="/tmp"))
+    if os.geteuid() == 0:
+        shutil.chown(temp, "postgres", "postgres")
+    server = PgServer(bindir, temp, user, database)
+    try:
+        server.run(str(bindir / "initdb"), "-D", str(server.data), "-A", "trust", "-U", user)
+        server.start()
+        try:
+            server.run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", user, database)
+            yield server
+        finally:
+            if (server.data / "postmaster.pid").exists():
+                server.stop()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 @contextmanager
 def postgres_server(user: str = "naskd", database: str = "studies") -> Iterator[str]:
     """Start a PostgreSQL server on 127.0.0.1; yields an SQLAlchemy URL for a fresh database."""
-    bindir = ensure_postgres()
-    root = os.geteuid() == 0
-    as_pg = ["runuser", "-u", "postgres", "--"] if root else []
-    # Directly under /tmp: the postgres user must be able to reach it (pytest's tmp_path is 0700).
-    temp = Path(tempfile.mkdtemp(prefix="naskd-pg-", dir="/tmp"))
-    if root:
-        shutil.chown(temp, "postgres", "postgres")
-    data, port = temp / "data", _free_port()
-
-    def run(*args: str) -> None:
-        done = subprocess.run([*as_pg, *args], cwd=temp, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            log = (temp / "log").read_text() if (temp / "log").exists() else ""
-            raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}\n{log[-2000:]}")
-
-    try:
-        run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", user)
-        # fsync off: a test server whose data is thrown away need not survive a power cut.
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-o",
-            f"-p {port} -k {temp} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
-            "-l", str(temp / "log"), "-w", "start")
-        try:
-            run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, database)
-            yield f"postgresql+psycopg2://{user}@127.0.0.1:{port}/{database}"
-        finally:
-            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+    with postgres_cluster(user, database) as server:
+        yield server.url

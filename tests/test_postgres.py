@@ -172,3 +172,48 @@ def test_three_worker_processes_and_one_killed_mid_rung(postgres, fast_heartbeat
     summary = json.loads(capsys.readouterr().out)
     assert summary["counts"]["complete"] + summary["counts"]["pruned"] == target
     assert summary["counts"]["failed"] == 1
+
+
+def test_a_plain_postgresql_url_works(postgres, write_study, tmp_path):
+    plain = postgres.replace("postgresql+psycopg2://", "postgresql://")
+    study = write_study(name="plain-url", search={"trials": 2})
+    assert main(["search", str(study), "--storage", plain, "--out", str(tmp_path / "out"), "-q"]) == 0
+    assert len(_study(postgres, "plain-url").trials) == 2
+
+
+def test_a_server_lost_mid_study_is_one_line_and_the_study_resumes(fast_heartbeats, write_study, tmp_path):
+    from helpers_pg import postgres_cluster
+
+    study = write_study(name="lost", distill={"steps": 400, "batch_size": 32}, search={"trials": 4})
+    build_context(load_study(study))  # the teacher, before the clock starts
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
+    with postgres_cluster() as server:
+        cmd = _naskd("search", str(study), "--storage", server.url, "--out", str(out), "-q")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not any(t.state == State.COMPLETE for t in _trials_or_none(server.url, "lost")):
+                assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+                time.sleep(0.2)
+            server.stop("immediate")  # the server dies mid-study
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 2, err
+        assert err.count("\n") == 1 and err.startswith("naskd: ") and "Traceback" not in err, err
+        assert "lost during the study" in err and "run the same command again" in err
+        server.start()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        trials = optuna.load_study(study_name="lost", storage=server.url).get_trials()
+        counted = [t for t in trials if ob.counts(t)]
+        assert len(counted) == 4 and all(t.state in (State.COMPLETE, State.PRUNED) for t in counted)
+
+
+def _trials_or_none(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return _study(url, name).get_trials()
+    except KeyError:  # not created yet
+        return []

@@ -705,6 +705,44 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
     target = config.search.trials
     log.info("study %s: storage %s, %d/%d trials done", config.name, redact(choice.url),
              counted_trials(study), target)
+    try:
+        _search(config, choice, out_dir, target, context, study, show_progress)
+    except Exception as exc:
+        lost = _lost_storage(exc)
+        if lost is None:
+            raise
+        raise NaskdError(f"storage {redact(choice.url)}: lost during the study ({type(lost).__name__}: "
+                         f"{_first_line(lost)}); completed trials are kept: run the same command again once it "
+                         "is reachable") from None
+    summary, _, _ = load_summary_from(study, config)
+    write_front(out_dir, summary)
+    return summary
+
+
+def _lost_storage(exc: BaseException) -> BaseException | None:
+    """The storage error behind ``exc``, if a database that went away caused it: SQLAlchemy's
+    errors, or Optuna's wrapper of them, raised directly or while Optuna handled one (its own
+    clean-up can fail in turn on the dead connection)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen: BaseException | None = exc
+    for _ in range(32):  # chains are short; the bound guards against a cycle
+        if seen is None:
+            break
+        if isinstance(seen, (SQLAlchemyError, optuna.exceptions.StorageInternalError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or ["no detail"])[0]
+
+
+def _search(config: StudyConfig, choice: StorageChoice, out_dir: Path, target: int, context: StudyContext,
+            study: optuna.Study, show_progress: bool) -> None:
+    """The trials of ``run_search``, in this process or in worker processes."""
+    workers = config.search.workers
     progress = _Progress(config, target, counted_trials(study), show_progress)
     progress.refresh(study)
     try:
@@ -718,9 +756,6 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
             _run_workers(config, choice, out_dir, target, context, study, progress)
     finally:
         progress.close()
-    summary, _, _ = load_summary_from(study, config)
-    write_front(out_dir, summary)
-    return summary
 
 
 def load_summary_from(study: optuna.Study, config: StudyConfig) -> tuple[dict[str, Any], list[TrialRecord], optuna.Study]:
