@@ -322,6 +322,11 @@ def _parse_fixed(value: Any, error: ErrorAt) -> Scalar | tuple[Scalar, ...]:
     raise error("value", f"must be a string, number, boolean or a list of those, got {show(value)}")
 
 
+#: The most entries a ``per`` list may have: a network of more layers or stages than this is not
+#: a small student, and each entry is a parameter name validated and suggested one by one.
+MAX_PER = 256
+
+
 def _check_per(per: Any, kind: str, earlier: Mapping[str, Param], error: ErrorAt) -> None:
     if kind == "fixed":
         raise error("per", "a fixed value cannot have per; write the list itself: value = [64, 32]")
@@ -335,8 +340,14 @@ def _check_per(per: Any, kind: str, earlier: Mapping[str, Param], error: ErrorAt
     if target.kind == "int":
         if target.low < 0:
             raise error("per", f'names "{per}", whose low {target.low} is negative; a count must be >= 0')
+        if target.high > MAX_PER:
+            raise error("per", f'names "{per}", whose high {target.high} is over {MAX_PER} (the most entries a '
+                               "per list may have)")
         return
     if target.kind == "fixed" and _is_number(target.value) and isinstance(target.value, int) and target.value >= 0:
+        if target.value > MAX_PER:
+            raise error("per", f'names "{per}", whose value {target.value} is over {MAX_PER} (the most entries a '
+                               "per list may have)")
         return
     raise error("per", f'names "{per}", which is not an int parameter (a per count must be an int)')
 
