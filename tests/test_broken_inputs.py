@@ -62,6 +62,10 @@ STUDY_FILES = [
     ("val-fraction-past-one", _study(data={"val_fraction": 1.5}), "[data].val_fraction: must be between 0 and 1"),
     ("moved-ray-key", _study(ray={"scheduler": "asha"}), "[ray].scheduler: early stopping moved to [fidelity]"),
     ("generations-zero", _study(distill={"generations": 0}), "[distill].generations: must be > 0"),
+    ("per-count-huge", _study(space={"family": "mlp", "params": {"depth": {"type": "int", "low": 1, "high": 10**9},
+                                                               "width": {"type": "int", "low": 4, "high": 8,
+                                                                         "per": "depth"}}}),
+     "whose high 1000000000 is over 256"),
 ]
 
 
