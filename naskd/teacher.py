@@ -2,7 +2,9 @@
 built-in teacher trained on first use and cached under a content hash; one or several.
 
 The hash covers the data, the architecture (name and version) and the training recipe, so
-a later run with the same inputs reuses the weights and any change retrains.
+a later run with the same inputs reuses the weights and any change retrains. The cached
+weights are a checksummed entry (``naskd.cache.save_entry``) that records that key: a damaged
+or altered file is reported and the teacher retrained, never loaded.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import hashlib
 import importlib
 import json
 import logging
-import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from naskd.cache import atomic_save, atomic_write_bytes, cache_root, state_fingerprint
+from naskd.cache import (atomic_write_bytes, cache_root, is_code_refusal, load_entry, load_error_reason, save_entry,
+                         state_fingerprint)
 from naskd.config import CostConfig, DistillConfig, TeacherConfig
 from naskd.data import Data
 from naskd.distill import Scratch, train
@@ -183,39 +185,71 @@ def _builtin(cfg: TeacherConfig, data: Data, dataset_key: str) -> nn.Module:
     torch.manual_seed(cfg.seed)
     model = _builtin_model(arch, data)
     if path.is_file():
-        model.load_state_dict(torch.load(path, weights_only=True))
-        log.info("built-in teacher loaded from cache %s", path)
-        return model
+        state = load_entry(path, key_src, "built-in teacher cache", action="retraining the teacher")
+        if state is not None:
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                log.warning("built-in teacher cache %s: does not fit the model (%s); retraining the teacher",
+                            path, str(exc).splitlines()[0])
+            else:
+                log.info("built-in teacher loaded from cache %s", path)
+                return model
+        torch.manual_seed(cfg.seed)  # the same initial weights as a first run, so the same teacher
+        model = _builtin_model(arch, data)
     log.info("training the built-in %s teacher (%d epochs); cached afterwards at %s", arch["kind"], epochs, path)
     train(Scratch(model), data.x_train, data.y_train, recipe)
-    atomic_save(model.state_dict(), path)
-    atomic_write_bytes(path.with_suffix(".json"), key_src.encode())
+    save_entry(path, key_src, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    try:
+        atomic_write_bytes(path.with_suffix(".json"), key_src.encode())  # what the key stands for, for people
+    except OSError as exc:
+        log.warning("cache file %s could not be written (%s)", path.with_suffix(".json"), exc)
     return model
+
+
+def _raised(ref: str, exc: BaseException) -> NaskdError:
+    """``[teacher].model: REF raised TYPE: first line``; the traceback goes to the debug log."""
+    log.debug("[teacher].model: %s raised", ref, exc_info=exc)
+    first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return NaskdError(f"[teacher].model: {ref} raised {type(exc).__name__}" + (f": {first}" if first else ""))
 
 
 def _factory(ref: str) -> Callable[[], nn.Module]:
     module_name, _, attr = ref.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise NaskdError(f"[teacher].model: cannot import {ref!r} ({exc})") from None
+    except Exception as exc:  # noqa: BLE001  (user code ran at import and failed)
+        raise _raised(ref, exc) from None
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
         raise NaskdError(f"[teacher].model: cannot import {ref!r} ({exc})") from None
 
 
 def _load_user(ref: str, checkpoint: Path | None) -> nn.Module:
-    model = _factory(ref)()
+    factory = _factory(ref)
+    try:
+        model = factory()
+    except Exception as exc:  # noqa: BLE001  (user code)
+        raise _raised(ref, exc) from None
     if not isinstance(model, nn.Module):
         raise NaskdError(f"[teacher].model: {ref} returned {type(model).__name__}, expected a torch.nn.Module")
     assert checkpoint is not None
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's own message is long, multi-line and ANSI-coloured; this one says what to do.
-        raise NaskdError(
-            f"{checkpoint}: refused: the checkpoint holds more than tensors and would run code when loaded "
-            "(torch.load weights_only=True); save model.state_dict() instead"
-        ) from None
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise NaskdError(f"{checkpoint}: not a readable torch checkpoint ({exc})") from None
+    except Exception as exc:  # noqa: BLE001  (torch raises many kinds for a bad file)
+        log.debug("torch.load(%s) failed", checkpoint, exc_info=True)
+        if is_code_refusal(exc, checkpoint):
+            # torch's own message is long, multi-line and ANSI-coloured; this one says what to do.
+            raise NaskdError(
+                f"{checkpoint}: refused: the checkpoint holds more than tensors and would run code when loaded "
+                "(torch.load weights_only=True); save model.state_dict() instead"
+            ) from None
+        # Random bytes, a truncated or empty file, another format: nothing torch can parse.
+        raise NaskdError(f"{checkpoint}: not a readable torch checkpoint ({load_error_reason(exc, checkpoint)})"
+                         ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -231,6 +265,12 @@ def _load_user(ref: str, checkpoint: Path | None) -> nn.Module:
 def _load_torchscript(path: Path) -> tuple[nn.Module, str, str]:
     try:
         model = torch.jit.load(str(path), map_location="cpu")
-    except (RuntimeError, ValueError) as exc:
-        raise NaskdError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # noqa: BLE001  (torch raises many kinds for a bad file)
+        log.debug("torch.jit.load(%s) failed", path, exc_info=True)
+        reason = load_error_reason(exc, path)
+        if isinstance(exc, OSError) or "failed reading zip archive" in str(exc) or reason == "the file is empty":
+            # Not even an archive: random bytes, a truncated or empty file.
+            raise NaskdError(f"{path}: not a readable TorchScript file ({reason})") from None
+        # A readable archive that is not TorchScript (e.g. a torch.save checkpoint).
+        raise NaskdError(f"{path}: not a TorchScript file ({reason})") from None
     return model, f"torchscript {path}", hashlib.sha256(path.read_bytes()).hexdigest()[:16]

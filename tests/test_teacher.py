@@ -15,7 +15,7 @@ from torch import nn
 import helpers_teacher
 from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
 from conftest import small_study, toml_text
-from naskd.cache import state_fingerprint
+from naskd.cache import content_sha256, state_fingerprint
 from naskd.cli import main
 from naskd.config import CostConfig, load_study
 from naskd.data import load_data
@@ -211,9 +211,12 @@ def test_builtin_teacher_is_trained_once_then_read_from_the_cache(tmp_path):
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.equal(a, b)
 
-    # The weights really come from the file: change the file and the next load follows it.
-    state = torch.load(files[0], weights_only=True)
-    torch.save({k: torch.zeros_like(v) for k, v in state.items()}, files[0])
+    # The weights really come from the file: rewrite it as a consistent entry (new weights, their
+    # checksum) and the next load follows it. (An entry changed without its checksum is retrained:
+    # tests/test_cache_damage.py.)
+    entry = torch.load(files[0], weights_only=True)
+    zeros = {k: torch.zeros_like(v) for k, v in entry["payload"].items()}
+    torch.save({**entry, "payload": zeros, "sha256": content_sha256(zeros)}, files[0])
     third, _ = _load(path)
     assert all(not v.any() for v in third.model.state_dict().values())
 
