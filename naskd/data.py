@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
+import math
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +21,20 @@ import torch
 
 from naskd.config import DataConfig
 from naskd.errors import NaskdError
+
+log = logging.getLogger(__name__)
+
+#: Most classes a dataset may have: labels must lie in 0 .. MAX_CLASSES - 1. A label of
+#: 1,000,000 is far more likely a sample id or a regression target than a million-class teacher.
+MAX_CLASSES = 10_000
+
+#: Largest synthetic dataset, counted as its float32 tensor: 4 bytes x [data].samples x
+#: prod([data].shape). Building it takes several times this at its peak (float64 intermediates),
+#: so larger requests are refused from that arithmetic before anything is allocated.
+MAX_SYNTHETIC_BYTES = 1 << 30  # 1 GiB
+
+#: The arrays an .npz is read for; any others in the file are ignored.
+NPZ_ARRAYS = ("x", "y", "x_val", "y_val")
 
 
 @dataclass(frozen=True)
@@ -62,7 +79,9 @@ def load_data(cfg: DataConfig) -> Data:
 
     Raises:
         NaskdError: an .npz or loader that does not hold what is expected (names the file/loader
-            and the missing or malformed item).
+            and the missing or malformed item), or a loader that raises; data that is not finite,
+            not numeric, empty, single-class, over MAX_CLASSES classes, or (synthetic) over
+            MAX_SYNTHETIC_BYTES. Always one line, raised before anything trains.
     """
     if cfg.path is not None:
         return _from_npz(cfg)
@@ -72,25 +91,114 @@ def load_data(cfg: DataConfig) -> Data:
     return builders[cfg.dataset](cfg)
 
 
-def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig, name: str) -> Data:
+def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig, name: str, where: str | None = None,
+           yname: str = "y") -> Data:
     """Seeded shuffle then split; the seed and sizes are recorded with the study."""
+    where = where or name
+    single = _single_class(y)
+    if single is not None:
+        raise NaskdError(f"{where}: {yname} holds only class {single}; expected at least two classes")
     order = np.random.default_rng(cfg.seed).permutation(len(y))
     n_val = max(1, int(round(len(y) * cfg.val_fraction)))
     if n_val >= len(y):
-        raise NaskdError(f"{name}: [data].val_fraction {cfg.val_fraction} of {len(y)} samples leaves no "
+        raise NaskdError(f"{where}: [data].val_fraction {cfg.val_fraction} of {len(y)} samples leaves no "
                          "training data; lower it or add samples")
     val, train = order[:n_val], order[n_val:]
+    single = _single_class(y[train])
+    if single is not None:
+        raise NaskdError(f"{where}: the seeded split leaves only class {single} in its {len(train)} training "
+                         f"samples; expected at least two classes (lower [data].val_fraction {cfg.val_fraction} "
+                         "or add samples)")
     return _make(name, x[train], y[train], x[val], y[val],
                  {"split_seed": cfg.seed, "val_fraction": cfg.val_fraction, "split": "seeded shuffle"})
 
 
 def _make(name: str, xt: Any, yt: Any, xv: Any, yv: Any, split: dict[str, Any]) -> Data:
-    x_train = torch.as_tensor(np.asarray(xt), dtype=torch.float32)
-    x_val = torch.as_tensor(np.asarray(xv), dtype=torch.float32)
+    x_train = torch.as_tensor(_torch_ready(np.asarray(xt)), dtype=torch.float32)
+    x_val = torch.as_tensor(_torch_ready(np.asarray(xv)), dtype=torch.float32)
     y_train = torch.as_tensor(np.asarray(yt)).long()
     y_val = torch.as_tensor(np.asarray(yv)).long()
     num_classes = int(max(y_train.max().item(), y_val.max().item())) + 1
     return Data(name, x_train.contiguous(), y_train, x_val.contiguous(), y_val, num_classes, split)
+
+
+def _torch_ready(x: np.ndarray) -> np.ndarray:
+    """``x`` itself, unless torch cannot convert its dtype (extended precision): then float32."""
+    return x.astype(np.float32) if x.dtype.kind == "f" and x.dtype.itemsize > 8 else x
+
+
+# --- checks -------------------------------------------------------------------------------
+# Every source is checked before anything trains; each message is one line naming the file or
+# key (``where``) and the array (``xname``/``yname``), and says what was expected.
+
+_KINDS = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "datetimes",
+          "m": "timedeltas", "V": "raw records"}
+
+
+def _one_line(text: Any, limit: int = 300) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[:limit - 3] + "..."
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _single_class(y: np.ndarray) -> int | None:
+    """The one label of ``y`` when it holds a single class, else None."""
+    return int(y[0]) if len(y) and y.min() == y.max() else None
+
+
+def _check_xy(x: np.ndarray, y: np.ndarray, where: str, xname: str = "x", yname: str = "y") -> None:
+    """One split: N >= 1 finite numeric samples of shape (N, ...) and N integer labels in 0 .. MAX_CLASSES - 1."""
+    if x.dtype.kind not in "biuf":
+        raise NaskdError(f"{where}: {xname} has dtype {x.dtype} ({_KINDS.get(x.dtype.kind, 'not numbers')}); "
+                         "expected numbers (float, integer or bool)")
+    if y.ndim == 2 and len(y) == len(x) and y.shape[1] > 1:
+        raise NaskdError(f"{where}: {yname} has shape {y.shape}; expected shape (N,) of class labels "
+                         "(one-hot or score rows? store y.argmax(1))")
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+        raise NaskdError(f"{where}: expected {xname} of shape (N, ...) and {yname} of shape (N,), "
+                         f"got {x.shape} and {y.shape}")
+    if len(x) == 0:
+        raise NaskdError(f"{where}: {xname} and {yname} are empty (0 samples); expected at least one sample")
+    if x.size == 0:
+        raise NaskdError(f"{where}: {xname} has shape {x.shape}: its samples hold no values; "
+                         "expected at least one value per sample")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise NaskdError(f"{where}: {yname} must hold non-negative integer class labels, got dtype {y.dtype}")
+    low, high = int(y.min()), int(y.max())
+    if low < 0:
+        raise NaskdError(f"{where}: {yname} must hold non-negative integer class labels, got label {low} "
+                         f"(sample {int(np.argmax(y < 0))})")
+    if high >= MAX_CLASSES:
+        raise NaskdError(f"{where}: {yname} holds label {high} (sample {int(np.argmax(y == high))}), over the "
+                         f"limit of {MAX_CLASSES} classes (naskd.data.MAX_CLASSES); expected labels 0..{MAX_CLASSES - 1}")
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = int(np.argmax(bad.reshape(len(x), -1).any(axis=1)))
+            raise NaskdError(f"{where}: {xname} holds {int(bad.sum())} NaN or inf values (first in sample {first}); "
+                             "expected finite numbers")
+        limit = float(np.finfo(np.float32).max)
+        if x.dtype.itemsize > 4 and max(-float(x.min()), float(x.max())) > limit:
+            raise NaskdError(f"{where}: {xname} holds values beyond float32's range (|v| > {limit:.3g}); "
+                             "training runs in float32, expected finite numbers there")
+
+
+def _check_splits(xt: np.ndarray, yt: np.ndarray, xv: np.ndarray, where: str,
+                  names: tuple[str, str, str] = ("x", "y", "x_val")) -> None:
+    """Given train and validation parts: one sample shape, and at least two classes to train on."""
+    xname, yname, xvname = names
+    if xt.shape[1:] != xv.shape[1:]:
+        raise NaskdError(f"{where}: {xvname} has samples of shape {xv.shape[1:]} but {xname} has "
+                         f"{xt.shape[1:]}; expected one sample shape")
+    single = _single_class(yt)
+    if single is not None:
+        raise NaskdError(f"{where}: {yname} holds only class {single}; expected at least two classes")
 
 
 def _digits(cfg: DataConfig) -> Data:
@@ -121,6 +229,16 @@ def _mnist1d(cfg: DataConfig) -> Data:
 
 def _synthetic(cfg: DataConfig) -> Data:
     """Seeded Gaussian clusters, one per class, in the configured sample shape."""
+    if cfg.classes > MAX_CLASSES:
+        raise NaskdError(f"[data].classes: {cfg.classes} is over the limit of {MAX_CLASSES} classes "
+                         "(naskd.data.MAX_CLASSES)")
+    values = math.prod(cfg.shape)  # exact: no int64 overflow for absurd shapes
+    need = 4 * cfg.samples * values
+    if need > MAX_SYNTHETIC_BYTES:
+        raise NaskdError(f"[data].samples x [data].shape: {cfg.samples} samples of shape {list(cfg.shape)} take "
+                         f"4 x {cfg.samples} x {values} = {need:,} bytes ({_size(need)}) as float32, over the limit "
+                         f"of {MAX_SYNTHETIC_BYTES:,} bytes ({_size(MAX_SYNTHETIC_BYTES)}, "
+                         "naskd.data.MAX_SYNTHETIC_BYTES); lower samples or shape")
     rng = np.random.default_rng(cfg.seed)
     dim = int(np.prod(cfg.shape))
     centers = rng.normal(0.0, 1.0, size=(cfg.classes, dim))
@@ -129,38 +247,76 @@ def _synthetic(cfg: DataConfig) -> Data:
     return _split(x.reshape(cfg.samples, *cfg.shape).astype(np.float32), y, cfg, "synthetic")
 
 
+def _physical_memory() -> int | None:
+    """This machine's memory in bytes, where the OS says (None elsewhere)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+_NPZ_EXPECTED = "expected an archive written by numpy.savez with arrays x and y (optional x_val and y_val)"
+
+
 def _from_npz(cfg: DataConfig) -> Data:
     path = cfg.path
     assert path is not None
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise NaskdError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):  # what np.load takes for an .npz; else it tries pickle
+        what = ("the file is empty" if not head else "it holds a single .npy array" if head == b"\x93NUM"
+                else "it is not a zip archive")
+        raise NaskdError(f"{path}: not readable as an .npz file ({what}); {_NPZ_EXPECTED}")
+    try:
         arrays = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise NaskdError(f"{path}: not a readable .npz file ({exc})") from None
+    except Exception as exc:  # BadZipFile, EOFError, OSError, ValueError: a truncated or damaged archive
+        raise NaskdError(f"{path}: not readable as an .npz file ({type(exc).__name__}: {_one_line(exc)}); "
+                         f"{_NPZ_EXPECTED}") from None
     with arrays:
         missing = [k for k in ("x", "y") if k not in arrays.files]
         if missing:
             raise NaskdError(f"{path}: array {missing[0]!r} is missing (expected x and y, optional x_val and y_val)")
         if ("x_val" in arrays.files) != ("y_val" in arrays.files):
             raise NaskdError(f"{path}: give both x_val and y_val, or neither")
-        try:
-            # NpzFile reads lazily: an object (pickled) array is refused here, not at np.load.
-            loaded = {k: arrays[k] for k in arrays.files}
-        except (OSError, ValueError) as exc:
-            raise NaskdError(f"{path}: cannot read its arrays ({str(exc).splitlines()[0]}); "
-                             "expected plain numeric arrays") from None
-    _check_xy(loaded["x"], loaded["y"], f"{path}: arrays x/y")
+        names = [k for k in NPZ_ARRAYS if k in arrays.files]
+        _check_npz_size(arrays, names, path)
+        loaded = {}
+        for k in names:
+            try:
+                # NpzFile reads lazily: an object (pickled) array is refused here, not at np.load.
+                loaded[k] = arrays[k]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    raise NaskdError(f"{path}: array {k!r} holds Python objects (a pickled object array); "
+                                     "expected a plain numeric array") from None
+                raise NaskdError(f"{path}: array {k!r} cannot be read ({_one_line(exc)}); "
+                                 "expected a plain numeric array") from None
+            except Exception as exc:  # BadZipFile (bad CRC), zlib.error, EOFError: damaged contents
+                raise NaskdError(f"{path}: array {k!r} cannot be read ({type(exc).__name__}: {_one_line(exc)}); "
+                                 "the file looks damaged") from None
+    _check_xy(loaded["x"], loaded["y"], str(path), "array 'x'", "array 'y'")
     if "x_val" in loaded:
-        _check_xy(loaded["x_val"], loaded["y_val"], f"{path}: arrays x_val/y_val")
+        _check_xy(loaded["x_val"], loaded["y_val"], str(path), "array 'x_val'", "array 'y_val'")
+        _check_splits(loaded["x"], loaded["y"], loaded["x_val"], str(path),
+                      ("array 'x'", "array 'y'", "array 'x_val'"))
         return _make(path.stem, loaded["x"], loaded["y"], loaded["x_val"], loaded["y_val"],
                      {"split": f"given in {path.name}"})
-    return _split(loaded["x"], loaded["y"], cfg, path.stem)
+    return _split(loaded["x"], loaded["y"], cfg, path.stem, where=str(path), yname="array 'y'")
 
 
-def _check_xy(x: np.ndarray, y: np.ndarray, where: str) -> None:
-    if x.ndim < 2 or len(x) != len(y):
-        raise NaskdError(f"{where}: expected x of shape (N, ...) and y of shape (N,), got {x.shape} and {y.shape}")
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
-        raise NaskdError(f"{where}: y must hold non-negative integer class labels, got dtype {y.dtype}")
+def _check_npz_size(arrays: Any, names: list[str], path: Any) -> None:
+    """Refuse, from the sizes the archive records, arrays that would not fit in this machine's memory."""
+    try:
+        need = sum(arrays.zip.getinfo(f"{k}.npy").file_size for k in names)
+    except (AttributeError, KeyError):
+        return  # an archive numpy names differently: its arrays are checked as they load
+    have = _physical_memory()
+    if have is not None and need > have:
+        raise NaskdError(f"{path}: its arrays {', '.join(names)} take {_size(need)} uncompressed, more than this "
+                         f"machine's {_size(have)} of memory; expected data that fits in memory")
 
 
 def _from_loader(cfg: DataConfig) -> Data:
@@ -168,26 +324,96 @@ def _from_loader(cfg: DataConfig) -> Data:
     assert ref is not None
     module_name, _, attr = ref.partition(":")
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise NaskdError(f"[data].loader: cannot import {ref!r} ({exc})") from None
-    result = fn()
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name and (module_name + ".").startswith(exc.name + "."):
+            raise NaskdError(f"[data].loader: cannot import {ref!r} ({_one_line(exc)}; is it installed or on "
+                             "PYTHONPATH?)") from None
+        raise _user_code_error(ref, exc, f"importing {module_name}") from None
+    except Exception as exc:  # anything the module's own code raises at import, SyntaxError included
+        raise _user_code_error(ref, exc, f"importing {module_name}") from None
+    if not hasattr(module, attr):
+        raise NaskdError(f"[data].loader: cannot import {ref!r} (module {module_name!r} has no attribute {attr!r})")
+    fn = getattr(module, attr)
+    if not callable(fn):
+        raise NaskdError(f"[data].loader: {ref} is {_short(fn)}, not callable; expected a function returning "
+                         "(train, val) datasets")
+    try:
+        result = fn()
+    except Exception as exc:
+        raise _user_code_error(ref, exc, "calling it") from None
     if not (isinstance(result, tuple) and len(result) == 2):
         raise NaskdError(f"[data].loader: {ref} must return (train, val) datasets, got {type(result).__name__}")
-    (xt, yt), (xv, yv) = (_materialize(part, ref, which) for which, part in zip(("train", "val"), result))
+    parts = []
+    for which, part in zip(("train", "val"), result):
+        try:
+            parts.append(_materialize(part, ref, which))
+        except NaskdError:
+            raise
+        except Exception as exc:  # the user's dataset raising from __len__ or __getitem__
+            raise _user_code_error(ref, exc, f"reading its {which} set") from None
+    (xt, yt), (xv, yv) = parts
+    _check_splits(xt, yt, xv, f"[data].loader: {ref}", ("train x", "train y", "val x"))
     return _make(ref, xt, yt, xv, yv, {"split": f"given by {ref}"})
+
+
+def _user_code_error(ref: str, exc: BaseException, during: str) -> NaskdError:
+    """One line naming the key and the exception; the traceback goes to the debug log (naskd -vv)."""
+    log.debug("[data].loader %s raised while %s", ref, during, exc_info=exc)
+    detail = _one_line(exc)
+    return NaskdError(f"[data].loader: {ref} raised {type(exc).__name__}{': ' + detail if detail else ''} "
+                      f"(while {during}; -vv shows the traceback)")
+
+
+def _short(v: Any) -> str:
+    return f"{type(v).__name__} {_one_line(repr(v), 40)}"
+
+
+def _as_array(v: Any, where: str, what: str) -> np.ndarray:
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu()
+        if v.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
+            v = v.float()
+    try:
+        return np.asarray(v)
+    except Exception as exc:  # ragged nesting, objects numpy cannot hold
+        raise NaskdError(f"{where}: {what} is not array-like ({type(exc).__name__}: {_one_line(exc, 120)}); "
+                         "expected numbers") from None
 
 
 def _materialize(part: Any, ref: str, which: str) -> tuple[np.ndarray, np.ndarray]:
     """Accept (x, y) tensors/arrays or any map-style dataset of (x, y) pairs; keep it in memory."""
+    where = f"[data].loader: {ref}"
     if isinstance(part, (tuple, list)) and len(part) == 2 and hasattr(part[0], "shape"):
-        x, y = np.asarray(part[0]), np.asarray(part[1])
+        x, y = _as_array(part[0], where, f"{which} x"), _as_array(part[1], where, f"{which} y")
     else:
         try:
-            pairs = [part[i] for i in range(len(part))]
-        except TypeError:
-            raise NaskdError(f"[data].loader: {ref} {which} set must be (x, y) or a dataset of (x, y) pairs") from None
-        x = np.stack([np.asarray(p[0]) for p in pairs])
-        y = np.asarray([int(p[1]) for p in pairs])
-    _check_xy(x, y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y, f"[data].loader {ref} ({which})")
+            n = len(part)
+            getitem = part.__getitem__
+        except (TypeError, AttributeError):
+            raise NaskdError(f"[data].loader: {ref} {which} set must be (x, y) or a dataset of (x, y) pairs, "
+                             f"got {type(part).__name__}") from None
+        if n == 0:
+            raise NaskdError(f"{where}: the {which} set is empty (0 samples); expected at least one sample")
+        xs, ys = [], []
+        for i in range(n):
+            pair = getitem(i)
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise NaskdError(f"{where}: {which} item {i} is {_short(pair)}; expected an (x, y) pair")
+            xs.append(_as_array(pair[0], where, f"{which} item {i} x"))
+            ys.append(_label(pair[1], where, f"{which} item {i}"))
+            if xs[-1].shape != xs[0].shape:
+                raise NaskdError(f"{where}: {which} item {i} has x of shape {xs[-1].shape} but item 0 has "
+                                 f"{xs[0].shape}; expected one sample shape")
+        x = np.stack(xs)
+        y = np.asarray(ys)
+    _check_xy(x, y, where, f"{which} x", f"{which} y")
     return x, y
+
+
+def _label(v: Any, where: str, what: str) -> int:
+    """An integer class label: a Python or numpy integer, or a one-element integer tensor/array."""
+    a = v if isinstance(v, bool) else _as_array(v, where, f"{what} label")
+    if isinstance(a, np.ndarray) and a.size == 1 and a.dtype.kind in "iu":
+        return int(a.reshape(()))
+    raise NaskdError(f"{where}: {what} has label {_short(v)}; expected an integer class label (0..{MAX_CLASSES - 1})")
