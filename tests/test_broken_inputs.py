@@ -195,3 +195,34 @@ def test_control_characters_in_a_name_never_reach_the_terminal_raw(write_study, 
     assert main(["search", str(study), "--out", str(out)]) == 0
     shown = capsys.readouterr()
     assert "\u001b" not in shown.out + shown.err and "evil\\x1b[31m\\x0aname" in shown.out
+
+
+def test_a_garbage_journal_is_one_line_and_kept(write_study, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    garbage = b"\x00\x01 not json at all\n"
+    (out / "study.journal").write_bytes(garbage)
+    err = _one_line_error(capsys, main(["search", str(write_study()), "--out", str(out), "-q"]))
+    assert "study.journal" in err and "cannot open" in err
+    assert (out / "study.journal").read_bytes() == garbage
+
+
+def test_a_truncated_study_db_is_one_line_and_kept(write_study, tmp_path, capsys):
+    study = write_study(search={"trials": 2})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "-q"]) == 0
+    db = out / "study.db"
+    cut = db.read_bytes()[: db.stat().st_size // 2]
+    db.write_bytes(cut)
+    code = main(["search", str(study), "--out", str(out), "--trials", "3", "-q"])
+    err = _one_line_error(capsys, code)
+    assert "study.db" in err
+    assert db.read_bytes() == cut  # never restarted over
+
+
+def test_a_failed_data_load_creates_no_output_folder(tmp_path, capsys):
+    study = _write(tmp_path, _study(data={"dataset": "synthetic", "samples": 400, "shape": [16], "classes": 4,
+                                          "val_fraction": 0.999}))
+    out = tmp_path / "out"
+    _one_line_error(capsys, main(["search", str(study), "--out", str(out), "-q"]))
+    assert not out.exists()

@@ -687,7 +687,6 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
     Returns:
         The front summary (see ``naskd.results.front_summary``).
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     workers = config.search.workers
     choice = choose_storage(config, out_dir, workers)
     if workers > 1 and choice.kind == "sqlite":
@@ -695,6 +694,7 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
                     workers)
     check_storage_file(choice)  # before anything is built or written
     context = build_context(config)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the data and teachers have loaded
     storage = open_storage(choice)
     refuse_orphan_students(storage, config, out_dir)
     study = open_study(config, storage, create=True)

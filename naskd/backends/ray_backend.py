@@ -393,10 +393,10 @@ def _prepare(config: StudyConfig, out_dir: Path, command: str | None) -> tuple[S
                                                                                optuna.storages.BaseStorage, optuna.Study]:
     """The study context (teacher and its outputs: built once, here), the storage and the study,
     with the study's facts checked and trials left running by a dead process failed."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     choice = ob.choose_storage(config, out_dir, workers=1)
     ob.check_storage_file(choice)  # before anything is built or written
     context = build_context(config, device="cpu")  # shipped to workers, which each place it themselves
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the data and teachers have loaded
     storage = ob.open_storage(choice)
     ob.refuse_orphan_students(storage, config, out_dir)
     study = ob.open_study(config, storage, create=True)
