@@ -226,3 +226,15 @@ def test_a_failed_data_load_creates_no_output_folder(tmp_path, capsys):
     out = tmp_path / "out"
     _one_line_error(capsys, main(["search", str(study), "--out", str(out), "-q"]))
     assert not out.exists()
+
+
+def test_an_emptied_journal_beside_trained_students_is_refused(write_study, tmp_path, capsys):
+    study = write_study(search={"trials": 2})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "--workers", "2", "-q"]) == 0
+    students = {p.name: p.read_bytes() for p in (out / "students").iterdir()}
+    (out / "study.journal").write_bytes(b"")
+    err = _one_line_error(capsys, main(["search", str(study), "--out", str(out), "-q"]))
+    assert f"holds {len(students)} trained students" in err
+    assert {p.name: p.read_bytes() for p in (out / "students").iterdir()} == students
+    assert (out / "study.journal").read_bytes() == b""
