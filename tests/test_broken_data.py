@@ -239,14 +239,32 @@ def _(tmp_path, mp):
     return {"loader": "no_such_module_naskd:load"}
 
 
-@case("loader-function-missing", "[data].loader", "cannot import", "has no attribute 'nothing'")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:nothing"}
-
-
-@case("loader-not-callable", "[data].loader", "helpers_broken_loaders:NOT_CALLABLE", "not callable")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:NOT_CALLABLE"}
+#: Loaders of tests/helpers_broken_loaders.py that return or raise something wrong: (id and
+#: phrases as for ``case``, the function's name).
+LOADER_CASES = [
+    (("loader-function-missing", "[data].loader", "cannot import", "has no attribute 'nothing'"), "nothing"),
+    (("loader-not-callable", "[data].loader", "helpers_broken_loaders:NOT_CALLABLE", "not callable"), "NOT_CALLABLE"),
+    (("loader-raises-at-call",
+      "[data].loader: helpers_broken_loaders:raises_at_call raised RuntimeError: cannot reach the data share second line",
+      "calling it", "-vv"), "raises_at_call"),
+    (("loader-returns-none", "[data].loader", "must return (train, val)", "NoneType"), "returns_none"),
+    (("loader-returns-three", "[data].loader", "must return (train, val)"), "returns_three"),
+    (("loader-string-labels", "[data].loader", "train item 0", "'dog'", "integer class label"), "string_labels"),
+    (("loader-float-labels", "[data].loader", "train item 0", "1.5", "integer class label"), "float_labels"),
+    (("loader-string-x", "[data].loader", "train x", "expected numbers"), "string_x"),
+    (("loader-nan-x", "[data].loader", "train x", "NaN or inf", "sample 3"), "nan_x"),
+    (("loader-inf-in-val-dataset", "[data].loader", "val x", "NaN or inf"), "tensor_dataset_with_nan_in_val"),
+    (("loader-width-mismatch", "[data].loader", "val x", "(5,)", "one sample shape"), "width_mismatch"),
+    (("loader-empty-train", "[data].loader", "train set is empty"), "empty_train"),
+    (("loader-getitem-raises", "[data].loader: helpers_broken_loaders:getitem_raises raised KeyError",
+      "sample 0 not found", "reading its train set"), "getitem_raises"),
+    (("loader-items-not-pairs", "[data].loader", "train item 0 is dict", "(x, y) pair"), "not_pairs"),
+    (("loader-ragged-samples", "[data].loader", "train item 5", "(3,)", "one sample shape"), "ragged"),
+    (("loader-one-class", "[data].loader", "train y", "only class 0", "at least two classes"), "one_class"),
+    (("loader-label-1e6", "[data].loader", "train y", "1000000", "MAX_CLASSES"), "huge_label"),
+]
+for _phrases, _name in LOADER_CASES:
+    case(*_phrases)(lambda tmp_path, mp, ref=f"helpers_broken_loaders:{_name}": {"loader": ref})
 
 
 @case("loader-module-raises-at-import", "[data].loader: boom_at_import:load raised ValueError",
@@ -267,83 +285,6 @@ def _(tmp_path, mp):
 def _(tmp_path, mp):
     _module(tmp_path, mp, "needs_missing_dep", "import not_installed_dep_naskd\n\ndef load():\n    pass\n")
     return {"loader": "needs_missing_dep:load"}
-
-
-@case("loader-raises-at-call", "[data].loader: helpers_broken_loaders:raises_at_call raised RuntimeError: "
-      "cannot reach the data share second line", "calling it", "-vv")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:raises_at_call"}
-
-
-@case("loader-returns-none", "[data].loader", "must return (train, val)", "NoneType")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:returns_none"}
-
-
-@case("loader-returns-three", "[data].loader", "must return (train, val)")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:returns_three"}
-
-
-@case("loader-string-labels", "[data].loader", "train item 0", "'dog'", "integer class label")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:string_labels"}
-
-
-@case("loader-float-labels", "[data].loader", "train item 0", "1.5", "integer class label")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:float_labels"}
-
-
-@case("loader-string-x", "[data].loader", "train x", "expected numbers")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:string_x"}
-
-
-@case("loader-nan-x", "[data].loader", "train x", "NaN or inf", "sample 3")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:nan_x"}
-
-
-@case("loader-inf-in-val-dataset", "[data].loader", "val x", "NaN or inf")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:tensor_dataset_with_nan_in_val"}
-
-
-@case("loader-width-mismatch", "[data].loader", "val x", "(5,)", "one sample shape")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:width_mismatch"}
-
-
-@case("loader-empty-train", "[data].loader", "train set is empty")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:empty_train"}
-
-
-@case("loader-getitem-raises", "[data].loader: helpers_broken_loaders:getitem_raises raised KeyError",
-      "sample 0 not found", "reading its train set")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:getitem_raises"}
-
-
-@case("loader-items-not-pairs", "[data].loader", "train item 0 is dict", "(x, y) pair")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:not_pairs"}
-
-
-@case("loader-ragged-samples", "[data].loader", "train item 5", "(3,)", "one sample shape")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:ragged"}
-
-
-@case("loader-one-class", "[data].loader", "train y", "only class 0", "at least two classes")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:one_class"}
-
-
-@case("loader-label-1e6", "[data].loader", "train y", "1000000", "MAX_CLASSES")
-def _(tmp_path, mp):
-    return {"loader": "helpers_broken_loaders:huge_label"}
 
 
 # --- synthetic ---------------------------------------------------------------------------------
