@@ -26,7 +26,7 @@ from typing import Any, Callable
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from naskd.cache import atomic_write_bytes
@@ -86,12 +86,14 @@ def choose_storage(config: StudyConfig, out_dir: Path, workers: int) -> StorageC
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def check_storage_file(choice: StorageChoice) -> None:
+def check_storage_file(choice: StorageChoice, *, repair: bool = True) -> None:
     """A local storage file that exists must be a study storage, checked before anything opens
     it (opening writes): an empty or foreign SQLite file is refused, never restarted; a journal
     whose last record was cut mid-line (a crash during a write) is repaired by setting the torn
-    bytes aside in ``<journal>.torn``, never appended to. Call it from the process that starts
-    a run, not from workers (whose peers may be mid-write).
+    bytes aside in ``<journal>.torn``, never appended to (under the journal's own write lock,
+    so a record another process is writing is never taken for a torn one). ``repair=False``
+    (commands that only read) leaves a journal as it is: Optuna's reader skips a partial last
+    line.
 
     Raises:
         NaskdError: the file is not a study storage, with what was found.
@@ -111,7 +113,7 @@ def check_storage_file(choice: StorageChoice) -> None:
         if tables and "studies" not in tables:
             raise NaskdError(f"{path}: is an SQLite database of something else (tables: {', '.join(sorted(tables)[:5])}), "
                              "not an Optuna study storage; use a new --out")
-    elif choice.kind == "journal":
+    elif choice.kind == "journal" and repair:
         _repair_torn_journal(Path(choice.url))
 
 
@@ -126,8 +128,19 @@ def _sqlite_tables(path: Path) -> set[str]:
 
 
 def _repair_torn_journal(path: Path) -> None:
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size == 0:
         return
+    # Optuna's writers hold this lock while they append; a crashed writer's lock goes stale.
+    lock = JournalFileSymlinkLock(str(path))
+    if not lock.acquire():
+        raise NaskdError(f"{path}: its write lock is held by another process; try again when it is released")
+    try:
+        _cut_torn_record(path)
+    finally:
+        lock.release()
+
+
+def _cut_torn_record(path: Path) -> None:
     data = path.read_bytes()
     if not data or data.endswith(b"\n"):
         return
@@ -529,7 +542,7 @@ def load_summary(config: StudyConfig, out_dir: Path) -> tuple[dict[str, Any], li
     if choice.kind != "rdb" and not Path(choice.url.removeprefix("sqlite:///")).exists():
         raise NaskdError(f"{out_dir}: no study here (looked for {SQLITE_NAME} and {JOURNAL_NAME}); "
                          "run `naskd search` first or pass --out")
-    check_storage_file(choice)
+    check_storage_file(choice, repair=False)
     return load_summary_from(open_study(config, open_storage(choice), create=False), config)
 
 
