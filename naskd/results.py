@@ -148,7 +148,12 @@ def render_table(summary: dict[str, Any]) -> str:
     cols = ["trial", "accuracy", "agreement", "latency_p50_ms", "params", "flops", "capacity_ratio", *extra, "spec"]
     t = summary["teacher"]
     rows = [["teacher", _fmt(t.get("accuracy")), "-", _fmt(t.get("latency_p50_ms")), _fmt(t.get("params")),
-             _fmt(t.get("flops")), "1", *("-" for _ in extra), ""]]
+             _fmt(t.get("flops")), "1", *("-" for _ in extra), "ensemble" if t.get("teachers") else ""]]
+    # Several teachers: a row each under the ensemble's (capacity ratios are against the largest).
+    largest = t.get("params") or 1
+    rows += [[f"  {each.get('name')}", _fmt(each.get("accuracy")), "-", _fmt(each.get("latency_p50_ms")),
+              _fmt(each.get("params")), _fmt(each.get("flops")), _fmt(largest / max(1, each.get("params") or 1)),
+              *("-" for _ in extra), f"weight {_fmt(each.get('weight'))}"] for each in t.get("teachers") or ()]
     for entry in summary["front"]:
         m = entry["metrics"]
         mark = "*" if entry["number"] == summary["knee"] else ""
@@ -169,11 +174,14 @@ def render_table(summary: dict[str, Any]) -> str:
 def render_csv(summary: dict[str, Any]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["number", "knee", *FRONT_COLUMNS, "steps", "spec"])
+    # One column per loss term any front student recorded (``loss_<term>``), empty where absent.
+    terms = list(dict.fromkeys(t for e in summary["front"] for t in e.get("loss_terms") or {}))
+    writer.writerow(["number", "knee", *FRONT_COLUMNS, "steps", *(f"loss_{t}" for t in terms), "spec"])
     for entry in summary["front"]:
+        own = entry.get("loss_terms") or {}
         writer.writerow([entry["number"], int(entry["number"] == summary["knee"]),
                          *(entry["metrics"][k] for k in FRONT_COLUMNS), entry.get("steps"),
-                         json.dumps(entry["spec"], sort_keys=True)])
+                         *(own.get(t, "") for t in terms), json.dumps(entry["spec"], sort_keys=True)])
     return buf.getvalue()
 
 

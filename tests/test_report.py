@@ -675,3 +675,27 @@ def test_several_teachers_are_each_shown_with_the_ensemble() -> None:
     assert block["teachers"] == _teachers()["teachers"]
     assert json.loads(render_json(summary_of(f, healthy(12))))["teacher"]["teachers"][0]["name"] == "<i>small</i>"
     assert "teachers" not in summary_of(facts(), healthy(12))["teacher"]
+
+
+def test_the_text_table_lists_every_teacher_and_the_csv_every_loss_term() -> None:
+    from dataclasses import replace
+
+    from naskd.results import render_csv, render_table
+
+    summary = summary_of(facts(teacher=_teachers()), healthy(12))
+    lines = render_table(summary).splitlines()
+    teacher_rows = [ln for ln in lines if ln.startswith(("teacher", "  "))]
+    assert teacher_rows[0].startswith("teacher") and teacher_rows[0].endswith("ensemble")
+    assert teacher_rows[1].split()[:2] == ["<i>small</i>", "0.91"] and teacher_rows[1].endswith("weight 0.25")
+    assert teacher_rows[2].split()[0] == "big" and teacher_rows[2].split()[-3] == "1"  # the largest: ratio 1
+    assert not any(ln.startswith("  ") for ln in render_table(summary_of(facts(), healthy(12))).splitlines())
+
+    records = [replace(r, terms={"ce": 0.1, "kd": 0.5 + r.number}) if r.number % 2 else r for r in healthy(12)]
+    rows = render_csv(summary_of(facts(), records)).splitlines()
+    header = rows[0].split(",")
+    assert header[header.index("steps") + 1:header.index("steps") + 3] == ["loss_ce", "loss_kd"]
+    by_number = {row.split(",")[0]: row.split(",") for row in rows[1:]}
+    for number, cells in by_number.items():
+        kd = cells[header.index("loss_kd")]
+        assert kd == (str(0.5 + int(number)) if int(number) % 2 else "")
+    assert "loss_" not in render_csv(summary_of(facts(), healthy(12))).splitlines()[0]
