@@ -124,6 +124,7 @@ class CostConfig:
     max_latency_ms: float | None = None
     max_params: int | None = None
     max_flops: int | None = None
+    max_model_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -639,6 +640,7 @@ def _cost(s: _Section) -> CostConfig:
         max_latency_ms=s.get("max_latency_ms", _Key(float, _positive), None),
         max_params=s.get("max_params", _Key(int, _positive), None),
         max_flops=s.get("max_flops", _Key(int, _positive), None),
+        max_model_bytes=s.get("max_model_bytes", _Key(int, _positive), None),
     )
 
 

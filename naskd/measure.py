@@ -7,6 +7,8 @@ Inputs are zero tensors of ``(batch, *input_shape)``; ``input_shape`` never incl
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +53,11 @@ class Cost:
     flops: int
     latency_p50_ms: float
     latency_p95_ms: float
+    model_bytes: int
+
+    def metrics(self) -> dict[str, float]:
+        """The figures under their metric names (``naskd.metrics``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def count_params(model: nn.Module) -> int:
@@ -205,7 +212,16 @@ def measure_cost(
         flops=count_flops(model, input_shape),
         latency_p50_ms=latency.p50_ms,
         latency_p95_ms=latency.p95_ms,
+        model_bytes=count_model_bytes(model),
     )
+
+
+def count_model_bytes(model: nn.Module) -> int:
+    """Bytes of the model as shipped: its ``state_dict`` written by ``torch.save`` (what
+    ``naskd export`` writes as ``model.pt``; tensor data plus a small archive overhead)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
 
 
 def _resolve_device(device: str) -> torch.device:

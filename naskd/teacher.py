@@ -164,10 +164,7 @@ def describe_teacher(teacher: Teacher, val_logits: torch.Tensor, data: Data, cos
         "source": teacher.source,
         "fingerprint": teacher.fingerprint,
         "accuracy": score(val_logits, data.y_val)["accuracy"],
-        "params": measured.params,
-        "flops": measured.flops,
-        "latency_p50_ms": measured.latency_p50_ms,
-        "latency_p95_ms": measured.latency_p95_ms,
+        **measured.metrics(),
     }
     log.info("teacher %s: accuracy %.4f, %d params, %d FLOPs", teacher.source, info["accuracy"],
              info["params"], info["flops"])

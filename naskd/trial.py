@@ -321,11 +321,8 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
             cost = config.cost
             measured = measure_cost(student, data.input_shape, batch_size=cost.batch_size, threads=cost.threads,
                                     warmup=cost.warmup, repeats=cost.repeats, device=cost.device)
-            metrics = {
-                "params": measured.params, "flops": measured.flops,
-                "latency_p50_ms": measured.latency_p50_ms, "latency_p95_ms": measured.latency_p95_ms,
-                "capacity_ratio": context.teacher_info["params"] / max(1, measured.params),
-            }
+            metrics = {**measured.metrics(),
+                       "capacity_ratio": context.teacher_info["params"] / max(1, measured.params)}
         cost_metrics = dict(metrics)
         constraints, broken = budget_violations(metrics, config)
         if broken:

@@ -181,3 +181,14 @@ def test_latency_p50_is_the_least_disturbed_block_and_p95_keeps_the_tail() -> No
     latency = measure_latency(_SlowSpell(slow=80, warmup=2), (4,), warmup=2, repeats=100)
     assert latency.p50_ms < 1.0
     assert latency.p95_ms >= 5.0  # the disturbance is still in the tail
+
+
+def test_model_bytes_is_the_saved_state_dicts_size():
+    import io
+
+    small, big = nn.Linear(8, 4), nn.Linear(256, 64)
+    buffer = io.BytesIO()
+    torch.save(small.state_dict(), buffer)
+    assert measure_cost(small, (8,), warmup=1, repeats=3).model_bytes == buffer.getbuffer().nbytes
+    grown = measure_cost(big, (256,), warmup=1, repeats=3).model_bytes - buffer.getbuffer().nbytes
+    assert grown >= 4 * (256 * 64 + 64 - 8 * 4 - 4)  # at least the extra float32 weights

@@ -34,7 +34,7 @@ def test_every_row_is_keyed_by_its_own_name():
 
 def test_trial_and_diagnostic_metrics_split_the_table_in_order():
     assert TRIAL_METRICS == ("accuracy", "teacher_agreement", "kl_to_teacher", "params", "flops", "latency_p50_ms",
-                             "latency_p95_ms", "train_seconds", "capacity_ratio")
+                             "latency_p95_ms", "train_seconds", "capacity_ratio", "model_bytes")
     assert DIAGNOSTIC_METRICS == ("scratch_accuracy", "long_accuracy", "long_teacher_agreement", "long_steps")
     assert (*TRIAL_METRICS, *DIAGNOSTIC_METRICS) == tuple(METRICS)
 
@@ -70,15 +70,18 @@ def test_budget_keys_are_cost_config_fields_in_its_order():
     fields = [f.name for f in dataclasses.fields(CostConfig)]
     assert set(BUDGETS) <= set(fields)
     assert list(BUDGETS) == [f for f in fields if f in BUDGETS]
-    assert BUDGETS == {"max_latency_ms": "latency_p50_ms", "max_params": "params", "max_flops": "flops"}
+    assert BUDGETS == {"max_latency_ms": "latency_p50_ms", "max_params": "params", "max_flops": "flops",
+                       "max_model_bytes": "model_bytes"}
     assert all(METRICS[metric].budget_key == key for key, metric in BUDGETS.items())
     assert all(METRICS[metric].kind == "trial" for metric in BUDGETS.values())
 
 
 def test_budget_limits_reads_the_cost_section():
-    assert budget_limits(CostConfig()) == {"max_latency_ms": None, "max_params": None, "max_flops": None}
+    assert budget_limits(CostConfig()) == {"max_latency_ms": None, "max_params": None, "max_flops": None,
+                                           "max_model_bytes": None}
     cost = CostConfig(max_latency_ms=1.5, max_flops=1000)
-    assert budget_limits(cost) == {"max_latency_ms": 1.5, "max_params": None, "max_flops": 1000}
+    assert budget_limits(cost) == {"max_latency_ms": 1.5, "max_params": None, "max_flops": 1000,
+                                   "max_model_bytes": None}
 
 
 def test_budget_violations_without_budgets_is_feasible():
@@ -110,17 +113,17 @@ def test_views_follow_the_table():
 
 
 def test_a_new_row_reaches_every_view():
-    row = Metric("model_bytes", "minimize", "model size", unit="bytes", format="count", objective=True,
-                 budget_key="max_model_bytes", budget_rank=3, teacher_bounded=True, log_axis=True)
+    row = Metric("peak_memory_bytes", "minimize", "peak memory", unit="bytes", format="count", objective=True,
+                 budget_key="max_peak_memory_bytes", budget_rank=4, teacher_bounded=True, log_axis=True)
     table = {**METRICS, row.name: row}
-    assert directions_of(table)["model_bytes"] == "minimize"
-    assert row.label == "model size (bytes)"
-    assert names_where(lambda m: m.kind == "trial", table)[-1] == "model_bytes"
-    assert names_where(lambda m: m.objective, table)[-1] == "model_bytes"
-    assert "model_bytes" in names_where(lambda m: m.log_axis, table)
-    assert "model_bytes" in names_where(lambda m: m.teacher_bounded, table)
-    assert list(budgets_of(table)) == [*BUDGETS, "max_model_bytes"]
-    assert budgets_of(table)["max_model_bytes"] == "model_bytes"
+    assert directions_of(table)["peak_memory_bytes"] == "minimize"
+    assert row.label == "peak memory (bytes)"
+    assert names_where(lambda m: m.kind == "trial", table)[-1] == "peak_memory_bytes"
+    assert names_where(lambda m: m.objective, table)[-1] == "peak_memory_bytes"
+    assert "peak_memory_bytes" in names_where(lambda m: m.log_axis, table)
+    assert "peak_memory_bytes" in names_where(lambda m: m.teacher_bounded, table)
+    assert list(budgets_of(table)) == [*BUDGETS, "max_peak_memory_bytes"]
+    assert budgets_of(table)["max_peak_memory_bytes"] == "peak_memory_bytes"
 
 
 def test_readers_derive_their_lists_from_the_table():
@@ -131,10 +134,10 @@ def test_readers_derive_their_lists_from_the_table():
     assert results.DIAGNOSTIC_COLUMNS == DIAGNOSTIC_METRICS
     assert results.TEACHER_SUMMARY == ("accuracy", "params", "flops", "latency_p50_ms")
     assert front.UNIT_OBJECTIVES == {"accuracy", "teacher_agreement"}
-    assert front.TEACHER_BOUNDED_OBJECTIVES == {"params", "flops", "latency_p50_ms", "latency_p95_ms"}
+    assert front.TEACHER_BOUNDED_OBJECTIVES == {"params", "flops", "latency_p50_ms", "latency_p95_ms", "model_bytes"}
     assert fidelity.MARGIN_METRICS == {"accuracy", "teacher_agreement"}
     assert fidelity.LATENCY_METRICS == {"latency_p50_ms", "latency_p95_ms"}
-    assert figures.LOG_METRICS == {"params", "flops", "capacity_ratio"}
+    assert figures.LOG_METRICS == {"params", "flops", "capacity_ratio", "model_bytes"}
     assert checks._BUDGET_METRICS == BUDGETS
     assert view.LABELS == {n: m.label for n, m in METRICS.items()}
     assert view.fmt(1234, "params") == "1,234"

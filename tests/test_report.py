@@ -79,7 +79,8 @@ def student(number: int, params: int, accuracy: float, *, state: str = "complete
     spec = {"family": "mlp", "arch": {"depth": 1 + number % 2, "width": [8 + number] * (1 + number % 2),
                                       "activation": activation}, "recipe": dict(RECIPE)}
     cost = {"params": params, "flops": 2 * params, "latency_p50_ms": 0.01 + params * 1e-6,
-            "latency_p95_ms": 0.02 + params * 1e-6, "capacity_ratio": TEACHER["params"] / params}
+            "latency_p95_ms": 0.02 + params * 1e-6, "capacity_ratio": TEACHER["params"] / params,
+            "model_bytes": 4 * params + 1100}
     if state == "failed":
         return TrialRecord(number, "failed", spec, {}, reason or "diverged: loss became nan at step 3")
     if state == "infeasible":

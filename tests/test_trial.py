@@ -231,3 +231,15 @@ def test_a_student_stopped_by_its_process_continues_from_its_checkpoint(context,
     assert all(torch.equal(a, b) for a, b in zip(result.student.state_dict().values(),
                                                  straight.student.state_dict().values()))
     assert checkpoint.load() is None  # cleared when the trial ended
+
+
+def test_model_bytes_is_recorded_and_can_be_a_budget(write_study):
+    context = build_context(load_study(write_study()))
+    small = evaluate(_spec(context.config), context)
+    assert small.status == "complete" and small.metrics["model_bytes"] > 4 * small.metrics["params"]
+    assert 0 < context.teacher_info["model_bytes"]
+    limit = int(small.metrics["model_bytes"]) + 1
+    budgeted = build_context(load_study(write_study(cost={"max_model_bytes": limit})))
+    assert evaluate(_spec(budgeted.config), budgeted).status == "complete"
+    big = evaluate(_spec(budgeted.config, width=[64]), budgeted)
+    assert big.status == "infeasible" and "model_bytes" in big.reason and "> budget" in big.reason
