@@ -224,7 +224,7 @@ class CheckpointFile:
         except Exception as exc:  # damaged or foreign: never continue from it
             log.warning("%s: cannot be read (%s); the student starts again", self.path, type(exc).__name__)
             return None
-        if not isinstance(state, dict) or not {"step", "modules", "optimizer"} <= set(state):
+        if not isinstance(state, dict) or not {"step", "modules", "optimizer", "points", "terms"} <= set(state):
             log.warning("%s: not a naskd training state; the student starts again", self.path)
             return None
         return state

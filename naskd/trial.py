@@ -60,9 +60,10 @@ class StudyContext:
     train_logits: list[torch.Tensor | None]  # per teacher; None when [distill].cache_teacher is false
     val_logits: torch.Tensor  # the teachers' combined validation logits (CPU)
     placement: Placement = field(default_factory=Placement)
-    x_train: torch.Tensor | None = None  # data.x_train on the training device
-    y_train: torch.Tensor | None = None
-    x_val: torch.Tensor | None = None
+    # The data's tensors on the training device (derived from ``data`` and ``placement``).
+    x_train: torch.Tensor = field(init=False, repr=False)
+    y_train: torch.Tensor = field(init=False, repr=False)
+    x_val: torch.Tensor = field(init=False, repr=False)
     _values: dict[str, dict[str, torch.Tensor] | None] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -104,8 +105,7 @@ class StudyContext:
         return plan_rungs(self.config.fidelity, self.config.distill, len(self.data.y_train))
 
     def feature_teacher(self, recipe: DistillConfig) -> Teacher:
-        named = [t for t in self.teachers if t.name == recipe.feature_teacher]
-        return named[0] if named else self.teacher
+        return feature_teacher(self.teachers, recipe.feature_teacher)
 
     def teacher_values(self, terms: Sequence[dict[str, Any]], teacher: Teacher | None = None
                        ) -> dict[str, torch.Tensor] | None:
@@ -180,11 +180,14 @@ def _describe_teachers(teachers: list[Teacher], vals: list[torch.Tensor], combin
             "accuracy": score(combined, data.y_val)["accuracy"], "teachers": infos}
 
 
+def feature_teacher(teachers: Sequence[Teacher], name: str | None) -> Teacher:
+    """The teacher feature knowledge reads: the one ``[distill].feature_teacher`` names, else the first."""
+    return next((t for t in teachers if t.name == name), teachers[0])
+
+
 def _check_teacher_pairs(config: StudyConfig, teachers: list[Teacher]) -> None:
     """A ``[[distill.pairs]]`` teacher name that the feature teacher lacks is a study-file error."""
-    named = [t for t in teachers if t.name == config.distill.feature_teacher]
-    teacher = (named or teachers)[0]
-    available = module_names(teacher.model)
+    available = module_names(feature_teacher(teachers, config.distill.feature_teacher).model)
     for i, (name, _) in enumerate(config.distill.pairs):
         if name not in available:
             raise ConfigError(str(config.file), f"[distill.pairs[{i}]].teacher",

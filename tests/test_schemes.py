@@ -70,8 +70,11 @@ def test_mutual_trains_a_copy_of_the_teacher_and_never_reads_the_cache(context):
 
     recipe = dataclasses.replace(context.config.distill, scheme="mutual")
     student = build(_spec(context.config, "mutual"), context, recipe)
-    distiller = make_distiller(SchemeInputs(student, recipe, context.sources(recipe)))
+    distiller = make_distiller(SchemeInputs(student, recipe, context.sources(recipe),
+                                            new_teacher=context.teacher.rebuild))
     assert isinstance(distiller, Mutual)
+    assert _same(distiller.cohort[0], original)  # the teacher's weights in a fresh module of its architecture
+    assert distiller.cohort[0] is not context.teacher.model
     train(distiller, context.x_train, context.y_train, recipe)
     assert not _same(distiller.cohort[0], original)  # its copy learned alongside the student
 

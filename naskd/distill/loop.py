@@ -148,19 +148,17 @@ def train(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, recipe: Distil
         optimizer = make_optimizer(params, recipe)
         scaler = torch.amp.GradScaler(place.device.type) if place.precision == "fp16" else None
         every = max(1, steps // 50)
-        curve: list[tuple[int, float]] = []
-        points: list[list[float]] = []  # [step, loss, *terms] at the curve points
+        points: list[list[float]] = []  # [step, loss, *terms] at the curve points: the loss curve and the terms
         names: list[str] = []
         order = torch.randperm(n, generator=generator)
-        first, seconds_before, loss_value = 0, 0.0, float("nan")
+        first, seconds_before = 0, 0.0
         if resume is not None:
-            first, seconds_before, loss_value, order, curve, names, points = _restore(
-                resume, modules, optimizer, generator)
+            first, seconds_before, order, names, points = _restore(resume, modules, optimizer, generator)
         judged = {s: k for k, s in enumerate(rungs) if s > first} if on_rung is not None else {}
         stopped = False
 
         def snapshot(step: int, seconds: float) -> Callable[[], TrainState]:
-            return _capture(modules, optimizer, generator, order, step, seconds, loss_value, curve, names, points)
+            return _capture(modules, optimizer, generator, order, step, seconds, names, points)
 
         if on_rung is not None and first in rungs:
             # A continued run is judged again at the rung it was saved at: the decision that
@@ -194,11 +192,9 @@ def train(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, recipe: Distil
             if step % every == 0 or step == steps - 1 or step + 1 in judged:
                 # One synchronising read per curve point, of the loss and every term together.
                 values = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).float().tolist()  # type: ignore[union-attr]
-                loss_value = values[0]
-                if not math.isfinite(loss_value):
-                    raise Diverged(step, loss_value)
+                if not math.isfinite(values[0]):
+                    raise Diverged(step, values[0])
                 names = list(terms)
-                curve.append((step, loss_value))
                 points.append([float(step), *values])
             if step + 1 in judged:
                 paused = time.perf_counter()
@@ -215,8 +211,8 @@ def train(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, recipe: Distil
     last = [p[2:] for p in points[-TERM_POINTS:]]
     terms_out = {name: sum(p[k] for p in last) / len(last) for k, name in enumerate(names)} if last else {}
     return DistillResult(steps=steps, train_seconds=distiller.prepare_seconds + seconds_before
-                         + time.perf_counter() - start, final_loss=loss_value, curve=curve, stopped=stopped,
-                         terms=terms_out)
+                         + time.perf_counter() - start, final_loss=points[-1][1] if points else float("nan"),
+                         curve=[(int(p[0]), p[1]) for p in points], stopped=stopped, terms=terms_out)
 
 
 def _total(terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -229,12 +225,11 @@ def _total(terms: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _capture(modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, generator: torch.Generator,
-             order: torch.Tensor, step: int, seconds: float, loss_value: float, curve: list[tuple[int, float]],
-             names: list[str], points: list[list[float]]) -> Callable[[], TrainState]:
+             order: torch.Tensor, step: int, seconds: float, names: list[str],
+             points: list[list[float]]) -> Callable[[], TrainState]:
     def capture() -> TrainState:
         return {
-            "step": step, "train_seconds": seconds, "loss": loss_value, "curve": [list(p) for p in curve],
-            "terms": list(names), "points": [list(p) for p in points],
+            "step": step, "train_seconds": seconds, "terms": list(names), "points": [list(p) for p in points],
             "modules": {name: {k: v.detach().clone() for k, v in m.state_dict().items()}
                         for name, m in modules.items()},
             "optimizer": optimizer.state_dict(),
@@ -245,8 +240,7 @@ def _capture(modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, ge
 
 
 def _restore(state: TrainState, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
-             generator: torch.Generator) -> tuple[int, float, float, torch.Tensor, list[tuple[int, float]],
-                                                   list[str], list[list[float]]]:
+             generator: torch.Generator) -> tuple[int, float, torch.Tensor, list[str], list[list[float]]]:
     """Load a captured state into a freshly built run; returns where the run stands."""
     if set(state["modules"]) != set(modules):
         raise ValueError(f"the saved state holds {sorted(state['modules'])}, this run trains {sorted(modules)}")
@@ -255,8 +249,6 @@ def _restore(state: TrainState, modules: dict[str, nn.Module], optimizer: torch.
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["rng"])
-    curve = [(int(a), float(b)) for a, b in state["curve"]]
-    points = [[float(v) for v in p] for p in state.get("points", [])]
+    points = [[float(v) for v in p] for p in state["points"]]
     # The order stays on the CPU with its generator: a CPU index tensor indexes device rows too.
-    return (int(state["step"]), float(state["train_seconds"]), float(state["loss"]), state["order"], curve,
-            list(state.get("terms", [])), points)
+    return int(state["step"]), float(state["train_seconds"]), state["order"], list(state["terms"]), points

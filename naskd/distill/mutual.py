@@ -84,5 +84,5 @@ class Mutual(Distiller):
         # on its own loss only.
         for k, own in enumerate(members):
             for name, value in self._member_terms(own, [logits, *members[:k], *members[k + 1:]], yb, "cohort_").items():
-                terms[name] = terms.get(name, 0) + value
+                terms[name] = terms[name] + value if name in terms else value
         return logits, terms

@@ -61,8 +61,7 @@ class Offline(Distiller):
         self.student, self.recipe, self.teachers = student, recipe, list(teachers)
         self.terms = [t for t in recipe.knowledge or () if t["weight"] > 0]
         self.ce_weight = recipe.ce_weight if self.terms else 1.0
-        named = [t for t in self.teachers if t.name == recipe.feature_teacher]
-        self.feature_source = named[0] if named else self.teachers[0]
+        self.feature_source = next((t for t in self.teachers if t.name == recipe.feature_teacher), self.teachers[0])
         for t in self.teachers:
             t.model.eval()  # a teacher's BatchNorm/dropout must never run in training mode
         self.plan = plan(self.terms, self.feature_source.model, student, pairs)
