@@ -23,6 +23,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine(*extra: str) -> str:
+    """One line naming the machine and the library versions a benchmark ran with, then ``extra``."""
+    import os
+
+    import torch
+
+    parts = [f"{cpu_model()}, {os.cpu_count()} cores", f"{platform.system()} {platform.release()}",
+             f"Python {platform.python_version()}", f"torch {torch.__version__}",
+             f"{torch.get_num_threads()} torch threads", f"optuna {optuna.__version__}", *extra]
+    return ", ".join(parts)
+
+
 def draw_students(config: Any, n: int, seed: int = 0) -> list[tuple[dict, dict]]:
     """``(params, spec)`` of ``n`` students drawn from the study's space by a seeded random
     sampler; enqueue the params in a study to train exactly these students."""

@@ -43,7 +43,6 @@ import dataclasses
 import logging
 import math
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -57,7 +56,6 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
-import torch  # noqa: E402
 
 from naskd.backends import optuna_backend as ob  # noqa: E402
 from naskd.config import METRIC_DIRECTIONS, FidelityConfig, load_study  # noqa: E402
@@ -66,14 +64,9 @@ from naskd.fidelity import RungPlan, judge  # noqa: E402
 from naskd.front import hypervolume, non_dominated, objective_bounds  # noqa: E402
 from naskd.trial import build_context, evaluate  # noqa: E402
 
-from _shared import cpu_model, draw_students  # noqa: E402
+from _shared import draw_students, machine  # noqa: E402
 
 STUDY = REPO_ROOT / "studies" / "mnist1d.toml"
-
-
-def machine() -> str:
-    return (f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads, optuna {optuna.__version__}")
 
 
 # --- (1) ground truth ---------------------------------------------------------------------

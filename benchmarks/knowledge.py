@@ -66,7 +66,7 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 
 from naskd.backends.optuna_backend import run_search  # noqa: E402
-from naskd.config import METRIC_DIRECTIONS, StudyConfig, load_study  # noqa: E402
+from naskd.config import StudyConfig, load_study  # noqa: E402
 from naskd.distill import recipe_dict  # noqa: E402
 from naskd.front import hypervolume, objective_bounds  # noqa: E402
 from naskd.knowledge.functional import LOSSES  # noqa: E402

@@ -414,7 +414,7 @@ def main() -> None:
             print(f"| {res.batch} | {name} | {res.median[name]:.2f} | {steps / res.median[name]:.0f} | "
                   f"{res.ratio(name):.2f}x | {floor} |")
     first = results[0]
-    print(f"\nTargets, per batch size: cache on <= 0.5x plain ("
+    print("\nTargets, per batch size: cache on <= 0.5x plain ("
           + ", ".join(f"{r.batch}: {r.ratio('naskd, cache on'):.2f}x" for r in results)
           + "); cache off <= 1.05x plain ("
           + ", ".join(f"{r.batch}: {r.ratio('naskd, cache off'):.2f}x" for r in results)

@@ -44,7 +44,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -68,16 +67,9 @@ from naskd.backends import optuna_backend as ob  # noqa: E402
 from naskd.config import RayConfig, load_study  # noqa: E402
 from naskd.trial import build_context  # noqa: E402
 
-from _shared import cpu_model, draw_students  # noqa: E402
+from _shared import draw_students, machine  # noqa: E402
 
 STUDY = REPO_ROOT / "studies" / "mnist1d.toml"
-
-
-def machine() -> str:
-    import ray
-
-    return (f"{cpu_model()}, {cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, optuna {optuna.__version__}, ray {ray.__version__}")
 
 
 def load() -> float:
@@ -158,7 +150,9 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     cores = cpu_count()
-    print(f"machine: {machine()}")
+    import ray
+
+    print(f"machine: {machine(f'ray {ray.__version__}')}")
     print(f"study: {STUDY.relative_to(REPO_ROOT)}, {trials} trials per run"
           + (f", {epochs} epochs per trial (--quick)" if epochs else ""))
     t = time.perf_counter()

@@ -47,7 +47,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks._shared import cpu_model  # noqa: E402
+from benchmarks._shared import machine  # noqa: E402
 from naskd.config import StudyConfig, load_study  # noqa: E402
 from naskd.distill import recipe_from_dict  # noqa: E402
 from naskd.trial import StudyContext, build, build_context, fit, full_spec, validate  # noqa: E402
@@ -116,7 +116,7 @@ def main() -> None:
     def mean(name: str) -> float:
         return statistics.fmean(a for a, _ in results[name])
 
-    print(f"\nmachine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread, "
+    print(f"\nmachine: {machine()}; "
           f"load average {os.getloadavg()[0]:.2f} at the end; {len(seeds)} seeds, {args.epochs} epochs, "
           f"{wall / 60:.1f} min")
     teacher_accs = {t["name"]: t["accuracy"] for t in several.teacher_info["teachers"]}
