@@ -208,7 +208,7 @@ def _export(config: StudyConfig, out_dir: Path, args: argparse.Namespace) -> int
     from naskd.data import load_data
     from naskd.export import export_student
     from naskd.spaces import BuildContext
-    from naskd.teacher import lazy_rebuild
+    from naskd.teacher import load_teacher
 
     if args.output.exists() and not args.output.is_dir():
         raise NaskdError(f"-o {args.output}: is a file; expected a directory for the exported student")
@@ -221,13 +221,15 @@ def _export(config: StudyConfig, out_dir: Path, args: argparse.Namespace) -> int
         raise NaskdError(f"--trial {args.trial}: {state}; only completed, feasible trials (trained to the target "
                          "budget) can be exported")
     data = load_data(config.data)
-    ctx = BuildContext(data.input_shape, data.num_classes,
-                       teacher=lazy_rebuild(config.teacher, data, dataset_key=config.data.dataset or "synthetic"))
+    ctx = BuildContext(data.input_shape, data.num_classes)
+    if record.spec.get("family") in ("teacher", "shrink"):  # students built from the teacher need it loaded
+        teacher = load_teacher(config.teacher, data, dataset_key=config.data.dataset or "synthetic")
+        ctx = teacher.build_context(data.input_shape, data.num_classes)
     check = export_student(record.spec, out_dir / "students" / f"trial_{record.number}.pt", data,
                            record.metrics, args.output, number=record.number, study=config.name, ctx=ctx)
     if not args.quiet:
         print(printable(f"exported trial {record.number} to {args.output} (accuracy recorded {check['accuracy']:.4f}, "
-              f"reloaded {check['reproduced']:.4f}, TorchScript {check['torchscript']:.4f})"))
+              f"reloaded {check['reproduced']:.4f}, {check['program']} {check['program_accuracy']:.4f})"))
     return 0
 
 

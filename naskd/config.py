@@ -105,6 +105,8 @@ class DistillConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: fp32 on the CPU, bf16 on CUDA
     channels_last: str = "auto"  # "auto" (on CUDA, for 2-D conv inputs), "on", "off"
+    qat_fraction: float = 0.2  # int8 students: the share of the target budget trained fake-quantized
+    qat_lr_scale: float = 0.1  # int8 students: the QAT phase's learning rate, as a share of lr
 
     def __post_init__(self) -> None:
         # Resolve the shorthand once so every reader sees explicit terms and weights.
@@ -538,7 +540,13 @@ def _distill(s: _Section, seed: int) -> DistillConfig:
         device=s.get("device", _Key(str, _training_device), d.device),
         precision=s.get("precision", _Key(str, _one_of(PRECISIONS)), d.precision),
         channels_last=_channels_last(s, d.channels_last),
+        qat_fraction=s.get("qat_fraction", _Key(float, _qat_fraction), d.qat_fraction),
+        qat_lr_scale=s.get("qat_lr_scale", _Key(float, _positive), d.qat_lr_scale),
     )
+
+
+def _qat_fraction(v: Any) -> str | None:
+    return None if 0 < v <= 0.9 else f"must be in (0, 0.9] (the float phase needs steps too), got {v}"
 
 
 def _training_device(v: Any) -> str | None:

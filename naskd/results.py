@@ -137,8 +137,12 @@ def _fmt(value: Any) -> str:
 
 
 def arch_summary(spec: dict[str, Any]) -> str:
-    arch = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in spec.get("arch", {}).items())
-    return f"{spec.get('family', '?')}({arch})"
+    """``cnn1d(stages=2, ...)``, prefixed ``int8`` for an int8 student (a shrink student's
+    teacher fingerprint is left out: it is the study's teacher)."""
+    arch = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in spec.get("arch", {}).items()
+                     if k != "teacher")
+    prefix = "int8 " if spec.get("precision") == "int8" else ""
+    return f"{prefix}{spec.get('family', '?')}({arch})"
 
 
 def render_table(summary: dict[str, Any]) -> str:

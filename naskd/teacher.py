@@ -29,6 +29,7 @@ from naskd.distill import Scratch, train
 from naskd.errors import NaskdError
 from naskd.measure import measure_cost
 from naskd.scoring import score
+from naskd.spaces import BuildContext
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,23 @@ class Teacher:
     name: str = "teacher"
     weight: float = 1.0
     rebuild: Callable[[], nn.Module] | None = None
+
+    def trained_copy(self) -> nn.Module:
+        """A new model of the teacher's architecture holding its trained weights, in eval mode
+        (rebuilt rather than deep-copied, so hooks on the teacher are not carried over)."""
+        if self.rebuild is None:
+            raise NaskdError(f"{self.source}: a TorchScript teacher's architecture cannot be rebuilt")
+        model = self.rebuild()
+        model.load_state_dict(self.model.state_dict())
+        return model.to(next((p.device for p in self.model.parameters()), torch.device("cpu"))).eval()
+
+    def build_context(self, input_shape: tuple[int, ...], num_classes: int) -> BuildContext:
+        """What student builders receive from this teacher: its architecture's factory, its
+        trained weights and its fingerprint (families derived from the teacher read them)."""
+        rebuildable = self.rebuild is not None
+        return BuildContext(input_shape, num_classes, teacher=self.rebuild,
+                            trained_teacher=self.trained_copy if rebuildable else None,
+                            teacher_fingerprint=self.fingerprint)
 
 
 class _ConvTeacher(nn.Module):
@@ -133,19 +151,6 @@ def load_teacher(cfg: TeacherConfig, data: Data, *, dataset_key: str) -> Teacher
     model.eval()
     return Teacher(model=model, source=source, fingerprint=fingerprint, name=cfg.name, weight=cfg.weight,
                    rebuild=rebuild)
-
-
-def lazy_rebuild(cfg: TeacherConfig, data: Data, *, dataset_key: str) -> Callable[[], nn.Module]:
-    """A factory for a fresh model of the teacher's architecture that loads the teacher only
-    when first called (export of a ``teacher``-family student needs it; others never do)."""
-
-    def rebuild() -> nn.Module:
-        teacher = load_teacher(cfg, data, dataset_key=dataset_key)
-        if teacher.rebuild is None:
-            raise NaskdError(f"{teacher.source}: a TorchScript teacher's architecture cannot be rebuilt")
-        return teacher.rebuild()
-
-    return rebuild
 
 
 def load_teachers(cfgs: Sequence[TeacherConfig], data: Data, *, dataset_key: str) -> list[Teacher]:

@@ -26,6 +26,7 @@ from naskd.data import Data, load_data
 from naskd.distill import (Diverged, DistillResult, Placement, SchemeInputs, Scratch, TeacherSource,
                            TrainState, make_distiller, recipe_dict, recipe_from_dict, train)
 from naskd.distill.loop import RungCallback
+from naskd.distill.quantized import quantization_aware
 from naskd.distill.teachers import combine
 from naskd.errors import ConfigError, InvalidSpec
 from naskd.fidelity import CheckpointFile, Decision, RungPlan, plan_rungs, with_rung
@@ -33,6 +34,7 @@ from naskd.knowledge.functional import LOSSES
 from naskd.knowledge.hooks import module_names, stage_names
 from naskd.knowledge.terms import EMBEDDING
 from naskd.measure import measure_cost
+from naskd.quantize import measure_int8_cost
 from naskd.metrics import TRIAL_METRICS, budget_limits, budget_violations as _violations
 from naskd.scoring import predict, score
 from naskd.spaces import BuildContext, build_student, check_spec
@@ -87,8 +89,8 @@ class StudyContext:
 
     @property
     def build(self) -> BuildContext:
-        """What student builders receive (the teacher factory rebuilds the first teacher)."""
-        return BuildContext(self.data.input_shape, self.data.num_classes, teacher=self.teacher.rebuild)
+        """What student builders receive (from the first teacher)."""
+        return self.teacher.build_context(self.data.input_shape, self.data.num_classes)
 
     def describe(self) -> dict[str, Any]:
         """Facts recorded with the study: data splits, the teachers' figures and the rungs."""
@@ -208,9 +210,10 @@ def build(spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *,
 
 def fit(student: nn.Module, spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *,
         scratch: bool = False, rungs: Sequence[int] = (), on_rung: RungCallback | None = None,
-        resume: TrainState | None = None) -> DistillResult:
+        resume: TrainState | None = None, steps: int | None = None) -> DistillResult:
     """Train ``student`` by the recipe's scheme (or from the labels alone: ``scratch``) on the
-    study's training set, on the study's device; the student stays there, in eval mode.
+    study's training set, on the study's device, for ``steps`` (default: the recipe's
+    epochs); the student stays there, in eval mode.
 
     Raises:
         Diverged, InvalidSpec: as ``naskd.distill.train``.
@@ -229,12 +232,39 @@ def fit(student: nn.Module, spec: dict[str, Any], context: StudyContext, recipe:
             student, recipe, context.sources(recipe), context.config.distill.pairs, new_student=new_student,
             new_teacher=context.teacher.rebuild, x=context.x_train, y=context.y_train, device=place.device))
     return train(distiller, context.x_train, context.y_train, recipe, rungs=rungs, on_rung=on_rung,  # type: ignore[arg-type]
-                 resume=resume, placement=place)
+                 resume=resume, placement=place, steps=steps)
+
+
+def qat_steps(recipe: DistillConfig, plan: RungPlan) -> int:
+    """Steps of an int8 student's QAT phase: ``qat_fraction`` of the target budget (at least
+    one, and at least one step left for the float phase)."""
+    return min(plan.target_steps - 1, max(1, round(recipe.qat_fraction * plan.target_steps)))
+
+
+def quantize_trained(student: nn.Module, context: StudyContext, recipe: DistillConfig, result: DistillResult,
+                     steps: int) -> tuple[nn.Module, DistillResult]:
+    """The int8 student of a float-trained one after ``steps`` of quantized distillation,
+    and the whole run's result (steps, time, curve and terms of both phases; the QAT phase's
+    terms are named ``qat_<term>``).
+
+    Raises:
+        InvalidSpec: the quantizer cannot take the student.
+        Diverged: the QAT phase diverged.
+    """
+    int8, phase = quantization_aware(student, recipe, context.sources(recipe), context.x_train, context.y_train,
+                                     steps, context.placement)
+    return int8, DistillResult(
+        steps=result.steps + phase.steps, train_seconds=result.train_seconds + phase.train_seconds,
+        final_loss=phase.final_loss, curve=result.curve + [(result.steps + k, v) for k, v in phase.curve],
+        terms={**result.terms, **{f"qat_{k}": v for k, v in phase.terms.items()}})
 
 
 def validate(student: nn.Module, context: StudyContext) -> dict[str, float]:
-    """Accuracy, teacher agreement and KL to the teacher(s) on the validation set."""
-    return score(predict(student, context.x_val).float().cpu(), context.data.y_val,  # type: ignore[arg-type]
+    """Accuracy, teacher agreement and KL to the teacher(s) on the validation set (on the
+    student's device: an int8 student runs on the CPU)."""
+    on = next((t.device for t in (*student.parameters(), *student.buffers())), context.placement.device)
+    x = context.x_val if on == context.placement.device else context.data.x_val.to(on)
+    return score(predict(student, x).float().cpu(), context.data.y_val,  # type: ignore[arg-type]
                  context.val_logits)
 
 
@@ -262,10 +292,13 @@ class TrialResult:
 Gate = Callable[[list[dict[str, Any]]], "bool | Decision"]
 
 
-def full_spec(sampled: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
+def full_spec(sampled: dict[str, Any], config: StudyConfig, teacher: str | None = None) -> dict[str, Any]:
     """A sampled spec plus the trial's recipe (the study's, with any sampled recipe choices
-    applied): everything needed to rebuild the trial, as plain JSON."""
+    applied): everything needed to rebuild the trial, as plain JSON. A ``shrink`` student
+    also records the fingerprint of the teacher it is cut from (``teacher``)."""
     spec = {k: v for k, v in sampled.items() if k != "recipe_choices"}
+    if spec.get("family") == "shrink" and teacher:
+        spec["arch"] = {**spec.get("arch", {}), "teacher": teacher}
     spec["recipe"] = apply_recipe_choices(recipe_dict(config.distill), sampled.get("recipe_choices", {}))
     return spec
 
@@ -308,8 +341,12 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
         return TrialResult("invalid", spec, reason=f"invalid spec: {reason}")
     recipe = recipe_from_dict(spec.get("recipe", {}), base=config.distill)
     plan = plan or context.plan
+    int8 = spec.get("precision", "float32") == "int8"
+    # An int8 student trains in float up to its QAT phase, and is judged at the rungs before it.
+    float_steps = plan.target_steps - qat_steps(recipe, plan) if int8 else None
+    judged = [r for r in plan.rungs if float_steps is None or r < float_steps]
     resume = checkpoint.load() if checkpoint is not None else None
-    if resume is not None and int(resume["step"]) not in plan.rungs:
+    if resume is not None and int(resume["step"]) not in judged:
         log.warning("%s: saved at step %s, which is not a rung of this study; the student starts again",
                     checkpoint.path, resume["step"])  # type: ignore[union-attr]
         resume = None
@@ -322,8 +359,12 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
             metrics: dict[str, float] = {k: float(v) for k, v in resume["cost"].items()}
         else:
             cost = config.cost
-            measured = measure_cost(student, data.input_shape, batch_size=cost.batch_size, threads=cost.threads,
-                                    warmup=cost.warmup, repeats=cost.repeats, device=cost.device)
+            if int8:  # the lowered int8 model, on this CPU (the x86 quantizer's target)
+                measured = measure_int8_cost(student, data.input_shape, batch_size=cost.batch_size,
+                                             threads=cost.threads, warmup=cost.warmup, repeats=cost.repeats)
+            else:
+                measured = measure_cost(student, data.input_shape, batch_size=cost.batch_size, threads=cost.threads,
+                                        warmup=cost.warmup, repeats=cost.repeats, device=cost.device)
             metrics = {**measured.metrics(),
                        "capacity_ratio": context.teacher_info["params"] / max(1, measured.params)}
         cost_metrics = dict(metrics)
@@ -343,7 +384,9 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
                 stopped.append((rung, decision.reason))
             return decision.goes_on
 
-        result = fit(student, spec, context, recipe, rungs=plan.rungs, on_rung=on_rung, resume=resume)
+        result = fit(student, spec, context, recipe, rungs=judged, on_rung=on_rung, resume=resume, steps=float_steps)
+        if float_steps is not None and not result.stopped:
+            student, result = quantize_trained(student, context, recipe, result, plan.target_steps - float_steps)
     except InvalidSpec as exc:
         return _ended(checkpoint, TrialResult("invalid", spec, reason=f"invalid spec: {exc}"))
     except Diverged as exc:

@@ -271,7 +271,7 @@ def test_edge_specs_are_valid(spec: dict, shape: tuple[int, ...]) -> None:
 
 
 def test_registry_checks_without_building() -> None:
-    assert set(FAMILIES) == {"mlp", "cnn1d", "cnn2d", "transformer", "teacher", "user"}
+    assert set(FAMILIES) == {"mlp", "cnn1d", "cnn2d", "transformer", "teacher", "shrink", "user"}
     assert FAMILIES["transformer"].check({"arch": {"d_model": 24, "heads": 5}}, BuildContext((1, 40), 10)) is not None
     assert FAMILIES["mlp"].check({"arch": {}}, BuildContext((64,), 10)) is None
 

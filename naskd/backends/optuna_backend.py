@@ -454,7 +454,7 @@ class Objective:
         self.directions = list(config.search.directions)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        spec = full_spec(self.config.space.sample(trial), self.config)
+        spec = full_spec(self.config.space.sample(trial), self.config, self.context.teacher.fingerprint)
         trial.set_user_attr("spec", spec)  # now, not at the end: a continued trial checks it
         gate = RungGate(self.context.plan, tuple(self.config.search.objectives), StudyLedger(trial.study, trial))
         checkpoint, carried = resume_point(trial, spec, self.out_dir)

@@ -219,12 +219,12 @@ def make_trainable(config: StudyConfig, context: StudyContext, students_dir: Pat
 
 # --- the driver side ---------------------------------------------------------------------
 
-def _space(config: StudyConfig, out_dir: Path | None) -> Callable[[optuna.Trial], dict[str, Any]]:
+def _space(config: StudyConfig, out_dir: Path | None, teacher: str) -> Callable[[optuna.Trial], dict[str, Any]]:
     """The define-by-run function ``OptunaSearch`` calls: the study's own space declaration,
     plus where the trial's student saves its state (and the state it continues, if any)."""
 
     def define(trial: optuna.Trial) -> dict[str, Any]:
-        spec = full_spec(config.space.sample(trial), config)
+        spec = full_spec(config.space.sample(trial), config, teacher)
         trial.set_user_attr("spec", spec)
         checkpoint, carried = ob.resume_point(trial, spec, out_dir)
         return {SPEC_KEY: spec, NUMBER_KEY: trial.number,
@@ -245,9 +245,10 @@ class NaskdSearch(OptunaSearch):
     killed driver's trials are failed like a killed worker's.
     """
 
-    def __init__(self, config: StudyConfig, storage: optuna.storages.BaseStorage, out_dir: Path | None = None) -> None:
+    def __init__(self, config: StudyConfig, storage: optuna.storages.BaseStorage, out_dir: Path | None = None, *,
+                 teacher: str = "") -> None:
         objectives = list(config.search.objectives)
-        super().__init__(space=_space(config, out_dir), metric=objectives,
+        super().__init__(space=_space(config, out_dir, teacher), metric=objectives,
                          mode=["max" if direction(m) == "maximize" else "min" for m in objectives],
                          sampler=ob.make_sampler(config), study_name=config.name, storage=storage)
         self.naskd_objectives = tuple(objectives)
@@ -444,7 +445,7 @@ def ray_trainable(config: StudyConfig | str | Path, *, out_dir: str | Path | Non
         config = load_study(config)
     out = Path(out_dir) if out_dir is not None else config.default_out_dir()
     context, _, storage, _ = _prepare(config, out, command="naskd.ray_trainable")
-    search = NaskdSearch(config, storage, out)
+    search = NaskdSearch(config, storage, out, teacher=context.teacher.fingerprint)
     return RayTrainable(make_trainable(config, context, out / "students"), search,
                         RungScheduler(search, context.plan, tuple(config.search.objectives)))
 
@@ -541,7 +542,7 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
 
 def _fit(config: StudyConfig, out_dir: Path, context: StudyContext, storage: optuna.storages.BaseStorage,
          samples: int, concurrency: int, *, name: str, callbacks: list, scheduler: Any, verbose: bool) -> None:
-    search = NaskdSearch(config, storage, out_dir)
+    search = NaskdSearch(config, storage, out_dir, teacher=context.teacher.fingerprint)
     if scheduler is None:
         scheduler = RungScheduler(search, context.plan, tuple(config.search.objectives))
     tuner = tune.Tuner(

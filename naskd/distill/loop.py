@@ -111,7 +111,7 @@ def make_optimizer(params: list[nn.Parameter], recipe: DistillConfig) -> torch.o
 
 def train(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, recipe: DistillConfig, *,
           rungs: Sequence[int] = (), on_rung: RungCallback | None = None, resume: TrainState | None = None,
-          placement: Placement | None = None) -> DistillResult:
+          placement: Placement | None = None, steps: int | None = None) -> DistillResult:
     """Train ``distiller``'s modules in place on ``(x, y)`` (rows already on the device).
 
     Args:
@@ -125,6 +125,8 @@ def train(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, recipe: Distil
             run carries on from it and ends exactly as an uninterrupted run would. When that
             step is a rung, ``on_rung`` is asked about it again first.
         placement: device, precision and memory layout (default: fp32 on the CPU).
+        steps: the run's length in optimizer steps (default: the recipe's epochs), e.g. the
+            float phase of an int8 student.
 
     Raises:
         Diverged: the loss became NaN or infinite.
@@ -134,7 +136,7 @@ def train(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, recipe: Distil
     n = len(y)
     batch = min(recipe.batch_size, n)
     per_epoch = steps_per_epoch(recipe, n)
-    steps = total_steps(recipe, n)
+    steps = total_steps(recipe, n) if steps is None else steps
     generator = torch.Generator().manual_seed(recipe.seed)
     channels_last = place.channels_last and x.ndim == 4
     try:

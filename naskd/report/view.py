@@ -84,10 +84,12 @@ def slug(name: str) -> str:
 
 
 def arch_text(spec: Mapping[str, Any]) -> str:
-    """``mlp(depth=2, width=[16, 32])``: the architecture on one line."""
+    """``mlp(depth=2, width=[16, 32])``: the architecture on one line, prefixed ``int8`` for
+    an int8 student (without a shrink student's teacher fingerprint)."""
     arch = spec.get("arch") if isinstance(spec.get("arch"), Mapping) else {}
-    inner = ", ".join(f"{k}={fmt(v)}" for k, v in arch.items())
-    return f"{spec.get('family', '?')}({inner})"
+    inner = ", ".join(f"{k}={fmt(v)}" for k, v in arch.items() if k != "teacher")
+    prefix = "int8 " if spec.get("precision") == "int8" else ""
+    return f"{prefix}{spec.get('family', '?')}({inner})"
 
 
 def recipe_text(spec: Mapping[str, Any]) -> str:

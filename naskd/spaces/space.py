@@ -23,7 +23,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - the 3.10 fallback named in pyproject.toml
     import tomli as tomllib
 
-_SPACE_KEYS = ("family", "builder", "params", "recipe")
+_SPACE_KEYS = ("family", "builder", "params", "recipe", "precision")
+#: The number formats a student may be deployed in (``naskd.quantize.DEPLOY_PRECISIONS``;
+#: repeated here so that loading a space does not import the quantization stack).
+PRECISIONS = ("float32", "int8")
 # The repository checkout that holds the shipped search_spaces/ (for an editable install).
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +41,8 @@ class Space:
         builder: ``"module:callable"`` when ``family == "user"``, else None.
         source: the file the space came from (the study file for an inline space).
         recipe: the recipe keys the sampler chooses per trial (``[space.recipe]``), if any.
+        precision: the number formats a student is deployed in (``precision = "int8"`` or a
+            list to search over); empty: float32, and specs carry no ``"precision"``.
     """
 
     family: str
@@ -45,6 +50,7 @@ class Space:
     builder: str | None
     source: str
     recipe: tuple[Param, ...] = ()
+    precision: Param | None = None
 
     def sample(self, suggester: Suggester) -> dict[str, Any]:
         """Draw one student spec.
@@ -55,9 +61,13 @@ class Space:
 
         Returns:
             Plain JSON: ``{"family": ..., "arch": {...}}``, plus ``"builder"`` for the user
-            family and ``"recipe_choices"`` when the space declares a recipe. Params skipped by ``when`` are absent from ``arch``; ``per`` params are lists.
+            family, ``"precision"`` when the space declares one, and ``"recipe_choices"`` when it
+            declares a recipe. Params skipped by ``when`` are absent from ``arch``; ``per`` params
+            are lists.
         """
         spec: dict[str, Any] = {"family": self.family, "arch": sample_params(self.params, suggester)}
+        if self.precision is not None:
+            spec["precision"] = self.precision.suggest(suggester, "precision")
         if self.builder is not None:
             spec["builder"] = self.builder
         if self.recipe:
@@ -68,6 +78,8 @@ class Space:
         """One JSON-able row per declared param: name, kind, range, step, log, choices, value, per, when
         (recipe params are named ``recipe.<key>``)."""
         rows = [param.summary() for param in self.params]
+        if self.precision is not None:
+            rows.append(self.precision.summary())
         return rows + [{**param.summary(), "name": f"recipe.{param.name}"} for param in self.recipe]
 
 
@@ -159,4 +171,19 @@ def _parse_space(data: dict, file: str, at: KeyPath, extra_keys: tuple[str, ...]
         check_declarations(params, family.keys, file, at, "params",
                            unknown=f"{family_name} has no arch key of this name", prefix=family_name)
     recipe = parse_recipe_space(data["recipe"], file, at) if "recipe" in data else ()
-    return Space(family=family_name, params=params, builder=builder, source=file, recipe=recipe)
+    precision = _precision(data["precision"], file, at) if "precision" in data else None
+    return Space(family=family_name, params=params, builder=builder, source=file, recipe=recipe, precision=precision)
+
+
+def _precision(value: Any, file: str, at: KeyPath) -> Param:
+    """``precision = "int8"`` (fixed) or ``["float32", "int8"]`` (searched)."""
+    choices = value if isinstance(value, list) else [value]
+    bad = [c for c in choices if not isinstance(c, str) or c not in PRECISIONS]
+    if bad or not choices or len(set(choices)) != len(choices):
+        problem = (f"got {show(bad[0])}" if bad else "got an empty list" if not choices
+                   else f"repeats a value in {show(value)}")
+        raise ConfigError(file, at("precision"), f"must be one of {', '.join(map(show, PRECISIONS))} or a list of "
+                                                  f"them; {problem}")
+    if len(choices) == 1:
+        return Param(name="precision", kind="fixed", value=choices[0])
+    return Param(name="precision", kind="categorical", choices=tuple(choices))

@@ -17,11 +17,12 @@ from naskd.spaces.families._common import BuildContext, Family, Key
 from naskd.spaces.families.cnn1d import CNN1D
 from naskd.spaces.families.cnn2d import CNN2D
 from naskd.spaces.families.mlp import MLP
+from naskd.spaces.families.shrink import SHRINK
 from naskd.spaces.families.transformer import TRANSFORMER
 from naskd.spaces.families.teacher import TEACHER
 from naskd.spaces.families.user import USER, import_builder
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (MLP, CNN1D, CNN2D, TRANSFORMER, TEACHER, USER)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (MLP, CNN1D, CNN2D, TRANSFORMER, TEACHER, SHRINK, USER)}
 
 __all__ = ["FAMILIES", "BuildContext", "Family", "Key", "build_student", "check_spec", "import_builder"]
 

@@ -99,11 +99,14 @@ class Key:
 class BuildContext:
     """What a student builder may read besides its spec: the data's sample shape and class
     count, and (when the study's teacher can be rebuilt) a factory for a fresh, untrained model
-    of the teacher's architecture, so families derived from the teacher need no special case."""
+    of the teacher's architecture and one for a copy of the trained teacher (with its
+    fingerprint), so families derived from the teacher need no special case."""
 
     input_shape: tuple[int, ...]
     num_classes: int
     teacher: Callable[[], nn.Module] | None = None
+    trained_teacher: Callable[[], nn.Module] | None = None
+    teacher_fingerprint: str | None = None
 
 
 class Family:
