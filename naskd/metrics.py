@@ -101,7 +101,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("train_seconds", "minimize", "train time", unit="s", objective=True),
     Metric("capacity_ratio", "maximize", "capacity ratio", objective=True, log_axis=True),
     Metric("model_bytes", "minimize", "model size", unit="bytes", format="count", objective=True,
-           budget_key="max_model_bytes", budget_rank=3, teacher_bounded=True, log_axis=True),
+           budget_key="max_model_bytes", budget_rank=3, teacher_bounded=True, log_axis=True, teacher_summary=True),
     Metric("scratch_accuracy", "maximize", "scratch accuracy", format="share", kind="diagnostic", unit_range=True),
     Metric("long_accuracy", "maximize", "long-run accuracy", format="share", kind="diagnostic", unit_range=True),
     Metric("long_teacher_agreement", "maximize", "long-run agreement", format="share", kind="diagnostic",

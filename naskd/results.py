@@ -149,20 +149,24 @@ def render_table(summary: dict[str, Any]) -> str:
     """The front as an aligned text table, teacher first, knee marked with '*'; scratch and
     long-run accuracy columns appear once diagnostics have recorded them."""
     extra = [k for k in ("scratch_accuracy", "long_accuracy") if any(k in e["metrics"] for e in summary["front"])]
-    cols = ["trial", "accuracy", "agreement", "latency_p50_ms", "params", "flops", "capacity_ratio", *extra, "spec"]
+    cols = ["trial", "accuracy", "agreement", "latency_p50_ms", "params", "flops", "model_bytes", "capacity_ratio",
+            *extra, "spec"]
     t = summary["teacher"]
     rows = [["teacher", _fmt(t.get("accuracy")), "-", _fmt(t.get("latency_p50_ms")), _fmt(t.get("params")),
-             _fmt(t.get("flops")), "1", *("-" for _ in extra), "ensemble" if t.get("teachers") else ""]]
+             _fmt(t.get("flops")), _fmt(t.get("model_bytes", "-")), "1", *("-" for _ in extra),
+             "ensemble" if t.get("teachers") else ""]]
     # Several teachers: a row each under the ensemble's (capacity ratios are against the largest).
     largest = t.get("params") or 1
     rows += [[f"  {each.get('name')}", _fmt(each.get("accuracy")), "-", _fmt(each.get("latency_p50_ms")),
-              _fmt(each.get("params")), _fmt(each.get("flops")), _fmt(largest / max(1, each.get("params") or 1)),
+              _fmt(each.get("params")), _fmt(each.get("flops")), _fmt(each.get("model_bytes", "-")),
+              _fmt(largest / max(1, each.get("params") or 1)),
               *("-" for _ in extra), f"weight {_fmt(each.get('weight'))}"] for each in t.get("teachers") or ()]
     for entry in summary["front"]:
         m = entry["metrics"]
         mark = "*" if entry["number"] == summary["knee"] else ""
         rows.append([f"{entry['number']}{mark}", _fmt(m["accuracy"]), _fmt(m["teacher_agreement"]),
-                     _fmt(m["latency_p50_ms"]), _fmt(m["params"]), _fmt(m["flops"]), _fmt(m["capacity_ratio"]),
+                     _fmt(m["latency_p50_ms"]), _fmt(m["params"]), _fmt(m["flops"]), _fmt(m.get("model_bytes", "-")),
+                     _fmt(m["capacity_ratio"]),
                      *(_fmt(m[k]) if k in m else "-" for k in extra), arch_summary(entry["spec"])])
     rows = [[printable(cell) for cell in row] for row in rows]  # a spec or name is user text
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]

@@ -132,7 +132,7 @@ def test_readers_derive_their_lists_from_the_table():
 
     assert results.FRONT_COLUMNS == TRIAL_METRICS
     assert results.DIAGNOSTIC_COLUMNS == DIAGNOSTIC_METRICS
-    assert results.TEACHER_SUMMARY == ("accuracy", "params", "flops", "latency_p50_ms")
+    assert results.TEACHER_SUMMARY == ("accuracy", "params", "flops", "latency_p50_ms", "model_bytes")
     assert front.UNIT_OBJECTIVES == {"accuracy", "teacher_agreement"}
     assert front.TEACHER_BOUNDED_OBJECTIVES == {"params", "flops", "latency_p50_ms", "latency_p95_ms", "model_bytes"}
     assert fidelity.MARGIN_METRICS == {"accuracy", "teacher_agreement"}

@@ -646,9 +646,9 @@ def test_front_table_names_each_students_scheme_when_any_is_not_offline() -> Non
 
 def _teachers() -> dict[str, Any]:
     listed = [{"name": "<i>small</i>", "weight": 0.25, "source": "small.pt", "fingerprint": "aa11", "accuracy": 0.91,
-               "params": 8000, "flops": 16000, "latency_p50_ms": 0.1, "latency_p95_ms": 0.15},
+               "params": 8000, "flops": 16000, "latency_p50_ms": 0.1, "latency_p95_ms": 0.15, "model_bytes": 33000},
               {"name": "big", "weight": 0.75, "source": "big.pt", "fingerprint": "bb22", "accuracy": 0.96,
-               "params": 20000, "flops": 40000, "latency_p50_ms": 0.2, "latency_p95_ms": 0.3}]
+               "params": 20000, "flops": 40000, "latency_p50_ms": 0.2, "latency_p95_ms": 0.3, "model_bytes": 81000}]
     return {**TEACHER, "accuracy": 0.975, "source": "2 teachers, mean_logits (largest: big)", "teachers": listed}
 
 

@@ -48,7 +48,7 @@ def test_search_writes_a_nondominated_front(write_study, tmp_path, capsys):
     assert summary["objectives"] == [{"name": "accuracy", "direction": "maximize"},
                                      {"name": "latency_p50_ms", "direction": "minimize"},
                                      {"name": "params", "direction": "minimize"}]
-    assert set(summary["teacher"]) == {"accuracy", "params", "flops", "latency_p50_ms"}
+    assert set(summary["teacher"]) == {"accuracy", "params", "flops", "latency_p50_ms", "model_bytes"}
     counts = summary["counts"]
     assert counts["complete"] >= 1 and counts["complete"] + counts["pruned"] == 6
     assert counts["infeasible"] == counts["failed"] == 0
