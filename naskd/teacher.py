@@ -114,6 +114,7 @@ class _MLPTeacher(nn.Module):
 _BUILTIN: dict[str, tuple[dict[str, Any], int, dict[str, Any]]] = {
     "digits": ({"kind": "cnn2d", "channels": [32, 64, 64]}, 30, {"lr": 2e-3, "batch_size": 64}),
     "mnist1d": ({"kind": "cnn1d", "channels": [64, 128, 128]}, 50, {"lr": 1e-2, "batch_size": 100}),
+    "shapes32": ({"kind": "cnn2d", "channels": [32, 64, 64]}, 10, {"lr": 2e-3, "batch_size": 64}),
     "synthetic": ({"kind": "mlp", "width": 128}, 30, {"lr": 2e-3, "batch_size": 64}),
 }
 
