@@ -2,7 +2,7 @@
 study's own family, and int8 against float32 for the same students.
 
     (1) mnist1d and digits: the ``shrink`` study (``search_spaces/shrink.toml``) against the
-        cnn family's study (``studies/mnist1d.toml``, ``studies/digits.toml``) at equal trials,
+        cnn family's study (``studies/mnist1d.toml``: cnn1d; ``studies/digits.toml``: mlp) at equal trials,
         target budget and rung rule: the hypervolume of each front (objectives accuracy,
         latency, params; bounds fixed by the teacher, so the two compare), its size, its
         best accuracy and the wall time. Then inherited against fresh weights for fixed
@@ -39,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import optuna  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks._shared import machine  # noqa: E402
@@ -118,9 +119,9 @@ def part1(args: argparse.Namespace, work: Path) -> dict[str, dict[str, Any]]:
     print("\n## (1) shrink against the study's family, equal trials and budget\n")
     print("| study | hypervolume | front | best accuracy | smallest front student (params) | wall (min) |")
     print("|---|---|---|---|---|---|")
-    for name, family in (("mnist1d", "cnn1d"), ("digits", "cnn2d")):
+    for name in ("mnist1d", "digits"):
         base = _with(load_study(STUDIES / f"{name}.toml"), trials=args.trials)
-        for label, config in ((f"{name}, {family}", base),
+        for label, config in ((f"{name}, {base.space.family}", base),
                               (f"{name}, shrink", _with(base, space="search_spaces/shrink.toml"))):
             summary, wall = _search(config, work / label.replace(", ", "_"))
             fronts[label] = summary
@@ -152,7 +153,7 @@ def part2(fronts: dict[str, dict[str, Any]]) -> None:
           "b=1 int8 speed-up vs eager / compiled | b=256 latency ms | b=256 speed-up | float32 / int8 size |")
     print("|---|---|---|---|---|---|---|---|---|")
     context = build_context(load_study(STUDIES / "mnist1d.toml"))
-    specs = [e["spec"] for label in ("mnist1d, cnn1d", "mnist1d, shrink") for e in fronts[label]["front"]]
+    specs = [e["spec"] for label in fronts if label.startswith("mnist1d") for e in fronts[label]["front"]]
     _int8_vs_float(context, specs, (1, 256))
 
 
@@ -164,7 +165,8 @@ def part3(args: argparse.Namespace, work: Path) -> None:
     teacher = train_teacher(checkpoint, epochs=args.teacher_epochs)
     print(f"teacher: {teacher}", flush=True)
     doc = (STUDIES / "shapes32_shrink.toml").read_text().replace("checkpoint = \"reports/resnet18_shapes32.pt\"",
-                                                                  f"checkpoint = \"{checkpoint}\"")
+                                                                  f"checkpoint = \"{checkpoint}\"").replace(
+        "../search_spaces/", f"{REPO_ROOT}/search_spaces/")
     study = work / "shapes32_shrink.toml"
     study.write_text(doc)
     context = build_context(_with(load_study(study), epochs=args.resnet_epochs))
@@ -204,6 +206,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at the start; {args.trials} trials per "
           f"study, {args.seeds} seeds", flush=True)

@@ -26,6 +26,7 @@ from naskd.data import Data, load_data
 from naskd.distill import (Diverged, DistillResult, Placement, SchemeInputs, Scratch, TeacherSource,
                            TrainState, make_distiller, recipe_dict, recipe_from_dict, train)
 from naskd.distill.loop import RungCallback
+from naskd.distill.recipe import total_steps
 from naskd.distill.quantized import quantization_aware
 from naskd.distill.teachers import combine
 from naskd.errors import ConfigError, InvalidSpec
@@ -235,14 +236,30 @@ def fit(student: nn.Module, spec: dict[str, Any], context: StudyContext, recipe:
                  resume=resume, placement=place, steps=steps)
 
 
-def qat_steps(recipe: DistillConfig, plan: RungPlan) -> int:
-    """Steps of an int8 student's QAT phase: ``qat_fraction`` of the target budget (at least
-    one, and at least one step left for the float phase)."""
-    return min(plan.target_steps - 1, max(1, round(recipe.qat_fraction * plan.target_steps)))
+def float_steps(spec: dict[str, Any], recipe: DistillConfig, total: int) -> int | None:
+    """Where an int8 student's float phase ends in a run of ``total`` steps (the QAT phase is
+    the last ``qat_fraction`` of them: at least one step each); None for a float32 student."""
+    if spec.get("precision", "float32") != "int8":
+        return None
+    return total - min(total - 1, max(1, round(recipe.qat_fraction * total)))
+
+
+def train_as_trial(spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *, scratch: bool = False
+                   ) -> tuple[nn.Module, DistillResult]:
+    """The spec's student built and trained to the recipe's budget as a trial trains it (an
+    int8 student: its float phase, then quantization-aware training; ``scratch``: no teacher
+    in either), for the diagnostics."""
+    student = build(spec, context, recipe)
+    total = total_steps(recipe, len(context.data.y_train))
+    until = float_steps(spec, recipe, total)
+    result = fit(student, spec, context, recipe, scratch=scratch, steps=until)
+    if until is not None:
+        student, result = quantize_trained(student, context, recipe, result, total - until, scratch=scratch)
+    return student, result
 
 
 def quantize_trained(student: nn.Module, context: StudyContext, recipe: DistillConfig, result: DistillResult,
-                     steps: int) -> tuple[nn.Module, DistillResult]:
+                     steps: int, *, scratch: bool = False) -> tuple[nn.Module, DistillResult]:
     """The int8 student of a float-trained one after ``steps`` of quantized distillation,
     and the whole run's result (steps, time, curve and terms of both phases; the QAT phase's
     terms are named ``qat_<term>``).
@@ -251,6 +268,8 @@ def quantize_trained(student: nn.Module, context: StudyContext, recipe: DistillC
         InvalidSpec: the quantizer cannot take the student.
         Diverged: the QAT phase diverged.
     """
+    if scratch:  # labels only in the QAT phase too
+        recipe = dataclasses.replace(recipe, alpha=0.0)
     int8, phase = quantization_aware(student, recipe, context.sources(recipe), context.x_train, context.y_train,
                                      steps, context.placement)
     return int8, DistillResult(
@@ -341,10 +360,10 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
         return TrialResult("invalid", spec, reason=f"invalid spec: {reason}")
     recipe = recipe_from_dict(spec.get("recipe", {}), base=config.distill)
     plan = plan or context.plan
-    int8 = spec.get("precision", "float32") == "int8"
     # An int8 student trains in float up to its QAT phase, and is judged at the rungs before it.
-    float_steps = plan.target_steps - qat_steps(recipe, plan) if int8 else None
-    judged = [r for r in plan.rungs if float_steps is None or r < float_steps]
+    until = float_steps(spec, recipe, plan.target_steps)
+    int8 = until is not None
+    judged = [r for r in plan.rungs if until is None or r < until]
     resume = checkpoint.load() if checkpoint is not None else None
     if resume is not None and int(resume["step"]) not in judged:
         log.warning("%s: saved at step %s, which is not a rung of this study; the student starts again",
@@ -384,9 +403,9 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
                 stopped.append((rung, decision.reason))
             return decision.goes_on
 
-        result = fit(student, spec, context, recipe, rungs=judged, on_rung=on_rung, resume=resume, steps=float_steps)
-        if float_steps is not None and not result.stopped:
-            student, result = quantize_trained(student, context, recipe, result, plan.target_steps - float_steps)
+        result = fit(student, spec, context, recipe, rungs=judged, on_rung=on_rung, resume=resume, steps=until)
+        if until is not None and not result.stopped:
+            student, result = quantize_trained(student, context, recipe, result, plan.target_steps - until)
     except InvalidSpec as exc:
         return _ended(checkpoint, TrialResult("invalid", spec, reason=f"invalid spec: {exc}"))
     except Diverged as exc:

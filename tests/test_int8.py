@@ -192,7 +192,14 @@ def test_an_int8_study_searches_both_precisions_and_exports_an_int8_program(tmp_
     front = json.loads(capsys.readouterr().out)["front"]
     int8 = [e for e in front if e["spec"].get("precision") == "int8"]
     assert int8, [e["spec"] for e in front]
-    entry = int8[0]
+    # Confirmation at the target budget quantizes as the trial did: it reproduces the int8 figure.
+    assert main(["confirm", str(study), "--out", str(out), "--top", "4", "--steps", "30", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["front", str(study), "--out", str(out), "--format", "json"]) == 0
+    front = json.loads(capsys.readouterr().out)["front"]
+    for e in front:
+        assert e["metrics"]["long_accuracy"] == e["metrics"]["accuracy"], e["spec"].get("precision")
+    entry = next(e for e in front if e["spec"].get("precision") == "int8")
     dest = tmp_path / "exported"
     assert main(["export", str(study), "--out", str(out), "--trial", str(entry["number"]), "-o", str(dest)]) == 0
     assert "model.int8.pt2" in capsys.readouterr().out
@@ -204,3 +211,24 @@ def test_an_int8_study_searches_both_precisions_and_exports_an_int8_program(tmp_
     with torch.no_grad():  # an exported program is fixed in eval mode: no .eval() to call
         assert score(program(data.x_val), data.y_val)["accuracy"] == entry["metrics"]["accuracy"]
     assert Path(dest / "README.md").read_text().count("torch.export.load") == 1
+
+
+def test_an_int8_trial_cut_short_continues_from_its_rung_to_the_same_int8_student(write_study, tmp_path):
+    from naskd.fidelity import CheckpointFile
+
+    context = build_context(load_study(write_study(distill={"steps": 90, "batch_size": 32},
+                                                   fidelity={"first_rung": 10, "reduction_factor": 3})))
+    spec = _spec(context, "int8")
+    straight = evaluate(spec, context)
+    checkpoint = CheckpointFile(tmp_path / "trial.pt")
+
+    def killed(entries):  # the process dies after the rung's state is saved
+        raise SystemExit(1)
+
+    with pytest.raises(SystemExit):
+        evaluate(spec, context, gate=killed, checkpoint=checkpoint)
+    assert checkpoint.load() is not None
+    continued = evaluate(spec, context, checkpoint=checkpoint)
+    assert continued.status == "complete" and continued.metrics["accuracy"] == straight.metrics["accuracy"]
+    a, b = int8_state(straight.student), int8_state(continued.student)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
