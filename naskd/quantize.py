@@ -30,8 +30,6 @@ from torch import nn
 from naskd.errors import InvalidSpec
 from naskd.measure import Cost, count_flops, count_params, measure_latency
 
-log = logging.getLogger(__name__)
-
 #: What a spec's ``"precision"`` may say: the number format of the deployed student.
 DEPLOY_PRECISIONS = ("float32", "int8")
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -16,7 +16,7 @@ from naskd.cli import main
 from naskd.config import load_study
 from naskd.measure import count_params
 from naskd.spaces import build_student, check_spec
-from naskd.spaces.families.shrink import SHRINK, teacher_layout
+from naskd.spaces.families.shrink import SHRINK, _criteria, teacher_layout
 from naskd.trial import build_context, evaluate, full_spec, validate
 
 
@@ -75,6 +75,7 @@ def test_width_prunes_per_stage_and_keeps_the_output_layer(context):
 
 
 def test_each_criterion_builds_and_ranks_channels_from_the_teachers_weights(context):
+    assert set(SHRINK.keys["criterion"].choices) == set(_criteria())  # what a spec may name is what exists
     kept = {}
     for criterion in ("l1", "l2", "lamp", "fpgm", "random"):
         torch.manual_seed(0)

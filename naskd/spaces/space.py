@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from naskd.errors import ConfigError
+from naskd.quantize import DEPLOY_PRECISIONS
 from naskd.spaces._text import did_you_mean, show, unknown_key
 from naskd.spaces.families import FAMILIES, import_builder
 from naskd.spaces.params import KeyPath, Param, Suggester, parse_params, sample_params
@@ -24,9 +25,7 @@ else:  # pragma: no cover - the 3.10 fallback named in pyproject.toml
     import tomli as tomllib
 
 _SPACE_KEYS = ("family", "builder", "params", "recipe", "precision")
-#: The number formats a student may be deployed in (``naskd.quantize.DEPLOY_PRECISIONS``;
-#: repeated here so that loading a space does not import the quantization stack).
-PRECISIONS = ("float32", "int8")
+
 # The repository checkout that holds the shipped search_spaces/ (for an editable install).
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -178,11 +177,11 @@ def _parse_space(data: dict, file: str, at: KeyPath, extra_keys: tuple[str, ...]
 def _precision(value: Any, file: str, at: KeyPath) -> Param:
     """``precision = "int8"`` (fixed) or ``["float32", "int8"]`` (searched)."""
     choices = value if isinstance(value, list) else [value]
-    bad = [c for c in choices if not isinstance(c, str) or c not in PRECISIONS]
+    bad = [c for c in choices if not isinstance(c, str) or c not in DEPLOY_PRECISIONS]
     if bad or not choices or len(set(choices)) != len(choices):
         problem = (f"got {show(bad[0])}" if bad else "got an empty list" if not choices
                    else f"repeats a value in {show(value)}")
-        raise ConfigError(file, at("precision"), f"must be one of {', '.join(map(show, PRECISIONS))} or a list of "
+        raise ConfigError(file, at("precision"), f"must be one of {', '.join(map(show, DEPLOY_PRECISIONS))} or a list of "
                                                   f"them; {problem}")
     if len(choices) == 1:
         return Param(name="precision", kind="fixed", value=choices[0])
