@@ -2,12 +2,12 @@
 study's own family, and int8 against float32 for the same students.
 
     (1) mnist1d and digits: the ``shrink`` study (``search_spaces/shrink.toml``) against the
-        cnn family's study (``studies/mnist1d.toml``: cnn1d; ``studies/digits.toml``: mlp) at equal trials,
-        target budget and rung rule: the hypervolume of each front (objectives accuracy,
+        dataset's own study (``studies/mnist1d.toml``: cnn1d; ``studies/digits.toml``: mlp) at
+        equal trials, target budget and rung rule: the hypervolume of each front (objectives accuracy,
         latency, params; bounds fixed by the teacher, so the two compare), its size, its
         best accuracy and the wall time. Then inherited against fresh weights for fixed
         shrink widths at the target budget, over seeds.
-    (2) mnist1d: every student of the cnn front of (1), and every shrink front student,
+    (2) mnist1d: every student of the cnn1d front of (1), and every shrink front student,
         trained again as int8 (quantization-aware distillation in the last ``qat_fraction``
         of the budget): int8 accuracy minus float32 accuracy, latency of the lowered int8
         model against float32 eager and float32 compiled by the same Inductor, at batch 1

@@ -116,6 +116,28 @@ def test_every_scheme_runs_on_ray(cluster, write_study, tmp_path):
         assert t.user_attrs["ray"]["teacher_forward_batches"] == 0
 
 
+def test_shrink_and_int8_students_run_on_ray(cluster, write_study, tmp_path):
+    """Students cut from the teacher (the spec records its fingerprint, set on the driver) and
+    int8 students (quantized and lowered on the worker) through the Ray backend."""
+    study = write_study(search={"trials": 4, "sampler": "random"}, fidelity={"rule": "off"},
+                        space={"family": "shrink", "precision": ["float32", "int8"],
+                               "params": {"width": {"type": "categorical", "choices": [0.25, 0.5]}}})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster,
+                 "--concurrency", "2", "-q"]) == 0
+    trials = _trials(out)
+    assert len(trials) == 4 and all(t.state == State.COMPLETE for t in trials), [t.user_attrs.get("reason")
+                                                                              for t in trials]
+    from naskd.config import load_study
+
+    fingerprint = naskd.build_context(load_study(study)).teacher.fingerprint
+    assert {t.user_attrs["spec"]["arch"]["teacher"] for t in trials} == {fingerprint}
+    assert {t.user_attrs["spec"]["precision"] for t in trials} == {"float32", "int8"}
+    for t in trials:
+        int8 = t.user_attrs["spec"]["precision"] == "int8"
+        assert ("qat_kd" in t.user_attrs["loss_terms"]) == int8
+
+
 def test_failing_infeasible_and_dying_trials_on_ray(cluster, write_study, tmp_path, capsys):
     markers = tmp_path / "markers"
     study = write_study(
