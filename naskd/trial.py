@@ -231,7 +231,7 @@ def fit(student: nn.Module, spec: dict[str, Any], context: StudyContext, recipe:
 
         distiller = make_distiller(SchemeInputs(
             student, recipe, context.sources(recipe), context.config.distill.pairs, new_student=new_student,
-            new_teacher=context.teacher.rebuild, x=context.x_train, y=context.y_train, device=place.device))
+            teacher_copy=context.build.trained_teacher, x=context.x_train, y=context.y_train, device=place.device))
     return train(distiller, context.x_train, context.y_train, recipe, rungs=rungs, on_rung=on_rung,  # type: ignore[arg-type]
                  resume=resume, placement=place, steps=steps)
 

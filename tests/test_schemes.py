@@ -71,7 +71,7 @@ def test_mutual_trains_a_copy_of_the_teacher_and_never_reads_the_cache(context):
     recipe = dataclasses.replace(context.config.distill, scheme="mutual")
     student = build(_spec(context.config, "mutual"), context, recipe)
     distiller = make_distiller(SchemeInputs(student, recipe, context.sources(recipe),
-                                            new_teacher=context.teacher.rebuild))
+                                            teacher_copy=context.teacher.trained_copy))
     assert isinstance(distiller, Mutual)
     assert _same(distiller.cohort[0], original)  # the teacher's weights in a fresh module of its architecture
     assert distiller.cohort[0] is not context.teacher.model

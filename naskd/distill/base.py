@@ -45,8 +45,9 @@ class SchemeInputs:
     pairs: Sequence[tuple[str, str]] = ()
     #: a fresh, untrained model of the student's spec, its initial weights drawn from this seed
     new_student: Callable[[int], nn.Module] | None = None
-    #: a fresh, untrained model of the (first) teacher's architecture, when it can be rebuilt
-    new_teacher: Callable[[], nn.Module] | None = None
+    #: a new model of the (first) teacher's architecture holding its trained weights, when it
+    #: can be rebuilt (``Teacher.trained_copy``)
+    teacher_copy: Callable[[], nn.Module] | None = None
     #: the training data, for schemes that train models of their own before the student's run
     x: torch.Tensor | None = None
     y: torch.Tensor | None = None

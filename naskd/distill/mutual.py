@@ -47,12 +47,10 @@ class Mutual(Distiller):
             # A copy per trial: the study's teacher stays as loaded, for scoring and other trials.
             # Rebuilt and loaded rather than deep-copied where possible: a deep copy would carry
             # any hooks attached to the teacher (counters, feature taps) into the cohort.
-            teacher = inputs.teachers[0].model
-            if inputs.new_teacher is not None:
-                member = inputs.new_teacher().to(inputs.device)
-                member.load_state_dict(teacher.state_dict())
+            if inputs.teacher_copy is not None:
+                member = inputs.teacher_copy().to(inputs.device)
             else:
-                member = copy.deepcopy(teacher)
+                member = copy.deepcopy(inputs.teachers[0].model)
             for p in member.parameters():
                 p.requires_grad_(True)
             cohort = [member]
