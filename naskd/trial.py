@@ -153,6 +153,7 @@ def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = 
     data = load_data(config.data)
     teachers = load_teachers(config.teachers, data, dataset_key=config.data.dataset or "synthetic")
     _check_teacher_pairs(config, teachers)
+    _check_shrink_counts(config, teachers[0], data)
     cache = TeacherCache(cache_root(config.teacher.cache_dir) / "outputs")
     vals = [cache.logits(t.model, t.fingerprint, data.x_val, f"{data.fingerprint}:val") for t in teachers]
     val_logits = combine(vals, [t.weight for t in teachers], config.distill.combine)
@@ -195,6 +196,25 @@ def _check_teacher_pairs(config: StudyConfig, teachers: list[Teacher]) -> None:
         if name not in available:
             raise ConfigError(str(config.file), f"[distill.pairs[{i}]].teacher",
                               f"the teacher has no module {name!r} (available: {', '.join(available)})")
+
+
+def _check_shrink_counts(config: StudyConfig, teacher: Teacher, data: Data) -> None:
+    """A shrink space whose fixed ``stages`` / ``blocks`` count is not the teacher's is a
+    space-file error now, naming the teacher's real ones, rather than every trial invalid."""
+    from naskd.spaces.families.shrink import SHRINK
+
+    space = config.space
+    fixed = {p.name: p.value for p in space.params if p.kind == "fixed" and p.name in ("stages", "blocks")}
+    if space.family != "shrink" or not fixed or teacher.rebuild is None:
+        return
+    layout = SHRINK.layout(teacher.build_context(data.input_shape, data.num_classes))
+    have = {"stages": layout.stages, "blocks": layout.blocks}
+    for name, value in fixed.items():
+        count = max(1, len(have[name])) if name == "stages" else len(have[name])
+        if value not in (0, count):
+            at = "[space.params]" if space.source == str(config.file) else "[params]"
+            listed = ", ".join(have[name]) or ("the whole network" if name == "stages" else "none")
+            raise ConfigError(space.source, f"{at}.{name}", f"is {value} but the teacher has {count} {name} ({listed})")
 
 
 def build(spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *, seed: int | None = None

@@ -167,3 +167,14 @@ def test_a_shrink_study_searches_records_the_teacher_and_exports_without_it(tmp_
     # The TorchScript program reloads with torch alone: no teacher, no naskd study.
     program = torch.jit.load(str(dest / "model.torchscript.pt"))
     assert program(torch.zeros(2, 16)).shape == (2, 4)
+
+
+def test_a_space_sized_for_another_teacher_is_refused_at_the_start(write_study, capsys):
+    space = {"family": "shrink", "params": {
+        "stages": {"value": 3},
+        "width": {"type": "categorical", "choices": [0.25, 0.5], "per": "stages"}}}
+    study = write_study(space=space)
+    assert main(["search", str(study), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("[space.params].stages: is 3 but the teacher has 2 stages (layers.0, layers.1)"), err
+    assert "\n" not in err
