@@ -115,7 +115,7 @@ def _int8_program(model: Int8Student, data: Data) -> tuple[str, bytes, nn.Module
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     reloaded = torch.export.load(io.BytesIO(buffer.getvalue())).module()
-    return "model.int8.pt2", buffer.getvalue(), Int8Student(reloaded, converted=True)  # type: ignore[arg-type]
+    return "model.int8.pt2", buffer.getvalue(), Int8Student(reloaded)  # type: ignore[arg-type]
 
 
 def _readme(payload: dict[str, Any], program: str) -> str:

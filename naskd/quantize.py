@@ -43,10 +43,9 @@ class Int8Student(nn.Module):
     (dropout, BatchNorm), so this module's ``train(mode)`` calls them instead.
     """
 
-    def __init__(self, graph: torch.fx.GraphModule, *, converted: bool) -> None:
+    def __init__(self, graph: torch.fx.GraphModule) -> None:
         super().__init__()
         self.graph = graph
-        self.converted = converted
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph(x)
@@ -143,7 +142,7 @@ def prepare(student: nn.Module, example: torch.Tensor) -> Int8Student:
     except Exception as exc:  # noqa: BLE001  (export and annotation refuse many model shapes)
         raise InvalidSpec(f"int8: the x86 quantizer cannot take this student ({type(exc).__name__}: "
                           f"{_first_line(exc)})") from None
-    return Int8Student(prepared, converted=False).train()
+    return Int8Student(prepared).train()
 
 
 def convert(prepared: Int8Student) -> Int8Student:
@@ -161,7 +160,7 @@ def convert(prepared: Int8Student) -> Int8Student:
     _drop_unused(graph)
     if not any(t.dtype == torch.int8 for t in graph.state_dict().values()):
         raise InvalidSpec("int8: the x86 quantizer found no convolution or linear layer to quantise in this student")
-    return Int8Student(graph, converted=True).eval()
+    return Int8Student(graph).eval()
 
 
 def quantize_untrained(student: nn.Module, example: torch.Tensor) -> Int8Student:
