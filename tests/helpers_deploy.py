@@ -72,3 +72,20 @@ class _Branchy(nn.Module):
 
 def branchy(arch: dict, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     return _Branchy(num_classes)
+
+
+class _TorchvisionNamed(nn.Module):
+    """Stages named as torchvision's ResNets name them: ``layer1``, ``layer2``, then ``fc``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer1 = nn.Sequential(nn.Linear(16, 32), nn.ReLU())
+        self.layer2 = nn.Sequential(nn.Linear(32, 32), nn.ReLU())
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layer2(self.layer1(x)))
+
+
+def torchvision_named() -> nn.Module:
+    return _TorchvisionNamed()

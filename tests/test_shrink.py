@@ -50,6 +50,13 @@ def test_the_layout_finds_stages_blocks_and_the_output_layer(context, residual_c
     res = SHRINK.layout(residual_context.build)
     # The innermost shape-preserving items: the two residual blocks, not the stage holding them.
     assert res.stages == ("stages.0",) and res.blocks == ("stages.0.0", "stages.0.1") and res.head == "head"
+    named = teacher_layout(helpers_deploy.torchvision_named(), (16,))
+    assert named.stages == ("layer1", "layer2") and named.blocks == ("layer2.0",) and named.head == "fc"
+    from naskd.teacher import Teacher
+
+    teacher = Teacher(helpers_deploy.torchvision_named().eval(), "test", "f0", rebuild=helpers_deploy.torchvision_named)
+    cut = build_student({"family": "shrink", "arch": {"width": [0.5, 0.25]}}, teacher.build_context((16,), 4))
+    assert cut.layer1[0].out_features == 16 and cut.layer2[0].out_features == 8
     from naskd.teacher import _ConvTeacher
 
     conv = teacher_layout(_ConvTeacher(1, [8, 16, 16], (1, 40), 10), (1, 40))

@@ -8,7 +8,8 @@ equal-width layers. ``keep`` (one flag per block, in forward order) replaces the
 by ``nn.Identity``. Width: structural pruning with Torch-Pruning, whose dependency graph keeps
 residual adds, BatchNorm, flattening and concatenation consistent; ``width`` is the share of
 channels/neurons each *stage* keeps (stages are the modules named ``stages.i`` or
-``layers.i``; a teacher without them is one stage). Channels are ranked by ``criterion`` on
+``layers.i``, else top-level ``layer1`` .. ``layerN`` as in torchvision's ResNets; a teacher
+without them is one stage). Channels are ranked by ``criterion`` on
 the teacher's trained weights. The output layer is never pruned.
 
 Arch keys and defaults:
@@ -32,6 +33,7 @@ the saved weights of a trained student load into a rebuild of its spec.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -109,7 +111,17 @@ def teacher_layout(teacher: nn.Module, input_shape: tuple[int, ...]) -> TeacherL
     candidates = [n for n in shapes if shapes[n] and n in layered and not (head == n or head.startswith(n + "."))]
     blocks = [n for n in candidates if not any(o != n and o.startswith(n + ".") for o in candidates)]
     blocks.sort(key=lambda n: next(i for i, o in enumerate(order) if o == n or o.startswith(n + ".")))
-    return TeacherLayout(tuple(stage_names(teacher)), tuple(blocks), head)
+    return TeacherLayout(tuple(stage_names(teacher) or _numbered_children(teacher)), tuple(blocks), head)
+
+
+_NUMBERED = re.compile(r"^(?:layer|stage)(\d+)$")
+
+
+def _numbered_children(model: nn.Module) -> list[str]:
+    """Top-level children named ``layer1`` .. ``layerN`` (or ``stage1`` ..): torchvision's
+    ResNet naming, the other common way of writing stages."""
+    found = [(int(m.group(1)), name) for name, _ in model.named_children() if (m := _NUMBERED.match(name))]
+    return [name for _, name in sorted(found)]
 
 
 def _device(model: nn.Module) -> torch.device:
