@@ -184,9 +184,11 @@ def test_killed_run_resumes_and_keeps_completed_trials(write_study, tmp_path):
 
 
 def _slow_study(write_study, **extra):
-    """Two students of ~1.5 s each: 300 steps at 5 ms, rungs after 30, 90 and 270 steps."""
+    """Two students of ~3 s each: 300 steps at 10 ms, rungs after 30, 90 and 270 steps (the
+    window in which a poll must see trial 0 between rungs is ~2.7 s: at 5 ms a loaded CI
+    machine once missed the ~1.35 s it left)."""
     return write_study(space={"family": "user", "builder": "user_models:build_slow_mlp",
-                              "params": {"width": {"type": "int", "low": 8, "high": 32}, "sleep_ms": {"value": 5}}},
+                              "params": {"width": {"type": "int", "low": 8, "high": 32}, "sleep_ms": {"value": 10}}},
                        distill={"steps": 300, "batch_size": 32}, fidelity={"first_rung": 30},
                        search={"trials": 2, "sampler": "random"}, **extra)
 
