@@ -108,8 +108,8 @@ def fold_batchnorm(student: nn.Module, example: torch.Tensor) -> nn.Module:
         conv_name, bn_name = _module_of(source), _module_of(node)
         conv, bn = (model.get_submodule(n) if n else None for n in (conv_name, bn_name))
         if isinstance(conv, nn.modules.conv._ConvNd) and isinstance(bn, _BATCHNORMS):
-            _replace(model, conv_name, fuse_conv_bn_eval(conv, bn))  # type: ignore[arg-type]
-            _replace(model, bn_name, nn.Identity())
+            model.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))  # type: ignore[arg-type]
+            model.set_submodule(bn_name, nn.Identity())
     return model
 
 
@@ -117,11 +117,6 @@ def _module_of(node: torch.fx.Node) -> str:
     """The name of the module an exported node was called in ("" when unknown)."""
     stack = node.meta.get("nn_module_stack") or {}
     return str(list(stack.values())[-1][0]) if stack else ""
-
-
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    owner, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(owner) if owner else model, attr, module)
 
 
 def prepare(student: nn.Module, example: torch.Tensor) -> Int8Student:
@@ -211,7 +206,11 @@ def measure_int8_cost(student: nn.Module, input_shape: tuple[int, ...], *, batch
     with inductor_config.patch(freezing=True):
         # Recompiles for a new shape or grad mode happen inside the patch too, so every call
         # timed runs the frozen int8 kernels.
-        lowered = _Lowered(lower(int8, timed))
+        try:
+            lowered = _Lowered(lower(int8, timed))
+        except Exception as exc:  # noqa: BLE001  (Inductor refuses some graphs; the student cannot ship as int8)
+            raise InvalidSpec(f"int8: Inductor cannot lower this student's int8 graph ({type(exc).__name__}: "
+                              f"{_first_line(exc)})") from None
         latency = measure_latency(lowered, input_shape, batch_size=batch_size, threads=threads, warmup=warmup,
                                   repeats=repeats, device="cpu")
     return Cost(params=count_params(student), flops=count_flops(student, input_shape),
@@ -223,8 +222,10 @@ class _Conv1dAs2d(nn.Module):
 
     def __init__(self, conv: nn.Conv1d) -> None:
         super().__init__()
+        # "same" / "valid" mean the same over a height of 1; a number pads the length only.
+        padding = conv.padding if isinstance(conv.padding, str) else (0, conv.padding[0])
         self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, (1, conv.kernel_size[0]),
-                              stride=(1, conv.stride[0]), padding=(0, conv.padding[0]),  # type: ignore[index]
+                              stride=(1, conv.stride[0]), padding=padding,
                               dilation=(1, conv.dilation[0]), groups=conv.groups, bias=conv.bias is not None,
                               padding_mode=conv.padding_mode)
         with torch.no_grad():
@@ -241,8 +242,8 @@ def _conv1d_as_2d(model: nn.Module) -> nn.Module:
     int8 lowering of 1-D convolutions drops their padding here (torch 2.13: "Attempting to
     broadcast a dimension of length 40 ... [1, 16, 42]"); its 2-D path is the well-trodden one."""
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Conv1d) and isinstance(module.padding, tuple):
-            _replace(model, name, _Conv1dAs2d(module))
+        if isinstance(module, nn.Conv1d):
+            model.set_submodule(name, _Conv1dAs2d(module))
     return model
 
 

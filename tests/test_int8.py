@@ -6,6 +6,7 @@ is an invalid trial with the reason; the space's precision key is checked."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def test_folding_batchnorm_and_the_1d_rewrite_keep_the_students_function():
     as_2d = _conv1d_as_2d(folded)
     assert not any(isinstance(m, torch.nn.Conv1d) for m in as_2d.modules())
     assert torch.allclose(as_2d(x), student(x), atol=1e-5)
+    # Padding given as a word ("same") is carried over too.
+    same = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 5, padding="same"))
+    assert torch.allclose(_conv1d_as_2d(copy.deepcopy(same))(x), same(x), atol=1e-6)
 
 
 def test_the_int8_model_has_int8_weights_and_its_state_reloads_bit_for_bit():

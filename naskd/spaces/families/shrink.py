@@ -186,8 +186,7 @@ class ShrinkFamily(Family):
         keep = arch["keep"] if isinstance(arch["keep"], list) else [arch["keep"]] * len(layout.blocks)
         for name, kept in zip(layout.blocks, keep):
             if not kept:
-                owner, _, attr = name.rpartition(".")
-                setattr(model.get_submodule(owner) if owner else model, attr, nn.Identity())
+                model.set_submodule(name, nn.Identity())
         widths = arch["width"] if isinstance(arch["width"], list) else [arch["width"]] * max(1, len(layout.stages))
         if any(w < 1.0 for w in widths):
             _prune(model, layout, widths, arch["criterion"], tuple(ctx.input_shape))
