@@ -29,7 +29,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("tpe", "nsga2", "random")
 DEVICES = ("cpu", "cuda")
 #: ``[distill] scheme``: the registry's names (``naskd.distill.SCHEMES``; a test keeps them equal).
-SCHEMES = ("offline", "mutual", "self", "born_again")
+SCHEMES = ("offline", "mutual", "self", "born_again", "adversarial")
+#: Where the students' training inputs come from: the data's own, or synthesized from the teacher.
+TRANSFERS = ("real", "deepinversion")
 COHORTS = ("teacher", "peers")
 COMBINES = ("mean_logits", "mean_probs", "confidence")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -52,6 +54,10 @@ class DataConfig:
     samples: int = 1200
     shape: tuple[int, ...] = (16,)
     classes: int = 4
+    #: "deepinversion": students never see the real training inputs; they learn on a transfer
+    #: set synthesized from the teacher (``[synthesis]``). The real data still trains a built-in
+    #: teacher and, when it has a validation part, scores the students.
+    transfer: str = "real"
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,9 @@ class DistillConfig:
     channels_last: str = "auto"  # "auto" (on CUDA, for 2-D conv inputs), "on", "off"
     qat_fraction: float = 0.2  # int8 students: the share of the target budget trained fake-quantized
     qat_lr_scale: float = 0.1  # int8 students: the QAT phase's learning rate, as a share of lr
+    generator_lr: float = 1e-3  # adversarial: the generator's Adam learning rate (DFAD)
+    generator_every: int = 5  # adversarial: student steps per generator step (DFAD: 5)
+    latent_dim: int = 64  # adversarial: the generator's noise dimension
 
     def __post_init__(self) -> None:
         # Resolve the shorthand once so every reader sees explicit terms and weights.
@@ -114,6 +123,25 @@ class DistillConfig:
             object.__setattr__(self, "knowledge", ({"kind": "kd", "weight": self.alpha, "temperature": self.temperature},))
         if self.ce_weight is None:
             object.__setattr__(self, "ce_weight", round(1.0 - self.alpha, 12))
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """``[synthesis]``: DeepInversion (Yin et al. 2020), run once per study for
+    ``[data] transfer = "deepinversion"``. Defaults follow the paper's CIFAR settings, scaled
+    down in iterations (the set is made once and cached)."""
+
+    samples: int = 2000
+    batch_size: int = 250
+    iterations: int = 300
+    lr: float = 0.1
+    bn_weight: float = 1.0  # the BatchNorm statistics term (r_feature)
+    first_bn_multiplier: float = 10.0  # the first BatchNorm layer's share of it
+    tv_weight: float = 1e-4  # total-variation prior
+    l2_weight: float = 1e-5  # L2 prior on the inputs
+    jitter: int = 2  # random shift of up to this many positions per spatial axis, per iteration
+    flip: bool = True  # random flips along the last axis
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -204,6 +232,7 @@ class StudyConfig:
     report: ReportConfig = ReportConfig()
     fidelity: FidelityConfig = FidelityConfig()
     teachers: tuple[TeacherConfig, ...] = ()  # every teacher; () means (teacher,)
+    synthesis: SynthesisConfig = SynthesisConfig()
 
     def __post_init__(self) -> None:
         if not self.teachers:
@@ -356,7 +385,7 @@ def resolve_path(raw: str, base: Path, error: Callable[[str], ConfigError]) -> P
 # --- the schema, section by section ----------------------------------------------------
 
 _TOP_KEYS = ["name", "description", "seed", "data", "teacher", "teachers", "space", "distill", "fidelity", "cost", "search", "ray",
-             "report"]
+             "report", "synthesis"]
 
 
 def load_study(path: str | Path, **overrides: Any) -> StudyConfig:
@@ -417,6 +446,7 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
     report_section = _Section(shown, "report", raw.get("report", {}))
     report_section.reject_unknown(["scratch_baseline"])
     report = ReportConfig(scratch_baseline=report_section.get("scratch_baseline", _Key(bool), False))
+    synthesis = _synthesis(_Section(shown, "synthesis", raw.get("synthesis", {})), seed)
 
     from naskd.spaces import load_space  # imported here so config stays importable without torch
 
@@ -427,11 +457,12 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
     return StudyConfig(
         file=Path(shown), name=name, seed=seed, data=data, teacher=teachers[0], teachers=teachers, space=space,
         distill=distill, cost=cost, search=search, raw=raw, ray=ray, report=report, fidelity=fidelity,
+        synthesis=synthesis,
     )
 
 
 def _data(s: _Section, base: Path, seed: int) -> DataConfig:
-    s.reject_unknown(["dataset", "path", "loader", "val_fraction", "seed", "samples", "shape", "classes"])
+    s.reject_unknown(["dataset", "path", "loader", "val_fraction", "seed", "samples", "shape", "classes", "transfer"])
     d = DataConfig()
     path = s.path("path", base)
     loader = s.get("loader", _Key(str, _callable_ref), None)
@@ -453,6 +484,7 @@ def _data(s: _Section, base: Path, seed: int) -> DataConfig:
         val_fraction=s.get("val_fraction", _Key(float, _fraction), d.val_fraction),
         seed=s.get("seed", _Key(int, _seed), seed),
         samples=samples, shape=tuple(shape), classes=classes,
+        transfer=s.get("transfer", _Key(str, _one_of(TRANSFERS)), d.transfer),
     )
 
 
@@ -542,6 +574,27 @@ def _distill(s: _Section, seed: int) -> DistillConfig:
         channels_last=_channels_last(s, d.channels_last),
         qat_fraction=s.get("qat_fraction", _Key(float, _qat_fraction), d.qat_fraction),
         qat_lr_scale=s.get("qat_lr_scale", _Key(float, _positive), d.qat_lr_scale),
+        generator_lr=s.get("generator_lr", _Key(float, _positive), d.generator_lr),
+        generator_every=s.get("generator_every", _Key(int, _positive), d.generator_every),
+        latent_dim=s.get("latent_dim", _Key(int, _positive), d.latent_dim),
+    )
+
+
+def _synthesis(s: _Section, seed: int) -> SynthesisConfig:
+    s.reject_unknown([f.name for f in dataclasses.fields(SynthesisConfig)])
+    d = SynthesisConfig()
+    return SynthesisConfig(
+        samples=s.get("samples", _Key(int, _positive), d.samples),
+        batch_size=s.get("batch_size", _Key(int, _positive), d.batch_size),
+        iterations=s.get("iterations", _Key(int, _positive), d.iterations),
+        lr=s.get("lr", _Key(float, _positive), d.lr),
+        bn_weight=s.get("bn_weight", _Key(float, _non_negative), d.bn_weight),
+        first_bn_multiplier=s.get("first_bn_multiplier", _Key(float, _non_negative), d.first_bn_multiplier),
+        tv_weight=s.get("tv_weight", _Key(float, _non_negative), d.tv_weight),
+        l2_weight=s.get("l2_weight", _Key(float, _non_negative), d.l2_weight),
+        jitter=s.get("jitter", _Key(int, _non_negative), d.jitter),
+        flip=s.get("flip", _Key(bool), d.flip),
+        seed=s.get("seed", _Key(int, _seed), seed),
     )
 
 

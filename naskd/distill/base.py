@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -77,6 +78,15 @@ class Distiller(ABC):
     @abstractmethod
     def step(self, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         """One batch: the student's logits and the weighted loss terms (``idx``: rows of ``x``)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a rung checkpoint must keep beyond the modules' weights and the loop's
+        optimizer (a scheme's own optimizer, counter or noise generator), as plain tensors,
+        numbers and lists; empty for most schemes."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned, in a freshly built distiller after ``setup``."""
 
     def close(self) -> None:
         """Remove hooks and anything else attached to models that outlive the run."""

@@ -156,11 +156,12 @@ def train(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, recipe: Distil
         first, seconds_before = 0, 0.0
         if resume is not None:
             first, seconds_before, order, names, points = _restore(resume, modules, optimizer, generator)
+            distiller.load_state_dict(resume.get("scheme", {}))
         judged = {s: k for k, s in enumerate(rungs) if s > first} if on_rung is not None else {}
         stopped = False
 
         def snapshot(step: int, seconds: float) -> Callable[[], TrainState]:
-            return _capture(modules, optimizer, generator, order, step, seconds, names, points)
+            return _capture(distiller, modules, optimizer, generator, order, step, seconds, names, points)
 
         if on_rung is not None and first in rungs:
             # A continued run is judged again at the rung it was saved at: the decision that
@@ -226,7 +227,7 @@ def _total(terms: dict[str, torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def _capture(modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, generator: torch.Generator,
+def _capture(distiller: Distiller, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, generator: torch.Generator,
              order: torch.Tensor, step: int, seconds: float, names: list[str],
              points: list[list[float]]) -> Callable[[], TrainState]:
     def capture() -> TrainState:
@@ -236,6 +237,7 @@ def _capture(modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, ge
                         for name, m in modules.items()},
             "optimizer": optimizer.state_dict(),
             "order": order.clone(), "generator": generator.get_state(), "rng": torch.get_rng_state(),
+            "scheme": distiller.state_dict(),
         }
 
     return capture
