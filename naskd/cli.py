@@ -223,7 +223,7 @@ def _export(config: StudyConfig, out_dir: Path, args: argparse.Namespace) -> int
     data = load_data(config.data)
     ctx = BuildContext(data.input_shape, data.num_classes)
     if record.spec.get("family") in ("teacher", "shrink"):  # students built from the teacher need it loaded
-        teacher = load_teacher(config.teacher, data, dataset_key=config.data.dataset or "synthetic")
+        teacher = load_teacher(config.teacher, data.teacher_view(), dataset_key=config.data.dataset or "synthetic")
         ctx = teacher.build_context(data.input_shape, data.num_classes)
     check = export_student(record.spec, out_dir / "students" / f"trial_{record.number}.pt", data,
                            record.metrics, args.output, number=record.number, study=config.name, ctx=ctx)

@@ -24,7 +24,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 from naskd import metrics
 from naskd.errors import ConfigError
 
-BUILTIN_DATASETS = ("digits", "mnist1d", "shapes32", "synthetic")
+BUILTIN_DATASETS = ("digits", "mnist1d", "mnist1d_crossmodal", "shapes32", "synthetic")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("tpe", "nsga2", "random")
 DEVICES = ("cpu", "cuda")

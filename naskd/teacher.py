@@ -114,6 +114,8 @@ class _MLPTeacher(nn.Module):
 _BUILTIN: dict[str, tuple[dict[str, Any], int, dict[str, Any]]] = {
     "digits": ({"kind": "cnn2d", "channels": [32, 64, 64]}, 30, {"lr": 2e-3, "batch_size": 64}),
     "mnist1d": ({"kind": "cnn1d", "channels": [64, 128, 128]}, 50, {"lr": 1e-2, "batch_size": 100}),
+    # the teacher reads the full mnist1d signal: the same teacher (and cache entry) as mnist1d's
+    "mnist1d_crossmodal": ({"kind": "cnn1d", "channels": [64, 128, 128]}, 50, {"lr": 1e-2, "batch_size": 100}),
     "shapes32": ({"kind": "cnn2d", "channels": [32, 64, 64]}, 10, {"lr": 2e-3, "batch_size": 64}),
     "synthetic": ({"kind": "mlp", "width": 128}, 30, {"lr": 2e-3, "batch_size": 64}),
 }
@@ -131,7 +133,8 @@ def load_teacher(cfg: TeacherConfig, data: Data, *, dataset_key: str) -> Teacher
 
     Args:
         cfg: ``[teacher]``.
-        data: the study's data (a built-in teacher trains on ``x_train``).
+        data: what the teacher reads (``Data.teacher_view()``): a built-in teacher trains on its
+            ``x_train``.
         dataset_key: the built-in dataset name (picks the built-in teacher's architecture).
 
     Raises:

@@ -67,6 +67,8 @@ class StudyContext:
     x_train: torch.Tensor = field(init=False, repr=False)
     y_train: torch.Tensor = field(init=False, repr=False)
     x_val: torch.Tensor = field(init=False, repr=False)
+    #: cross-modal: the teachers' view of the training rows (None: they read ``x_train``)
+    x_teacher_train: torch.Tensor | None = field(init=False, repr=False)
     _values: dict[str, dict[str, torch.Tensor] | None] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +76,7 @@ class StudyContext:
         self.x_train = self.data.x_train.to(on)
         self.y_train = self.data.y_train.to(on)
         self.x_val = self.data.x_val.to(on)
+        self.x_teacher_train = self.data.x_teacher_train.to(on) if self.data.x_teacher_train is not None else None
 
     def to(self, placement: Placement) -> "StudyContext":
         """This context training on ``placement``'s device (teachers moved in place)."""
@@ -126,7 +129,8 @@ class StudyContext:
             return None
         key = f"{teacher.fingerprint}|{sorted(names)}"
         if key not in self._values:
-            values = self.cache.values(teacher.model, teacher.fingerprint, self.x_train, f"{self.data.fingerprint}:train",
+            seen = self.x_teacher_train if self.x_teacher_train is not None else self.x_train
+            values = self.cache.values(teacher.model, teacher.fingerprint, seen, f"{self.data.teacher_view().fingerprint}:train",
                                        names, budget_bytes=self.config.distill.feature_cache_mb * 2**20)
             on = self.placement.device
             self._values[key] = {k: v.to(on) for k, v in values.items()} if values is not None else None
@@ -136,7 +140,8 @@ class StudyContext:
         """The study's teachers as a scheme reads them, with what the cache holds of each."""
         feature = self.feature_teacher(recipe)
         return [TeacherSource(t.name, t.model, logits,
-                              self.teacher_values(recipe.knowledge or (), t) if t is feature else None, t.weight)
+                              self.teacher_values(recipe.knowledge or (), t) if t is feature else None, t.weight,
+                              inputs=self.x_teacher_train)
                 for t, logits in zip(self.teachers, self.train_logits)]
 
 
@@ -151,20 +156,23 @@ def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = 
         device: train here instead of ``[distill].device`` (a worker given its own GPU).
     """
     data = load_data(config.data)
-    teachers = load_teachers(config.teachers, data, dataset_key=config.data.dataset or "synthetic")
+    # Cross-modal: the teachers read their own view of the samples, and their outputs are
+    # cached under that view's fingerprint; students and costs use the data's own inputs.
+    seen = data.teacher_view()
+    teachers = load_teachers(config.teachers, seen, dataset_key=config.data.dataset or "synthetic")
     _check_teacher_pairs(config, teachers)
     _check_shrink_counts(config, teachers[0], data)
     cache = TeacherCache(cache_root(config.teacher.cache_dir) / "outputs")
-    vals = [cache.logits(t.model, t.fingerprint, data.x_val, f"{data.fingerprint}:val") for t in teachers]
+    vals = [cache.logits(t.model, t.fingerprint, seen.x_val, f"{seen.fingerprint}:val") for t in teachers]
     val_logits = combine(vals, [t.weight for t in teachers], config.distill.combine)
     train_logits: list[torch.Tensor | None] = [None] * len(teachers)
     if config.distill.cache_teacher:
-        train_logits = [cache.logits(t.model, t.fingerprint, data.x_train, f"{data.fingerprint}:train")
+        train_logits = [cache.logits(t.model, t.fingerprint, seen.x_train, f"{seen.fingerprint}:train")
                         for t in teachers]
     else:
         log.info("teacher cache off: the teachers run on every training batch")
     if teacher_info is None:
-        teacher_info = _describe_teachers(teachers, vals, val_logits, data, config)
+        teacher_info = _describe_teachers(teachers, vals, val_logits, seen, config)
     # Teachers were measured on [cost].device above; training reads them on its own device.
     return StudyContext(config, data, teachers, teacher_info, cache, train_logits, val_logits).to(
         Placement.from_config(config.distill, device))

@@ -27,13 +27,20 @@ Terms = dict[str, torch.Tensor]
 @dataclass
 class TeacherSource:
     """One frozen teacher as a scheme sees it: the model, and what the study cached of it over
-    the training set (rows aligned with ``x``; None: the teacher runs on every batch)."""
+    the training set (rows aligned with ``x``; None: the teacher runs on every batch).
+    Cross-modal, ``inputs`` holds the teacher's own view of those rows: a teacher that runs
+    reads ``inputs[idx]``, never the student's batch."""
 
     name: str
     model: nn.Module
     logits: torch.Tensor | None = None
     values: Mapping[str, torch.Tensor] | None = None
     weight: float = 1.0
+    inputs: torch.Tensor | None = None
+
+    def view(self, xb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """What this teacher reads for the batch whose student inputs are ``xb`` (rows ``idx``)."""
+        return xb if self.inputs is None else self.inputs[idx]
 
 
 @dataclass

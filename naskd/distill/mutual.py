@@ -25,9 +25,12 @@ class Mutual(Distiller):
     """Args: the student, its recipe (``ce_weight`` and the logit-based knowledge terms every
     member learns with) and the cohort of other members."""
 
-    def __init__(self, student: nn.Module, recipe: DistillConfig, cohort: list[nn.Module]) -> None:
+    def __init__(self, student: nn.Module, recipe: DistillConfig, cohort: list[nn.Module],
+                 views: list[torch.Tensor | None] | None = None) -> None:
         self.student, self.recipe = student, recipe
         self.cohort = nn.ModuleList(cohort)
+        # Cross-modal: a copy of the teacher reads the teacher's view of the rows (None: the batch).
+        self.views = views or [None] * len(cohort)
         terms = [t for t in recipe.knowledge or () if t["weight"] > 0]
         knowledge = plan(terms, nn.Identity(), student)
         if not knowledge.logits_only:
@@ -53,12 +56,10 @@ class Mutual(Distiller):
                 member = copy.deepcopy(inputs.teachers[0].model)
             for p in member.parameters():
                 p.requires_grad_(True)
-            cohort = [member]
-        else:
-            if inputs.new_student is None:
-                raise InvalidSpec("mutual learning with peers needs the student's spec to build peers")
-            cohort = [inputs.new_student(recipe.seed + 1 + k) for k in range(recipe.peers)]
-        return cls(inputs.student, recipe, cohort)
+            return cls(inputs.student, recipe, [member], [inputs.teachers[0].inputs])
+        if inputs.new_student is None:
+            raise InvalidSpec("mutual learning with peers needs the student's spec to build peers")
+        return cls(inputs.student, recipe, [inputs.new_student(recipe.seed + 1 + k) for k in range(recipe.peers)])
 
     def modules(self) -> dict[str, nn.Module]:
         return {"student": self.student, "cohort": self.cohort}
@@ -76,7 +77,7 @@ class Mutual(Distiller):
 
     def step(self, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, Terms]:
         logits = self.student(xb)
-        members = [m(xb) for m in self.cohort]
+        members = [m(xb if view is None else view[idx]) for m, view in zip(self.cohort, self.views)]
         terms = self._member_terms(logits, members, yb, "")
         # Each member's loss reads the others detached, so one backward of the sum trains each
         # on its own loss only.

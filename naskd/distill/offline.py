@@ -39,7 +39,7 @@ class _Side:
         logits = src.logits[idx] if src.logits is not None else None
         if self.run:
             with torch.no_grad():
-                out = src.model(xb)
+                out = src.model(src.view(xb, idx))
             logits = out if logits is None else logits
             if self.tap is not None:
                 values.update(self.tap.values)
