@@ -116,6 +116,8 @@ class DistillConfig:
     generator_lr: float = 1e-3  # adversarial: the generator's Adam learning rate (DFAD)
     generator_every: int = 5  # adversarial: student steps per generator step (DFAD: 5)
     latent_dim: int = 64  # adversarial: the generator's noise dimension
+    lwf_weight: float = 1.0  # lifelong: weight of the previous student's KL term (0: no second teacher)
+    lwf_temperature: float = 2.0  # lifelong: its temperature (Li & Hoiem 2016: 2)
 
     def __post_init__(self) -> None:
         # Resolve the shorthand once so every reader sees explicit terms and weights.
@@ -577,6 +579,8 @@ def _distill(s: _Section, seed: int) -> DistillConfig:
         generator_lr=s.get("generator_lr", _Key(float, _positive), d.generator_lr),
         generator_every=s.get("generator_every", _Key(int, _positive), d.generator_every),
         latent_dim=s.get("latent_dim", _Key(int, _positive), d.latent_dim),
+        lwf_weight=s.get("lwf_weight", _Key(float, _non_negative), d.lwf_weight),
+        lwf_temperature=s.get("lwf_temperature", _Key(float, _positive), d.lwf_temperature),
     )
 
 

@@ -45,6 +45,8 @@ class TrialRecord:
     steps: int | None = None  # None: recorded before naskd kept it
     rungs: tuple[dict[str, Any], ...] = ()
     terms: dict[str, float] = field(default_factory=dict)  # each loss term's weighted value at the end
+    teacher_version: int = 1  # which of the study's teacher versions it learned from (naskd.versions)
+    continued_from: int | None = None  # lifelong: the earlier version's trial whose student it continued
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str
                    "steps": r.steps,
                    "loss_terms": dict(r.terms or {}),
                    "rungs": [{"rung": e["rung"], "steps": e["steps"],
-                              "metrics": {k: e["metrics"].get(k) for k in FRONT_COLUMNS}} for e in r.rungs]}
+                              "metrics": {k: e["metrics"].get(k) for k in FRONT_COLUMNS}} for e in r.rungs],
+                   **({"continued_from": r.continued_from} if r.continued_from is not None else {})}
                   for r in front],
     }
 
@@ -176,7 +179,14 @@ def render_table(summary: dict[str, Any]) -> str:
     head = (f"study {printable(summary['study'])}: {len(summary['front'])} students on the front{budget} "
             f"({c['complete']} complete, {c['infeasible']} infeasible, {c['failed']} failed, "
             f"{c['pruned']} stopped at a rung); hypervolume {summary['hypervolume']:.4f}; * = knee")
-    return "\n".join([head, line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+    lines = [head, line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    for v in summary.get("versions") or ():  # lifelong: every teacher version's front, in one line each
+        teacher = v.get("teacher") or {}
+        members = ", ".join(str(e["number"]) for e in v.get("front") or ()) or "empty"
+        lines.append(printable(f"teacher version {v['version']} (accuracy {_fmt(teacher.get('accuracy'))}, from "
+                               f"trial {v.get('first_trial')}): front {members}; hypervolume "
+                               f"{v.get('hypervolume', 0.0):.4f}"))
+    return "\n".join(lines)
 
 
 def render_csv(summary: dict[str, Any]) -> str:

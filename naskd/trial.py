@@ -27,6 +27,7 @@ from naskd.distill import (Diverged, DistillResult, Placement, SchemeInputs, Scr
                            TrainState, make_distiller, recipe_dict, recipe_from_dict, train)
 from naskd.distill.loop import RungCallback
 from naskd.distill.recipe import total_steps
+from naskd.distill.lifelong import Lifelong
 from naskd.distill.quantized import quantization_aware
 from naskd.distill.teachers import combine
 from naskd.errors import ConfigError, InvalidSpec
@@ -239,10 +240,12 @@ def build(spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *,
 
 def fit(student: nn.Module, spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *,
         scratch: bool = False, rungs: Sequence[int] = (), on_rung: RungCallback | None = None,
-        resume: TrainState | None = None, steps: int | None = None) -> DistillResult:
+        resume: TrainState | None = None, steps: int | None = None,
+        previous: nn.Module | None = None) -> DistillResult:
     """Train ``student`` by the recipe's scheme (or from the labels alone: ``scratch``) on the
     study's training set, on the study's device, for ``steps`` (default: the recipe's
-    epochs); the student stays there, in eval mode.
+    epochs); the student stays there, in eval mode. ``previous``: the same student as an
+    earlier teacher version left it, a second teacher (learning without forgetting).
 
     Raises:
         Diverged, InvalidSpec: as ``naskd.distill.train``.
@@ -260,6 +263,8 @@ def fit(student: nn.Module, spec: dict[str, Any], context: StudyContext, recipe:
         distiller = make_distiller(SchemeInputs(
             student, recipe, context.sources(recipe), context.config.distill.pairs, new_student=new_student,
             teacher_copy=context.build.trained_teacher, x=context.x_train, y=context.y_train, device=place.device))
+        if previous is not None:
+            distiller = Lifelong(distiller, recipe, previous)
     return train(distiller, context.x_train, context.y_train, recipe, rungs=rungs, on_rung=on_rung,  # type: ignore[arg-type]
                  resume=resume, placement=place, steps=steps)
 
@@ -358,7 +363,7 @@ def budget_violations(metrics: dict[str, float], config: StudyConfig) -> tuple[d
 
 def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None = None,
              checkpoint: CheckpointFile | None = None, carried: Sequence[dict[str, Any]] = (),
-             plan: RungPlan | None = None) -> TrialResult:
+             plan: RungPlan | None = None, previous: dict[str, torch.Tensor] | None = None) -> TrialResult:
     """Run one trial. Never raises for a trial's own failure: the reason goes on the result.
 
     The student is scored on the validation set at every rung of the study's plan
@@ -381,6 +386,9 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
             from; those below the checkpoint's rung are kept in ``rungs``.
         plan: rungs to score at instead of the study's (e.g. every epoch, for learning
             curves); its target must be the study's.
+        previous: the trained weights of this spec's student under an earlier teacher
+            version (lifelong): the student starts from them and learns from the new teacher
+            with its earlier self as a second teacher (``naskd.distill.lifelong``).
     """
     data, config = context.data, context.config
     reason = check_spec(spec, context.build)
@@ -401,6 +409,14 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
     stopped: list[tuple[int, str]] = []  # the rung a student stopped at, and why
     try:
         student = build(spec, context, recipe)
+        earlier = None
+        if previous is not None:
+            if int8:
+                raise InvalidSpec("an int8 student is not continued under a new teacher version (its float "
+                                  "weights are not kept); it is searched afresh")
+            student.load_state_dict(previous)
+            earlier = build(spec, context, recipe)
+            earlier.load_state_dict(previous)
         if resume is not None and isinstance(resume.get("cost"), dict):
             # A continued student keeps the cost it was judged with (latency is remeasured noise).
             metrics: dict[str, float] = {k: float(v) for k, v in resume["cost"].items()}
@@ -431,7 +447,8 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
                 stopped.append((rung, decision.reason))
             return decision.goes_on
 
-        result = fit(student, spec, context, recipe, rungs=judged, on_rung=on_rung, resume=resume, steps=until)
+        result = fit(student, spec, context, recipe, rungs=judged, on_rung=on_rung, resume=resume, steps=until,
+                     previous=earlier)
         if until is not None and not result.stopped:
             student, result = quantize_trained(student, context, recipe, result, plan.target_steps - until)
     except InvalidSpec as exc:

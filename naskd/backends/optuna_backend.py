@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+import torch
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
@@ -37,8 +38,10 @@ from naskd.export import save_student
 from naskd.fidelity import CheckpointFile, RungGate
 from naskd.metrics import budget_limits, direction
 from naskd.results import StudyFacts, TrialRecord, front_summary, render_csv, render_json, rung_progress
+from naskd.results import counts as counts_of
 from naskd.terminal import printable
 from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
+from naskd.versions import VERSIONS_KEY, current, of_version, version_entry, version_fronts, versions
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +218,9 @@ def continue_later(study: optuna.Study, trial: FrozenTrial) -> bool:
     path = trial.user_attrs.get("checkpoint")
     if not path or not Path(path).is_file():
         return False
-    study.enqueue_trial(trial.params, user_attrs={"continues": trial.number})
+    earlier = trial.user_attrs.get("lifelong_from")
+    study.enqueue_trial(trial.params, user_attrs={"continues": trial.number,
+                                                  **({"lifelong_from": earlier} if earlier is not None else {})})
     log.warning("trial %d: its student is continued from its last rung by a later trial", trial.number)
     return True
 
@@ -296,19 +301,32 @@ def study_facts_for(config: StudyConfig, context: StudyContext, choice: StorageC
 _RUN_FACTS = ("trials", "command", "versions", "description")
 
 
-def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]) -> None:
-    """Record data/teacher facts on first run; refuse to mix trials of a different teacher or data."""
+def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]) -> bool:
+    """Record data/teacher facts on first run; a changed teacher begins a new teacher version
+    (True; with it, data may change too); refuse different data under the same teacher, or
+    another budget or objectives."""
     stored = study.user_attrs.get(_FACTS_ATTR)
     if stored is None:
-        study.set_user_attr(_FACTS_ATTR, facts)
-        return
-    for part in ("data", "teacher"):
-        if stored[part].get("fingerprint") != facts[part].get("fingerprint"):
-            raise NaskdError(f"{config.file}: [{part}]: differs from the one this study was run with "
-                             f"(fingerprint {stored[part].get('fingerprint')} vs {facts[part].get('fingerprint')}); "
-                             "use a new --out for a new study")
+        study.set_user_attr(_FACTS_ATTR, {**facts, VERSIONS_KEY: [version_entry(1, facts, 0)]})
+        return False
     if stored.get("objectives") != facts["objectives"]:
         raise NaskdError(f"{config.file}: [search].objectives: the stored study uses {stored.get('objectives')}")
+    if stored["teacher"].get("fingerprint") != facts["teacher"].get("fingerprint"):
+        # A new teacher version (lifelong): the study goes on; what it holds keeps its version.
+        listed = versions(stored)
+        entry = version_entry(len(listed) + 1, facts, len(study.get_trials(deepcopy=False)))
+        study.set_user_attr(_FACTS_ATTR, {**stored, **{k: facts.get(k) for k in (*_RUN_FACTS, "teacher", "data",
+                                                                                   "fidelity")},
+                                          VERSIONS_KEY: [*listed, entry]})
+        log.warning("%s: the teacher differs from the one this study last ran with (fingerprint %s, now %s): "
+                    "teacher version %d begins; the earlier versions' trials are kept", config.file,
+                    stored["teacher"].get("fingerprint"), facts["teacher"].get("fingerprint"), entry["version"])
+        return True
+    if stored["data"].get("fingerprint") != facts["data"].get("fingerprint"):
+        raise NaskdError(f"{config.file}: [data]: differs from the one this study was run with "
+                         f"(fingerprint {stored['data'].get('fingerprint')} vs {facts['data'].get('fingerprint')}); "
+                         "new data comes with a new teacher version (change [teacher] too), or use a new --out "
+                         "for a new study")
     before, now = stored.get("fidelity"), facts["fidelity"]
     # Every figure on the front is measured at the target budget and every rung record is
     # compared with others at the same step: a resume must keep both.
@@ -322,6 +340,40 @@ def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]
         updated["fidelity"] = now
     if updated != stored:  # what the latest run asked for (trial count, command, versions)
         study.set_user_attr(_FACTS_ATTR, updated)
+    return False
+
+
+def continue_front(study: optuna.Study, config: StudyConfig, out_dir: Path) -> int:
+    """Queue the Pareto students of the previous teacher version to be continued under the
+    current one (learning without forgetting): each becomes a new trial with the same
+    parameters and ``lifelong_from`` = its trial number. Returns how many were queued."""
+    facts = study.user_attrs.get(_FACTS_ATTR, {})
+    listed = versions(facts)
+    if len(listed) < 2:
+        return 0
+    version = int(listed[-1]["version"])
+    trials = study.get_trials(deepcopy=False)
+    if any(t.user_attrs.get("lifelong_from") is not None and t.user_attrs.get("teacher_version") == version
+           for t in trials) or any(t.state == TrialState.WAITING for t in trials):
+        return 0  # queued already (a resumed run)
+    records = [to_record(t) for t in trials if not t.user_attrs.get("surplus")]
+    summary = version_fronts(study_facts(study, config), records, listed[-2:-1])[0]
+    queued = 0
+    for entry in summary["front"]:
+        number = entry["number"]
+        weights = out_dir / "students" / f"trial_{number}.pt"
+        spec = entry["spec"]
+        why = ("its weights are not in " + str(weights.parent) if not weights.is_file()
+               else "an int8 student keeps no float weights" if spec.get("precision") == "int8"
+               else "a shrink student is cut from its own teacher" if spec.get("family") == "shrink" else None)
+        if why:
+            log.warning("trial %d: not continued under teacher version %d (%s)", number, version, why)
+            continue
+        study.enqueue_trial(trials[number].params, user_attrs={"lifelong_from": number})
+        queued += 1
+    log.info("teacher version %d: %d Pareto student(s) of version %d continue from their trained weights",
+             version, queued, version - 1)
+    return queued
 
 
 def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
@@ -420,17 +472,20 @@ class StudyLedger:
         self.study, self.trial = study, trial
 
     def peers(self, rung: int) -> list[dict[str, float]]:
-        return rung_peers(self.study, rung, exclude=self.trial.number)
+        return rung_peers(self.study, rung, exclude=self.trial.number,
+                          version=self.trial.user_attrs.get("teacher_version", 1))
 
     def record(self, entries: list[dict[str, Any]]) -> None:
         self.trial.set_user_attr("rungs", entries)
 
 
-def rung_peers(study: optuna.Study, rung: int, exclude: int | None = None) -> list[dict[str, float]]:
-    """Metrics recorded at ``rung`` by the study's counted trials (``exclude``: one trial number)."""
+def rung_peers(study: optuna.Study, rung: int, exclude: int | None = None, version: int = 1
+               ) -> list[dict[str, float]]:
+    """Metrics recorded at ``rung`` by the study's counted trials of one teacher version
+    (``exclude``: one trial number)."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)):
-        if t.number == exclude or not counts(t):
+        if t.number == exclude or not counts(t) or t.user_attrs.get("teacher_version", 1) != version:
             continue
         out.extend(e["metrics"] for e in t.user_attrs.get("rungs", ()) if e.get("rung") == rung)
     return out
@@ -456,14 +511,38 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         spec = full_spec(self.config.space.sample(trial), self.config, self.context.teacher.fingerprint)
         trial.set_user_attr("spec", spec)  # now, not at the end: a continued trial checks it
+        trial.set_user_attr("teacher_version", current(trial.study.user_attrs.get(_FACTS_ATTR, {})))
         gate = RungGate(self.context.plan, tuple(self.config.search.objectives), StudyLedger(trial.study, trial))
         checkpoint, carried = resume_point(trial, spec, self.out_dir)
-        result = evaluate(spec, self.context, gate=gate, checkpoint=checkpoint, carried=carried)
+        result = evaluate(spec, self.context, gate=gate, checkpoint=checkpoint, carried=carried,
+                          previous=earlier_student(trial, self.out_dir))
         values = record(trial, result, self.config.search.objectives,
                         self.out_dir / "students" if self.out_dir is not None else None)
         if result.status == "pruned":
             raise optuna.TrialPruned(result.reason)
         return values
+
+
+def earlier_student(trial: optuna.Trial, out_dir: Path | None) -> dict[str, Any] | None:
+    """The trained weights a lifelong trial continues (``lifelong_from``: the earlier
+    version's trial); None for any other trial."""
+    number = trial.user_attrs.get("lifelong_from")
+    if number is None or out_dir is None:
+        return None
+    return read_student(Path(out_dir) / "students" / f"trial_{number}.pt")
+
+
+def read_student(path: Path) -> dict[str, Any]:
+    """A saved student's state_dict, read with ``weights_only``.
+
+    Raises:
+        NaskdError: the file cannot be read (names it).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # missing, truncated or foreign: say which file, never half-load it
+        raise NaskdError(f"{path}: the saved student cannot be read to continue it "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
 
 
 def resume_point(trial: optuna.Trial, spec: dict[str, Any], out_dir: Path | None) -> tuple[CheckpointFile | None,
@@ -526,7 +605,9 @@ def to_record(t: FrozenTrial) -> TrialRecord:
         reason = UNFINISHED_REASON  # failed by Optuna's heartbeat check, which cannot leave a reason
     return TrialRecord(number=t.number, state=state, spec=t.user_attrs.get("spec", {}),
                        metrics=t.user_attrs.get("metrics", {}), reason=reason, steps=t.user_attrs.get("steps"),
-                       rungs=tuple(t.user_attrs.get("rungs", ())), terms=t.user_attrs.get("loss_terms", {}))
+                       rungs=tuple(t.user_attrs.get("rungs", ())), terms=t.user_attrs.get("loss_terms", {}),
+                       teacher_version=int(t.user_attrs.get("teacher_version", 1)),
+                       continued_from=t.user_attrs.get("lifelong_from"))
 
 
 def study_facts(study: optuna.Study, config: StudyConfig) -> StudyFacts:
@@ -715,7 +796,7 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
     _check_facts(study, config, facts)
     if choice.kind != "rdb":
         fail_stale_trials(study, storage)
-    target = config.search.trials
+    target = run_target(study, config, out_dir)
     log.info("study %s: storage %s, %d/%d trials done", config.name, redact(choice.url),
              counted_trials(study), target)
     try:
@@ -730,6 +811,14 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
     summary, _, _ = load_summary_from(study, config)
     write_front(out_dir, summary)
     return summary
+
+
+def run_target(study: optuna.Study, config: StudyConfig, out_dir: Path) -> int:
+    """How many counted trials this run leaves the study holding: ``[search].trials``, or
+    more when a new teacher version's continued students (queued here) need the room."""
+    continue_front(study, config, out_dir)
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    return max(config.search.trials, counted_trials(study) + waiting)
 
 
 def _lost_storage(exc: BaseException) -> BaseException | None:
@@ -783,7 +872,12 @@ def load_summary_from(study: optuna.Study, config: StudyConfig) -> tuple[dict[st
         if extra:
             record = dataclasses.replace(record, metrics={**record.metrics, **extra})
         records.append(record)
-    return front_summary(study_facts(study, config), records), records, study
+    facts, listed = study_facts(study, config), versions(attrs.get(_FACTS_ATTR, {}))
+    summary = front_summary(facts, of_version(records, int(listed[-1]["version"])))
+    if len(listed) > 1:
+        summary["counts"] = counts_of(records)
+        summary["versions"] = version_fronts(facts, records, listed)
+    return summary, records, study
 
 
 def _run_workers(config: StudyConfig, choice: StorageChoice, out_dir: Path, target: int,

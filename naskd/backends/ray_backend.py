@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 SPEC_KEY = "naskd_spec"
 NUMBER_KEY = "naskd_trial"
 CHECKPOINT_KEY = "naskd_checkpoint"  # where the worker saves the student's state at rungs
+VERSION_KEY = "naskd_teacher_version"
+LIFELONG_KEY = "naskd_lifelong_from"  # the earlier version's trial whose student this one continues ("": none)
 CARRIED_KEY = "naskd_carried"  # JSON text: rung entries of the interrupted trial a student continues
 FINAL_KEY = "naskd_final"  # present (True) only in the result of a trial that ran to its end
 STATUS_KEY = "naskd_status"
@@ -196,9 +198,11 @@ def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
         return True  # a stop comes as SystemExit from tune.report
 
     path = param_config.get(CHECKPOINT_KEY)
+    earlier = param_config.get(LIFELONG_KEY)
     try:
         result = evaluate(spec, context, gate=gate, checkpoint=CheckpointFile(Path(path)) if path else None,
-                          carried=json.loads(param_config.get(CARRIED_KEY) or "[]"))
+                          carried=json.loads(param_config.get(CARRIED_KEY) or "[]"),
+                          previous=ob.read_student(Path(earlier)) if earlier else None)
     finally:
         unhook()
     number = param_config.get(NUMBER_KEY)
@@ -226,8 +230,12 @@ def _space(config: StudyConfig, out_dir: Path | None, teacher: str) -> Callable[
     def define(trial: optuna.Trial) -> dict[str, Any]:
         spec = full_spec(config.space.sample(trial), config, teacher)
         trial.set_user_attr("spec", spec)
+        version = ob.current(trial.study.user_attrs.get(ob._FACTS_ATTR, {}))
+        trial.set_user_attr("teacher_version", version)
         checkpoint, carried = ob.resume_point(trial, spec, out_dir)
-        return {SPEC_KEY: spec, NUMBER_KEY: trial.number,
+        earlier = trial.user_attrs.get("lifelong_from")
+        return {SPEC_KEY: spec, NUMBER_KEY: trial.number, VERSION_KEY: version,
+                LIFELONG_KEY: str(out_dir / "students" / f"trial_{earlier}.pt") if earlier is not None and out_dir else "",
                 CHECKPOINT_KEY: str(checkpoint.path) if checkpoint is not None else "",
                 CARRIED_KEY: json.dumps(carried)}
 
@@ -512,7 +520,7 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
     if concurrency is not None and concurrency < 1:
         raise ConfigError("--concurrency", "--concurrency", f"must be > 0, got {concurrency}")
     context, choice, storage, study = _prepare(config, out_dir, command)
-    target = config.search.trials
+    target = ob.run_target(study, config, out_dir)
     log.info("study %s on Ray: storage %s, %d/%d trials done", config.name, ob.redact(choice.url),
              ob.counted_trials(study), target)
     progress = ob._Progress(config, target, ob.counted_trials(study), show_progress)

@@ -36,14 +36,15 @@ class RungScheduler(FIFOScheduler):
         self.search, self.plan, self.objectives = search, plan, objectives
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        from naskd.backends.ray_backend import METRICS_KEY, NUMBER_KEY, RUNG_KEY
+        from naskd.backends.ray_backend import METRICS_KEY, NUMBER_KEY, RUNG_KEY, VERSION_KEY
 
         rung = result.get(RUNG_KEY)
         if rung is None or not self.plan.judge:
             return TrialScheduler.CONTINUE
         number = trial.config.get(NUMBER_KEY)
         decision = self.plan.verdict(json.loads(result[METRICS_KEY]),
-                                     rung_peers(self.search.study, int(rung), exclude=number), self.objectives)
+                                     rung_peers(self.search.study, int(rung), exclude=number,
+                                                version=int(trial.config.get(VERSION_KEY, 1))), self.objectives)
         if decision.goes_on:
             return TrialScheduler.CONTINUE
         optuna_trial = self.search.optuna_trial(trial.trial_id)

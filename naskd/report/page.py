@@ -82,6 +82,7 @@ def build_page(view: StudyView, *, importances: Mapping[str, Mapping[str, float]
         _warnings(findings(view)),
         _pareto_section(view, figs),
         _table_section(view),
+        _versions_section(view),
         _loss_terms_section(view, figs),
         _capacity_section(view, figs),
         _rungs_section(view, figs),
@@ -436,6 +437,34 @@ def _table_section(view: StudyView) -> str:
             '<div class="table-wrap"><table class="sortable front-table">',
             f"<thead><tr>{head}</tr></thead>", *bodies, "</table></div>"]
     return _section("students", "Students on the front", out)
+
+
+def _versions_section(view: StudyView) -> str:
+    """Lifelong studies: the front of every teacher version, each against its own teacher
+    (nothing of an earlier version is dropped); the figures above are the latest version's."""
+    if not view.versions:
+        return ""
+    head = "".join(f"<th>{_e(t)}</th>" for t in ("version", "teacher", "teacher accuracy", "first trial",
+                                                 "hypervolume", "front: trial (accuracy, params)"))
+    rows = []
+    for v in view.versions:
+        teacher = v.get("teacher") if isinstance(v.get("teacher"), Mapping) else {}
+        members = []
+        for e in v.get("front") or ():
+            m = e.get("metrics") or {}
+            came = f", from trial {e['continued_from']}" if e.get("continued_from") is not None else ""
+            members.append(f"{e.get('number')} ({fmt(m.get('accuracy'), 'accuracy')}, "
+                           f"{fmt(m.get('params'), 'params')} params{came})")
+        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in (
+            v.get("version"), f"{teacher.get('source') or ''} {teacher.get('fingerprint') or ''}".strip(),
+            fmt(teacher.get("accuracy"), "accuracy"), v.get("first_trial"),
+            fmt(v.get("hypervolume"), "accuracy"), "; ".join(members) or "empty")) + "</tr>")
+    out = ['<p class="caption">The study\'s teacher changed; each version\'s students are kept. The figures and '
+           "the table above are the latest version's. A student continued from an earlier version's trial learned "
+           "from the new teacher with its earlier self as a second teacher (learning without forgetting).</p>",
+           '<div class="table-wrap"><table class="versions">', f"<thead><tr>{head}</tr></thead>",
+           "<tbody>", *rows, "</tbody></table></div>"]
+    return _section("versions", "Teacher versions", out)
 
 
 def _shows_scheme(view: StudyView) -> bool:

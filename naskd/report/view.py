@@ -206,6 +206,8 @@ class StudyView:
     hypervolume: float | None
     fidelity: Fidelity = field(default_factory=Fidelity)
     facts: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    #: lifelong studies: each teacher version's front summary (``naskd.versions.version_fronts``)
+    versions: tuple[Mapping[str, Any], ...] = ()
     _hovers: dict[int, str] = field(repr=False, compare=False, default_factory=dict)  # four figures share them
 
     @property
@@ -319,6 +321,10 @@ def study_view(facts: Mapping[str, Any], records: Sequence[TrialRecord], summary
     objectives = tuple(facts.get("objectives") or stored or DEFAULT_OBJECTIVES)
     known = {o.get("name"): o.get("direction") for o in summary.get("objectives", []) if isinstance(o, Mapping)}
     directions = tuple(known.get(o) or DIRECTIONS.get(o, "maximize") for o in objectives)
+    listed = tuple(v for v in summary.get("versions") or () if isinstance(v, Mapping))
+    if listed:  # lifelong: the figures are the current teacher version's; the others get a table
+        latest = int(listed[-1].get("version", 1))
+        records = [r for r in records if r.teacher_version == latest]
     ordered = tuple(sorted(records, key=lambda r: r.number))
     complete = tuple(r for r in ordered if r.state == "complete")
 
@@ -351,4 +357,5 @@ def study_view(facts: Mapping[str, Any], records: Sequence[TrialRecord], summary
         hypervolume=number(summary.get("hypervolume")),
         fidelity=_fidelity(facts, summary, ordered),
         facts=facts,
+        versions=listed,
     )
