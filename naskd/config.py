@@ -116,6 +116,9 @@ class DistillConfig:
     generator_lr: float = 1e-3  # adversarial: the generator's Adam learning rate (DFAD)
     generator_every: int = 5  # adversarial: student steps per generator step (DFAD: 5)
     latent_dim: int = 64  # adversarial: the generator's noise dimension
+    #: adversarial: the generator's channels (DFAD: 64; on mnist1d 32 reached 39-59% after 3000 steps
+    #: over three seeds against 41-47% with 64, at ~60% of the step time)
+    generator_width: int = 32
     lwf_weight: float = 1.0  # lifelong: weight of the previous student's KL term (0: no second teacher)
     lwf_temperature: float = 2.0  # lifelong: its temperature (Li & Hoiem 2016: 2)
 
@@ -579,6 +582,7 @@ def _distill(s: _Section, seed: int) -> DistillConfig:
         generator_lr=s.get("generator_lr", _Key(float, _positive), d.generator_lr),
         generator_every=s.get("generator_every", _Key(int, _positive), d.generator_every),
         latent_dim=s.get("latent_dim", _Key(int, _positive), d.latent_dim),
+        generator_width=s.get("generator_width", _Key(int, _positive), d.generator_width),
         lwf_weight=s.get("lwf_weight", _Key(float, _non_negative), d.lwf_weight),
         lwf_temperature=s.get("lwf_temperature", _Key(float, _positive), d.lwf_temperature),
     )

@@ -1,6 +1,7 @@
 """Distillation: the distiller protocol (``base``), one module per scheme of the KD survey
-(``offline``, ``scratch``, ``mutual``, ``self_distill``, ``born_again``; several teachers are
-combined by ``teachers``), their registry (``schemes``) and the one training loop (``loop``)."""
+(``offline``, ``scratch``, ``mutual``, ``self_distill``, ``born_again``, ``adversarial``: data-free,
+its inputs made by ``generator``; several teachers are combined by ``teachers``), their registry
+(``schemes``) and the one training loop (``loop``)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from naskd.distill.adversarial import Adversarial
 from naskd.distill.base import Distiller, SchemeInputs
 from naskd.distill.born_again import BornAgain
 from naskd.distill.mutual import Mutual
@@ -16,6 +17,7 @@ SCHEMES: dict[str, Callable[[SchemeInputs], Distiller]] = {
     "mutual": Mutual.from_inputs,
     "self": SelfDistill.from_inputs,
     "born_again": BornAgain.from_inputs,
+    "adversarial": Adversarial.from_inputs,
 }
 
 
