@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 
 import helpers_torch
@@ -15,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from naskd.cli import main
 from naskd.config import DataConfig, DistillConfig
 from naskd.data import load_data
 from naskd.distill import SchemeInputs, Scratch, TeacherSource, make_distiller, train
@@ -293,3 +295,16 @@ def test_building_the_generator_leaves_the_global_rng_alone(data, teacher):
         assert torch.equal(before, torch.get_rng_state())
         built.append(_state(distiller.generator))
     assert _same(*built)  # from the recipe's seed, whatever the global stream was
+
+
+def test_an_adversarial_study_searches_with_rungs_and_exports(write_study, tmp_path):
+    study = write_study(distill={"scheme": "adversarial", "steps": 30, "batch_size": 32},
+                        fidelity={"first_rung": 3, "reduction_factor": 3})
+    out = tmp_path / "out"
+    assert main(["search", str(study), "--out", str(out), "--trials", "3", "--quiet"]) == 0
+    front = json.loads((out / "front.json").read_text())
+    entry = front["front"][0]
+    assert set(entry["loss_terms"]) == {"adv_l1"} and [r["steps"] for r in entry["rungs"]] == [3, 9, 27]
+    assert main(["export", str(study), "--out", str(out), "--trial", str(entry["number"]), "-o",
+                 str(tmp_path / "exp"), "--quiet"]) == 0
+    assert not any("generator" in k for k in torch.load(tmp_path / "exp" / "model.pt", weights_only=True))
