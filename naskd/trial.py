@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from naskd.cache import TeacherCache, cache_root
+from naskd.cache import TeacherCache, cache_root, load_entry, save_entry
 from naskd.config import DistillConfig, StudyConfig
 from naskd.data import Data, load_data
 from naskd.distill import (Diverged, DistillResult, Placement, SchemeInputs, Scratch, TeacherSource,
@@ -40,6 +40,7 @@ from naskd.quantize import measure_int8_cost
 from naskd.metrics import TRIAL_METRICS, budget_limits, budget_violations as _violations
 from naskd.scoring import predict, score
 from naskd.spaces import BuildContext, build_student, check_spec
+from naskd.synthesis import synthesis_key, synthesize
 from naskd.spaces.recipe import apply_recipe_choices
 from naskd.teacher import Teacher, describe_teacher, load_teachers
 
@@ -163,6 +164,10 @@ def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = 
     teachers = load_teachers(config.teachers, seen, dataset_key=config.data.dataset or "synthetic")
     _check_teacher_pairs(config, teachers)
     _check_shrink_counts(config, teachers[0], data)
+    if config.data.transfer == "deepinversion":
+        # Students never see the real training inputs: the transfer set takes their place
+        # (the real validation part still scores them).
+        data = seen = transfer_set(config, data, teachers[0])
     cache = TeacherCache(cache_root(config.teacher.cache_dir) / "outputs")
     vals = [cache.logits(t.model, t.fingerprint, seen.x_val, f"{seen.fingerprint}:val") for t in teachers]
     val_logits = combine(vals, [t.weight for t in teachers], config.distill.combine)
@@ -177,6 +182,45 @@ def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = 
     # Teachers were measured on [cost].device above; training reads them on its own device.
     return StudyContext(config, data, teachers, teacher_info, cache, train_logits, val_logits).to(
         Placement.from_config(config.distill, device))
+
+
+def transfer_set(config: StudyConfig, data: Data, teacher: Teacher) -> Data:
+    """``data`` with its training part replaced by the DeepInversion set synthesized from
+    ``teacher`` (``[synthesis]``), made once and cached under its content key (teacher
+    fingerprint, shape, classes, settings): every trial and worker reads the same set.
+
+    Raises:
+        ConfigError: cross-modal data (the set is synthesized in the teacher's view, which
+            the students cannot read).
+        NaskdError: a teacher without BatchNorm.
+    """
+    from tqdm.auto import tqdm
+
+    if data.cross_modal:
+        raise ConfigError(str(config.file), "[data].transfer", '"deepinversion" synthesizes inputs in the teacher\'s '
+                          "view, but this data gives the students another view (x_teacher); use one view")
+    cfg = config.synthesis
+    key = synthesis_key(teacher.fingerprint, data.input_shape, data.num_classes, cfg)
+    path = cache_root(config.teacher.cache_dir) / "transfer" / f"{key}.pt"
+    entry = load_entry(path, key, "transfer set cache", action="synthesizing it again") if path.is_file() else None
+    if entry is not None and isinstance(entry, dict) and {"x", "y"} <= set(entry):
+        x, y = entry["x"], entry["y"]
+        log.info("transfer set %s: %d samples loaded from the cache", key, len(y))
+        stats = {k.removeprefix("stat_"): float(v) for k, v in entry.items() if k.startswith("stat_")}
+    else:
+        log.info("synthesizing the transfer set (DeepInversion, %d samples x %d iterations); cached at %s",
+                 cfg.samples, cfg.iterations, path)
+        place = Placement.from_config(config.distill)
+        # disable=None: a bar on a terminal, nothing in logs and captured output.
+        with tqdm(total=cfg.samples, desc="DeepInversion", unit="sample", disable=None) as bar:
+            x, y, stats = synthesize(teacher.model, data.input_shape, data.num_classes, cfg, device=place.device,
+                                     where=f"[teacher] {teacher.source}", progress=lambda n: bar.update(n - bar.n))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_entry(path, key, {"x": x, "y": y, **{f"stat_{k}": torch.tensor(v) for k, v in stats.items()}})
+    split = {**data.split, "transfer": "deepinversion", "synthesis_key": key, "real_train": len(data.y_train),
+             **{f"synthesis_{k}": round(v, 6) for k, v in stats.items()}}
+    return dataclasses.replace(data, name=f"{data.name} (DeepInversion transfer set)", x_train=x.contiguous(),
+                               y_train=y, split=split)
 
 
 def _describe_teachers(teachers: list[Teacher], vals: list[torch.Tensor], combined: torch.Tensor, data: Data,

@@ -26,3 +26,9 @@ def build_transformer() -> nn.Module:
     from naskd.spaces import BuildContext, build_student
 
     return build_student({"family": "transformer", "arch": {"layers": 2, "d_model": 32, "heads": 4}}, BuildContext((4, 16), 4))
+
+
+def build_bn() -> nn.Module:
+    """A teacher with BatchNorm (DeepInversion matches its statistics), for inputs (16,), 4 classes."""
+    return nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 32), nn.BatchNorm1d(32),
+                         nn.ReLU(), nn.Linear(32, 4))

@@ -274,3 +274,44 @@ def test_the_rung_rule_stops_the_same_students_on_ray_as_on_the_optuna_backend(c
         assert not list((out / "checkpoints").glob("*.pt"))
     assert outcome["ray"] == outcome["optuna"] == {"ok": (State.COMPLETE, 3, 60), "tiny": (State.COMPLETE, 3, 60),
                                                     "blind": (State.PRUNED, 1, 10)}
+
+
+def test_where_knowledge_comes_from_runs_on_ray(cluster, write_study, tmp_path):
+    """Adversarial (generator on the worker), data-free (the driver's transfer set shipped in
+    the context) and lifelong (a changed teacher continues the front's students) on Ray."""
+    import helpers_teacher
+    import torch
+
+    from naskd.data import load_data
+    from naskd.config import DataConfig, DistillConfig
+    from naskd.distill import Scratch, train
+
+    def ray_search(study: Path, out: Path) -> list[optuna.trial.FrozenTrial]:
+        assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster,
+                     "--concurrency", "2", "-q"]) == 0
+        return _trials(out)
+
+    adversarial = write_study("adv.toml", search={"trials": 2, "sampler": "random"}, fidelity={"rule": "off"},
+                              distill={"scheme": "adversarial"})
+    trials = ray_search(adversarial, tmp_path / "adv")
+    assert all(t.state == State.COMPLETE and set(t.user_attrs["loss_terms"]) == {"adv_l1"} for t in trials)
+
+    data = load_data(DataConfig(dataset="synthetic", samples=400, shape=(16,), classes=4))
+    torch.manual_seed(0)
+    model = helpers_teacher.build_bn()
+    train(Scratch(model), data.x_train, data.y_train, DistillConfig(epochs=10, batch_size=32))
+    torch.save(model.state_dict(), tmp_path / "bn.pt")
+    datafree = write_study("free.toml", search={"trials": 2, "sampler": "random"}, fidelity={"rule": "off"},
+                           data={"transfer": "deepinversion"}, synthesis={"samples": 100, "iterations": 20},
+                           teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(tmp_path / "bn.pt")})
+    trials = ray_search(datafree, tmp_path / "free")
+    assert len(trials) == 2 and all(t.state == State.COMPLETE for t in trials)
+
+    lifelong, out = write_study("life.toml", search={"trials": 2, "sampler": "random"}), tmp_path / "life"
+    first = ray_search(lifelong, out)
+    write_study("life.toml", search={"trials": 2, "sampler": "random"}, teacher={"epochs": 7})
+    trials = ray_search(lifelong, out)
+    continued = [t for t in trials if t.user_attrs.get("lifelong_from") is not None]
+    assert continued and all(t.user_attrs["teacher_version"] == 2 and "lwf" in t.user_attrs["loss_terms"]
+                             for t in continued)
+    assert [t.user_attrs["metrics"] for t in trials[:len(first)]] == [t.user_attrs["metrics"] for t in first]
