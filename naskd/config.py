@@ -24,7 +24,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 from naskd import metrics
 from naskd.errors import ConfigError
 
-BUILTIN_DATASETS = ("digits", "mnist1d", "mnist1d_crossmodal", "shapes32", "synthetic")
+#: ``none``: no real data at all (``shape`` and ``classes`` say what the teacher reads); only with
+#: ``transfer = "deepinversion"`` and a teacher of your own.
+BUILTIN_DATASETS = ("digits", "mnist1d", "mnist1d_crossmodal", "shapes32", "synthetic", "none")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("tpe", "nsga2", "random")
 DEVICES = ("cpu", "cuda")
@@ -452,6 +454,8 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
     report_section.reject_unknown(["scratch_baseline"])
     report = ReportConfig(scratch_baseline=report_section.get("scratch_baseline", _Key(bool), False))
     synthesis = _synthesis(_Section(shown, "synthesis", raw.get("synthesis", {})), seed)
+    if data.dataset == "none":
+        search = _without_real_data(shown, raw, data, teachers, search)
 
     from naskd.spaces import load_space  # imported here so config stays importable without torch
 
@@ -464,6 +468,32 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
         distill=distill, cost=cost, search=search, raw=raw, ray=ray, report=report, fidelity=fidelity,
         synthesis=synthesis,
     )
+
+
+def _without_real_data(shown: str, raw: dict, data: DataConfig, teachers: tuple[TeacherConfig, ...],
+                       search: SearchConfig) -> SearchConfig:
+    """``[data] dataset = "none"``: students learn on a synthesized transfer set from a teacher
+    of the user's own, and are ranked by agreement on held-out synthesized inputs (accuracy,
+    which needs real labelled data, is unavailable). Returns the search with that objective in
+    place of the default accuracy."""
+    if data.transfer != "deepinversion":
+        raise ConfigError(shown, "[data].transfer", 'must be "deepinversion" with dataset = "none": without real '
+                          "data the students learn on a synthesized transfer set")
+    for i, t in enumerate(teachers):
+        if t.model is None and t.torchscript is None:
+            where = "[teacher]" if "teachers" not in raw else f"[teachers[{i}]]"
+            raise ConfigError(shown, where, 'with dataset = "none" give model + checkpoint or torchscript: a built-in '
+                              "teacher is trained on real data")
+    given = (raw.get("search") or {}).get("objectives") if isinstance(raw.get("search"), dict) else None
+    if given is None:  # the default objectives, with the measurable quality in place of accuracy
+        objectives = tuple("synthetic_agreement" if o == "accuracy" else o for o in search.objectives)
+        return dataclasses.replace(search, objectives=objectives)
+    unavailable = [o for o in search.objectives if o in metrics.NEEDS_REAL_VALIDATION]
+    if unavailable:
+        raise ConfigError(shown, "[search].objectives", f"{', '.join(unavailable)} needs real validation data, "
+                          'which dataset = "none" has not; use synthetic_agreement (agreement with the teacher on '
+                          "held-out synthesized inputs)")
+    return search
 
 
 def _data(s: _Section, base: Path, seed: int) -> DataConfig:

@@ -54,6 +54,14 @@ class Data:
     #: cross-modal: the teacher's input for the same rows (None: the teacher reads ``x``)
     x_teacher_train: torch.Tensor | None = None
     x_teacher_val: torch.Tensor | None = None
+    #: no real data (``dataset = "none"``): synthesized inputs held out from the transfer set,
+    #: on which students are compared with the teacher (never called accuracy)
+    x_holdout: torch.Tensor | None = None
+
+    @property
+    def real_validation(self) -> bool:
+        """Whether students can be scored on real labelled data (accuracy)."""
+        return len(self.y_val) > 0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -68,7 +76,8 @@ class Data:
     def fingerprint(self) -> str:
         """Content hash of every tensor: names the teacher and its cached outputs."""
         h = hashlib.sha256()
-        for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_teacher_train, self.x_teacher_val):
+        for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_teacher_train, self.x_teacher_val,
+                  self.x_holdout):
             if t is None:
                 continue
             h.update(str(tuple(t.shape)).encode())
@@ -113,7 +122,7 @@ def load_data(cfg: DataConfig) -> Data:
     if cfg.loader is not None:
         return _from_loader(cfg)
     builders = {"digits": _digits, "mnist1d": _mnist1d, "mnist1d_crossmodal": _mnist1d_crossmodal,
-                "shapes32": _shapes32, "synthetic": _synthetic}
+                "shapes32": _shapes32, "synthetic": _synthetic, "none": _none}
     return builders[cfg.dataset](cfg)
 
 
@@ -390,6 +399,15 @@ def _synthetic(cfg: DataConfig) -> Data:
     y = np.arange(cfg.samples) % cfg.classes
     x = centers[y] + rng.normal(0.0, 1.0, size=(cfg.samples, dim))
     return _split(x.reshape(cfg.samples, *cfg.shape).astype(np.float32), y, cfg, "synthetic")
+
+
+def _none(cfg: DataConfig) -> Data:
+    """No real data: empty splits that say only what the teacher reads (``shape``) and how many
+    classes it tells apart; the transfer set (``naskd.trial.transfer_set``) fills the training part."""
+    empty = torch.zeros((0, *cfg.shape))
+    labels = torch.zeros(0, dtype=torch.long)
+    return Data("none", empty, labels, empty.clone(), labels.clone(), cfg.classes,
+                {"split": "no real data: a synthesized transfer set, and synthesized held-out inputs"})
 
 
 def _physical_memory() -> int | None:

@@ -18,6 +18,7 @@ __all__ = [
     "DIAGNOSTIC_METRICS",
     "DIRECTIONS",
     "METRICS",
+    "NEEDS_REAL_VALIDATION",
     "OBJECTIVE_METRICS",
     "TRIAL_METRICS",
     "Direction",
@@ -107,7 +108,15 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("long_teacher_agreement", "maximize", "long-run agreement", format="share", kind="diagnostic",
            unit_range=True),
     Metric("long_steps", None, "long-run steps", format="count", kind="diagnostic"),
+    # A study with no real data (``[data] dataset = "none"``) cannot score accuracy; its trials
+    # record instead how often the student agrees with the teacher on held-out synthesized
+    # inputs (present only there, so listed with the metrics that appear once recorded).
+    Metric("synthetic_agreement", "maximize", "agreement on held-out synthetic inputs", format="share",
+           kind="diagnostic", objective=True, unit_range=True, rung_margin="accuracy"),
 )}
+
+#: What a study without real validation data cannot measure (``[data] dataset = "none"``).
+NEEDS_REAL_VALIDATION: tuple[str, ...] = ("accuracy", "teacher_agreement", "kl_to_teacher")
 
 
 # --- views of a table ----------------------------------------------------------------------

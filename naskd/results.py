@@ -134,6 +134,8 @@ def rung_progress(fidelity: dict[str, Any], records: Sequence[TrialRecord]) -> t
 
 
 def _fmt(value: Any) -> str:
+    if value is None:  # not measured (no real validation data: no accuracy)
+        return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -167,7 +169,9 @@ def render_table(summary: dict[str, Any]) -> str:
     for entry in summary["front"]:
         m = entry["metrics"]
         mark = "*" if entry["number"] == summary["knee"] else ""
-        rows.append([f"{entry['number']}{mark}", _fmt(m["accuracy"]), _fmt(m["teacher_agreement"]),
+        agreement = m.get("teacher_agreement")
+        rows.append([f"{entry['number']}{mark}", _fmt(m.get("accuracy")),
+                     _fmt(agreement if agreement is not None else m.get("synthetic_agreement")),
                      _fmt(m["latency_p50_ms"]), _fmt(m["params"]), _fmt(m["flops"]), _fmt(m.get("model_bytes", "-")),
                      _fmt(m["capacity_ratio"]),
                      *(_fmt(m[k]) if k in m else "-" for k in extra), arch_summary(entry["spec"])])
@@ -180,6 +184,9 @@ def render_table(summary: dict[str, Any]) -> str:
             f"({c['complete']} complete, {c['infeasible']} infeasible, {c['failed']} failed, "
             f"{c['pruned']} stopped at a rung); hypervolume {summary['hypervolume']:.4f}; * = knee")
     lines = [head, line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    if summary["front"] and all(e["metrics"].get("accuracy") is None for e in summary["front"]):
+        lines.append("accuracy: unavailable (no real validation data); agreement: with the teacher on held-out "
+                     "synthesized inputs")
     for v in summary.get("versions") or ():  # lifelong: every teacher version's front, in one line each
         teacher = v.get("teacher") or {}
         members = ", ".join(str(e["number"]) for e in v.get("front") or ()) or "empty"

@@ -164,7 +164,7 @@ def load_teachers(cfgs: Sequence[TeacherConfig], data: Data, *, dataset_key: str
 
 def describe_teacher(teacher: Teacher, val_logits: torch.Tensor, data: Data, cost: CostConfig) -> dict[str, Any]:
     """The teacher's accuracy (from its cached validation outputs) and its measured cost."""
-    if val_logits.ndim != 2 or val_logits.shape[1] < data.num_classes:
+    if val_logits.ndim != 2 or val_logits.shape[1] < data.num_classes:  # (its outputs on the scored inputs)
         raise NaskdError(f"teacher {teacher.source}: outputs have shape {tuple(val_logits.shape)}, "
                          f"expected (N, {data.num_classes})")
     measured = measure_cost(teacher.model, data.input_shape, batch_size=cost.batch_size, threads=cost.threads,
@@ -172,11 +172,12 @@ def describe_teacher(teacher: Teacher, val_logits: torch.Tensor, data: Data, cos
     info = {
         "source": teacher.source,
         "fingerprint": teacher.fingerprint,
-        "accuracy": score(val_logits, data.y_val)["accuracy"],
+        # No real validation data (dataset "none"): the teacher's accuracy is unknown.
+        "accuracy": score(val_logits, data.y_val)["accuracy"] if data.real_validation else None,
         **measured.metrics(),
     }
-    log.info("teacher %s: accuracy %.4f, %d params, %d FLOPs", teacher.source, info["accuracy"],
-             info["params"], info["flops"])
+    log.info("teacher %s: accuracy %s, %d params, %d FLOPs", teacher.source,
+             "unavailable" if info["accuracy"] is None else f"{info['accuracy']:.4f}", info["params"], info["flops"])
     return info
 
 

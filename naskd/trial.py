@@ -77,7 +77,8 @@ class StudyContext:
         on = self.placement.device
         self.x_train = self.data.x_train.to(on)
         self.y_train = self.data.y_train.to(on)
-        self.x_val = self.data.x_val.to(on)
+        # Without real data, students are compared with the teacher on held-out synthesized inputs.
+        self.x_val = (self.data.x_val if self.data.real_validation else self.data.x_holdout).to(on)  # type: ignore[union-attr]
         self.x_teacher_train = self.data.x_teacher_train.to(on) if self.data.x_teacher_train is not None else None
 
     def to(self, placement: Placement) -> "StudyContext":
@@ -169,7 +170,8 @@ def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = 
         # (the real validation part still scores them).
         data = seen = transfer_set(config, data, teachers[0])
     cache = TeacherCache(cache_root(config.teacher.cache_dir) / "outputs")
-    vals = [cache.logits(t.model, t.fingerprint, seen.x_val, f"{seen.fingerprint}:val") for t in teachers]
+    scored = seen.x_val if seen.real_validation else seen.x_holdout
+    vals = [cache.logits(t.model, t.fingerprint, scored, f"{seen.fingerprint}:val") for t in teachers]
     val_logits = combine(vals, [t.weight for t in teachers], config.distill.combine)
     train_logits: list[torch.Tensor | None] = [None] * len(teachers)
     if config.distill.cache_teacher:
@@ -219,8 +221,14 @@ def transfer_set(config: StudyConfig, data: Data, teacher: Teacher) -> Data:
         save_entry(path, key, {"x": x, "y": y, **{f"stat_{k}": torch.tensor(v) for k, v in stats.items()}})
     split = {**data.split, "transfer": "deepinversion", "synthesis_key": key, "real_train": len(data.y_train),
              **{f"synthesis_{k}": round(v, 6) for k, v in stats.items()}}
+    holdout = None
+    if not data.real_validation:
+        # No real data to score on: a tenth of the set is held out, for agreement with the teacher.
+        keep = len(y) - max(1, len(y) // 10)
+        x, y, holdout = x[:keep], y[:keep], x[keep:].contiguous()
+        split["synthetic_holdout"] = len(holdout)
     return dataclasses.replace(data, name=f"{data.name} (DeepInversion transfer set)", x_train=x.contiguous(),
-                               y_train=y, split=split)
+                               y_train=y, split=split, x_holdout=holdout)
 
 
 def _describe_teachers(teachers: list[Teacher], vals: list[torch.Tensor], combined: torch.Tensor, data: Data,
@@ -234,7 +242,7 @@ def _describe_teachers(teachers: list[Teacher], vals: list[torch.Tensor], combin
         info.update(name=t.name, weight=t.weight)
     largest = max(infos, key=lambda i: i["params"])
     return {**largest, "source": f"{len(teachers)} teachers, {config.distill.combine} (largest: {largest['name']})",
-            "accuracy": score(combined, data.y_val)["accuracy"], "teachers": infos}
+            "accuracy": score(combined, data.y_val)["accuracy"] if data.real_validation else None, "teachers": infos}
 
 
 def feature_teacher(teachers: Sequence[Teacher], name: str | None) -> Teacher:
@@ -359,9 +367,11 @@ def validate(student: nn.Module, context: StudyContext) -> dict[str, float]:
     """Accuracy, teacher agreement and KL to the teacher(s) on the validation set (on the
     student's device: an int8 student runs on the CPU)."""
     on = next((t.device for t in (*student.parameters(), *student.buffers())), context.placement.device)
-    x = context.x_val if on == context.placement.device else context.data.x_val.to(on)
-    return score(predict(student, x).float().cpu(), context.data.y_val,  # type: ignore[arg-type]
-                 context.val_logits)
+    x = context.x_val if on == context.placement.device else context.x_val.to(on)
+    logits = predict(student, x).float().cpu()  # type: ignore[arg-type]
+    if not context.data.real_validation:  # no real data: accuracy is unavailable, never guessed
+        return {"synthetic_agreement": (logits.argmax(-1) == context.val_logits.argmax(-1)).float().mean().item()}
+    return score(logits, context.data.y_val, context.val_logits)
 
 
 @dataclass

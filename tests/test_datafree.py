@@ -148,3 +148,55 @@ def test_a_datafree_study_searches_and_exports(tmp_path, checkpoint):
     number = front["front"][0]["number"]
     assert main(["export", str(study), "--out", str(out), "--trial", str(number), "-o", str(tmp_path / "exp"),
                  "--quiet"]) == 0
+
+
+def _no_data_study(tmp_path, checkpoint, **extra):
+    doc = small_study(teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(checkpoint)},
+                      data={"dataset": "none", "transfer": "deepinversion", "shape": [16], "classes": 4},
+                      synthesis=dict(SYNTHESIS), **extra)
+    del doc["data"]["samples"]
+    path = tmp_path / "none.toml"
+    path.write_text(toml_text(doc))
+    return path
+
+
+def test_with_no_real_data_accuracy_is_unavailable_and_never_scored_on_synthetic_inputs(tmp_path, checkpoint,
+                                                                                         capsys):
+    study, out = _no_data_study(tmp_path, checkpoint), tmp_path / "out"
+    config = load_study(study)
+    assert config.search.objectives == ("synthetic_agreement", "latency_p50_ms", "params")
+    assert main(["search", str(study), "--out", str(out), "--trials", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "accuracy: unavailable (no real validation data)" in table
+    front = json.loads((out / "front.json").read_text())
+    assert front["teacher"]["accuracy"] is None
+    for entry in front["front"]:
+        m = entry["metrics"]
+        assert m["accuracy"] is None and m["teacher_agreement"] is None and 0.0 <= m["synthetic_agreement"] <= 1.0
+    assert "accuracy unavailable: the study has no real validation data" in (out / "report.html").read_text()
+    number = front["front"][0]["number"]
+    assert main(["export", str(study), "--out", str(out), "--trial", str(number), "-o", str(tmp_path / "exp")]) == 0
+    assert "accuracy unavailable" in capsys.readouterr().out
+    # The diagnostics compare accuracies: refused in one line.
+    assert main(["baseline", str(study), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[data].dataset" in err
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"data": {"transfer": "real"}}, "[data].transfer"),
+    ({"teacher": {"epochs": 5}}, "[teacher]"),
+    ({"search": {"objectives": ["accuracy", "params"]}}, "[search].objectives"),
+])
+def test_no_real_data_needs_a_transfer_set_an_own_teacher_and_a_measurable_objective(tmp_path, checkpoint, change,
+                                                                                      key):
+    path = _no_data_study(tmp_path, checkpoint)
+    doc = small_study(teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(checkpoint)},
+                      data={"dataset": "none", "transfer": "deepinversion", "shape": [16], "classes": 4})
+    del doc["data"]["samples"]
+    for section, values in change.items():
+        doc[section] = values if section == "teacher" else {**doc[section], **values}
+    path.write_text(toml_text(doc))
+    with pytest.raises(ConfigError) as err:
+        load_study(path)
+    assert key in str(err.value) and "\n" not in str(err.value)

@@ -650,8 +650,10 @@ class _Progress:
         finished = sum(1 for t in trials if t.state in _FINISHED and counts(t))
         facts = study_facts(study, self.config)
         summary = front_summary(facts, records)
-        best = max((r.metrics["accuracy"] for r in records if r.state == "complete"), default=float("nan"))
-        postfix = {"best_acc": f"{best:.4f}", "front": len(summary["front"])}
+        quality = self.config.search.objectives[0] if "accuracy" not in self.config.search.objectives else "accuracy"
+        best = max((r.metrics.get(quality, math.nan) for r in records if r.state == "complete"), default=math.nan)
+        postfix = {"best_acc" if quality == "accuracy" else f"best {quality}": f"{best:.4f}",
+                   "front": len(summary["front"])}
         label, reached = rung_progress(facts.fidelity, records)
         if label:
             postfix[label] = reached
@@ -929,6 +931,9 @@ def _diagnose(config: StudyConfig, out_dir: Path, pick: Callable[[list[dict[str,
     (so an interrupted run resumes where it stopped); returns the updated summary."""
     from tqdm.auto import tqdm
 
+    if config.data.dataset == "none":
+        raise NaskdError(f"{config.file}: [data].dataset: the {what} compares accuracies, and a study with no real "
+                         "data has none to measure")
     summary, _, study = load_summary(config, out_dir)
     todo = pick(summary["front"])
     if not todo:
@@ -957,7 +962,7 @@ def run_confirm(config: StudyConfig, out_dir: Path, *, top: int, steps: int,
     from naskd.diagnostics import long_run_metrics
 
     def pick(front: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        best = sorted(front, key=lambda e: -e["metrics"]["accuracy"])[:top]
+        best = sorted(front, key=lambda e: -(e["metrics"].get("accuracy") or 0.0))[:top]
         return [e for e in best if e["metrics"].get("long_steps") != steps]
 
     return _diagnose(config, out_dir, pick, lambda spec, ctx: long_run_metrics(spec, ctx, steps),

@@ -170,7 +170,7 @@ def result_payload(result: TrialResult, objectives: tuple[str, ...], teacher_for
 def rung_payload(rung: int, steps: int, metrics: dict[str, float], objectives: tuple[str, ...]) -> dict[str, Any]:
     """A result reported at a rung: every objective (Tune checks) and every metric, without the
     final flag, so a stop here leaves the trial PRUNED (``record_ray_result``)."""
-    return {"accuracy": metrics["accuracy"], **{name: metrics[name] for name in objectives},
+    return {**{name: metrics[name] for name in objectives},
             RUNG_KEY: rung, STEPS_KEY: steps, METRICS_KEY: json.dumps(metrics), FINAL_KEY: False}
 
 

@@ -127,6 +127,9 @@ def _header(view: StudyView, created: datetime) -> str:
     result = f"{len(view.front)} student(s) on the Pareto front"
     if view.hypervolume is not None:
         result += f"; normalised hypervolume {view.hypervolume:.4f}"
+    if view.complete and all(r.metrics.get("accuracy") is None for r in view.complete):
+        result += ("; accuracy unavailable: the study has no real validation data, so students "
+                   "are compared with the teacher on held-out synthesized inputs (agreement), never scored on them")
     if knee is not None:
         result += (f"; knee: trial {knee.number} (accuracy {fmt(knee.metrics.get('accuracy'), 'accuracy')}, "
                    f"{fmt(knee.metrics.get('params'), 'params')} params, "
