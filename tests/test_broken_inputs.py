@@ -10,8 +10,10 @@ import sqlite3
 from pathlib import Path
 
 import optuna
+import torch
 import pytest
 
+import helpers_teacher
 from conftest import small_study, toml_text
 from naskd.cli import main
 
@@ -165,11 +167,16 @@ def test_a_torn_journal_is_repaired_not_appended_to(write_study, tmp_path, capsy
 
 
 def test_a_refused_resume_changes_nothing_stored(write_study, tmp_path, capsys):
+    # A teacher from a checkpoint: the same teacher whatever the data (a built-in teacher would
+    # retrain on other data, and a changed teacher begins a new teacher version instead).
+    torch.manual_seed(0)
+    torch.save(helpers_teacher.build().state_dict(), tmp_path / "teacher.pt")
+    teacher = {"model": "helpers_teacher:build", "checkpoint": str(tmp_path / "teacher.pt")}
     out = tmp_path / "out"
-    assert main(["search", str(write_study(search={"trials": 2})), "--out", str(out), "-q"]) == 0
+    assert main(["search", str(write_study(search={"trials": 2}, teacher=teacher)), "--out", str(out), "-q"]) == 0
     with sqlite3.connect(out / "study.db") as db:
         before = db.execute("SELECT value_json FROM study_user_attributes WHERE key = 'naskd'").fetchone()[0]
-    changed = write_study(search={"trials": 3}, data={"samples": 500})  # other data: refused
+    changed = write_study(search={"trials": 3}, data={"samples": 500}, teacher=teacher)  # other data: refused
     assert "[data]: differs" in _one_line_error(capsys, main(["search", str(changed), "--out", str(out), "-q"]))
     with sqlite3.connect(out / "study.db") as db:
         after = db.execute("SELECT value_json FROM study_user_attributes WHERE key = 'naskd'").fetchone()[0]

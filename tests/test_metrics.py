@@ -35,7 +35,8 @@ def test_every_row_is_keyed_by_its_own_name():
 def test_trial_and_diagnostic_metrics_split_the_table_in_order():
     assert TRIAL_METRICS == ("accuracy", "teacher_agreement", "kl_to_teacher", "params", "flops", "latency_p50_ms",
                              "latency_p95_ms", "train_seconds", "capacity_ratio", "model_bytes")
-    assert DIAGNOSTIC_METRICS == ("scratch_accuracy", "long_accuracy", "long_teacher_agreement", "long_steps")
+    assert DIAGNOSTIC_METRICS == ("scratch_accuracy", "long_accuracy", "long_teacher_agreement", "long_steps",
+                                  "synthetic_agreement")
     assert (*TRIAL_METRICS, *DIAGNOSTIC_METRICS) == tuple(METRICS)
 
 
@@ -133,9 +134,9 @@ def test_readers_derive_their_lists_from_the_table():
     assert results.FRONT_COLUMNS == TRIAL_METRICS
     assert results.DIAGNOSTIC_COLUMNS == DIAGNOSTIC_METRICS
     assert results.TEACHER_SUMMARY == ("accuracy", "params", "flops", "latency_p50_ms", "model_bytes")
-    assert front.UNIT_OBJECTIVES == {"accuracy", "teacher_agreement"}
+    assert front.UNIT_OBJECTIVES == {"accuracy", "teacher_agreement", "synthetic_agreement"}
     assert front.TEACHER_BOUNDED_OBJECTIVES == {"params", "flops", "latency_p50_ms", "latency_p95_ms", "model_bytes"}
-    assert fidelity.MARGIN_METRICS == {"accuracy", "teacher_agreement"}
+    assert fidelity.MARGIN_METRICS == {"accuracy", "teacher_agreement", "synthetic_agreement"}
     assert fidelity.LATENCY_METRICS == {"latency_p50_ms", "latency_p95_ms"}
     assert figures.LOG_METRICS == {"params", "flops", "capacity_ratio", "model_bytes"}
     assert checks._BUDGET_METRICS == BUDGETS
