@@ -5,6 +5,7 @@ keeps what it knew. Wraps the scheme's own distiller; adds one ``lwf`` term."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -26,20 +27,24 @@ class Lifelong(Distiller):
         for p in self.previous.parameters():
             p.requires_grad_(False)
         self.logits: torch.Tensor | None = None
+        self.own_seconds = 0.0
 
     @property
     def prepare_seconds(self) -> float:  # type: ignore[override]
-        return self.inner.prepare_seconds
+        """The inner scheme's, plus reading the earlier student's logits (training-time work)."""
+        return self.inner.prepare_seconds + self.own_seconds
 
     def modules(self) -> dict[str, nn.Module]:
         return self.inner.modules()
 
     def setup(self, x: torch.Tensor, probe: torch.Tensor) -> None:
         self.inner.setup(x, probe)
+        started = time.perf_counter()
         self.previous.to(x.device)
         # The earlier student never changes: its logits over the training set once, read by row.
         with torch.no_grad():
             self.logits = torch.cat([self.previous(x[i:i + 1024]) for i in range(0, len(x), 1024)])
+        self.own_seconds = time.perf_counter() - started
 
     def train_mode(self) -> None:
         self.inner.train_mode()
