@@ -26,8 +26,8 @@ from naskd.data import Data, load_data
 from naskd.distill import (Diverged, DistillResult, Placement, SchemeInputs, Scratch, TeacherSource,
                            TrainState, make_distiller, recipe_dict, recipe_from_dict, train)
 from naskd.distill.loop import RungCallback
-from naskd.distill.recipe import total_steps
 from naskd.distill.lifelong import Lifelong
+from naskd.distill.recipe import total_steps
 from naskd.distill.quantized import quantization_aware
 from naskd.distill.teachers import combine
 from naskd.errors import ConfigError, InvalidSpec
@@ -40,8 +40,8 @@ from naskd.quantize import measure_int8_cost
 from naskd.metrics import TRIAL_METRICS, budget_limits, budget_violations as _violations
 from naskd.scoring import predict, score
 from naskd.spaces import BuildContext, build_student, check_spec
-from naskd.synthesis import synthesis_key, synthesize
 from naskd.spaces.recipe import apply_recipe_choices
+from naskd.synthesis import synthesis_key, synthesize
 from naskd.teacher import Teacher, describe_teacher, load_teachers
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ class StudyContext:
         self.x_train = self.data.x_train.to(on)
         self.y_train = self.data.y_train.to(on)
         # Without real data, students are compared with the teacher on held-out synthesized inputs.
-        self.x_val = (self.data.x_val if self.data.real_validation else self.data.x_holdout).to(on)  # type: ignore[union-attr]
+        scored = self.data.x_val if self.data.real_validation else self.data.x_holdout
+        self.x_val = scored.to(on)  # type: ignore[union-attr]
         self.x_teacher_train = self.data.x_teacher_train.to(on) if self.data.x_teacher_train is not None else None
 
     def to(self, placement: Placement) -> "StudyContext":
@@ -133,8 +134,9 @@ class StudyContext:
         key = f"{teacher.fingerprint}|{sorted(names)}"
         if key not in self._values:
             seen = self.x_teacher_train if self.x_teacher_train is not None else self.x_train
-            values = self.cache.values(teacher.model, teacher.fingerprint, seen, f"{self.data.teacher_view().fingerprint}:train",
-                                       names, budget_bytes=self.config.distill.feature_cache_mb * 2**20)
+            values = self.cache.values(teacher.model, teacher.fingerprint, seen,
+                                       f"{self.data.teacher_view().fingerprint}:train", names,
+                                       budget_bytes=self.config.distill.feature_cache_mb * 2**20)
             on = self.placement.device
             self._values[key] = {k: v.to(on) for k, v in values.items()} if values is not None else None
         return self._values[key]
