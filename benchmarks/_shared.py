@@ -1,5 +1,7 @@
-"""What several benchmarks share: the machine they ran on, and the fixed students they compare
-(drawn once from a study's space by a seeded sampler, so every run trains the same ones)."""
+"""What several benchmarks share: the machine they ran on, the fixed students they compare
+(drawn once from a study's space by a seeded sampler, so every run trains the same ones), and
+the one fixed cnn1d student the schemes and algorithms benchmarks train through the trial
+pipeline."""
 
 from __future__ import annotations
 
@@ -9,7 +11,13 @@ from typing import Any
 
 import optuna
 
-from naskd.trial import full_spec
+from naskd.distill import recipe_from_dict
+from naskd.trial import StudyContext, build, fit, full_spec, validate
+
+#: The schemes and algorithms benchmarks' student: 3 stages of width 8 x 1.5, kernel 5,
+#: residual (4,998 params on MNIST-1D).
+FIXED_STUDENT = {"family": "cnn1d", "arch": {"stages": 3, "blocks": 1, "width": 8, "width_mult": 1.5, "kernel": 5,
+                                             "residual": True, "activation": "relu"}}
 
 
 def cpu_model() -> str:
@@ -47,3 +55,21 @@ def draw_students(config: Any, n: int, seed: int = 0) -> list[tuple[dict, dict]]
         out.append((dict(trial.params), spec))
         draw.tell(trial, state=optuna.trial.TrialState.FAIL)
     return out
+
+
+def seeded_spec(student: dict[str, Any], context: StudyContext, seed: int, **recipe: Any) -> dict[str, Any]:
+    """The full spec of ``student`` in this study, its recipe's seed (and ``recipe``) replaced."""
+    spec = full_spec(student, context.config)
+    spec["recipe"].update(seed=seed, **recipe)
+    return spec
+
+
+def run_student(context: StudyContext, student: dict[str, Any], seed: int, *, scratch: bool = False,
+                **recipe: Any) -> tuple[float, float]:
+    """(validation accuracy, train seconds) of one student at the study's target budget, through
+    the trial pipeline (``build`` / ``fit`` / ``validate``)."""
+    spec = seeded_spec(student, context, seed, **recipe)
+    cfg = recipe_from_dict(spec["recipe"], base=context.config.distill)
+    model = build(spec, context, cfg)
+    result = fit(model, spec, context, cfg, scratch=scratch)
+    return validate(model, context)["accuracy"], result.train_seconds

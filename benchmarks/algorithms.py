@@ -52,16 +52,14 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._shared import machine  # noqa: E402
+from benchmarks._shared import FIXED_STUDENT, machine, run_student, seeded_spec  # noqa: E402
 from naskd.config import DataConfig, DistillConfig, StudyConfig, load_study  # noqa: E402
 from naskd.data import load_data  # noqa: E402
-from naskd.distill import Scratch, recipe_from_dict, train  # noqa: E402
+from naskd.distill import Scratch, train  # noqa: E402
 from naskd.scoring import predict, score  # noqa: E402
-from naskd.trial import StudyContext, build, build_context, evaluate, fit, full_spec, validate  # noqa: E402
+from naskd.trial import StudyContext, build_context, evaluate, validate  # noqa: E402
 
 STUDIES = REPO_ROOT / "studies"
-STUDENT = {"family": "cnn1d", "arch": {"stages": 3, "blocks": 1, "width": 8, "width_mult": 1.5, "kernel": 5,
-                                       "residual": True, "activation": "relu"}}
 #: Version 2's sensor: the mnist1d signal plus Gaussian noise of this std, from a fixed seed.
 NEW_SENSOR_NOISE, NEW_SENSOR_SEED = 0.5, 2
 
@@ -77,18 +75,7 @@ def _config(name: str, epochs: int | None, **synthesis: Any) -> StudyConfig:
 
 
 def _spec(context: StudyContext, seed: int, **recipe: Any) -> dict[str, Any]:
-    spec = full_spec(STUDENT, context.config)
-    spec["recipe"].update(seed=seed, **recipe)
-    return spec
-
-
-def _run(context: StudyContext, seed: int, *, scratch: bool = False, **recipe: Any) -> tuple[float, float]:
-    """(validation accuracy, train seconds) of the student at the study's target budget."""
-    spec = _spec(context, seed, **recipe)
-    cfg = recipe_from_dict(spec["recipe"], base=context.config.distill)
-    model = build(spec, context, cfg)
-    result = fit(model, spec, context, cfg, scratch=scratch)
-    return validate(model, context)["accuracy"], result.train_seconds
+    return seeded_spec(FIXED_STUDENT, context, seed, **recipe)
 
 
 # --- lifelong ----------------------------------------------------------------------------
@@ -180,7 +167,7 @@ def main() -> None:
         lifelong: dict[str, list[tuple[float, float]]] = {}
         for seed in seeds:  # seeds outermost: every arm sees the machine's drift alike
             for _, name, ctx, extra in arms:
-                results[name].append(_run(ctx, seed, **extra))
+                results[name].append(run_student(ctx, FIXED_STUDENT, seed, **extra))
                 print(f"  seed {seed}  {name:40s} acc {results[name][-1][0]:.4f}  {results[name][-1][1]:.1f} s",
                       flush=True)
             for name, pair in _lifelong(contexts["mnist1d"], new, seed).items():

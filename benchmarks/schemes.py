@@ -47,31 +47,17 @@ if str(REPO_ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks._shared import machine  # noqa: E402
+from benchmarks._shared import FIXED_STUDENT, machine, run_student  # noqa: E402
 from naskd.config import StudyConfig, load_study  # noqa: E402
-from naskd.distill import recipe_from_dict  # noqa: E402
-from naskd.trial import StudyContext, build, build_context, fit, full_spec, validate  # noqa: E402
+from naskd.trial import StudyContext, build_context  # noqa: E402
 
 STUDIES = REPO_ROOT / "studies"
-STUDENT = {"family": "cnn1d", "arch": {"stages": 3, "blocks": 1, "width": 8, "width_mult": 1.5, "kernel": 5,
-                                       "residual": True, "activation": "relu"}}
 TEACHER_ARCH = {"family": "teacher", "arch": {}}
 
 
 def _config(name: str, epochs: int) -> StudyConfig:
     config = load_study(STUDIES / f"{name}.toml")
     return config.replace(distill=dataclasses.replace(config.distill, epochs=epochs))
-
-
-def _run(context: StudyContext, student: dict[str, Any], seed: int, *, scratch: bool = False,
-         **recipe: Any) -> tuple[float, float]:
-    """(validation accuracy, train seconds) of one student at the target budget."""
-    spec = full_spec(student, context.config)
-    spec["recipe"].update(seed=seed, **recipe)
-    cfg = recipe_from_dict(spec["recipe"], base=context.config.distill)
-    model = build(spec, context, cfg)
-    result = fit(model, spec, context, cfg, scratch=scratch)
-    return validate(model, context)["accuracy"], result.train_seconds
 
 
 def main() -> None:
@@ -92,23 +78,23 @@ def main() -> None:
     singles = {t.name: dataclasses.replace(several, teachers=[t], train_logits=[z])
                for t, z in zip(several.teachers, several.train_logits)}
     arms: list[tuple[str, StudyContext, dict[str, Any], dict[str, Any]]] = [
-        ("no teacher", contexts["mnist1d"], STUDENT, {"scratch": True}),
-        ("offline KD", contexts["mnist1d"], STUDENT, {}),
-        ("mutual, cohort = teacher", contexts["mnist1d_mutual"], STUDENT, {"cohort": "teacher"}),
-        ("mutual, cohort = 1 peer", contexts["mnist1d_mutual"], STUDENT, {"cohort": "peers", "peers": 1}),
-        ("self (deep supervision)", contexts["mnist1d_self"], STUDENT, {}),
-        ("born-again chain, 2 generations", contexts["mnist1d_born_again"], STUDENT, {}),
+        ("no teacher", contexts["mnist1d"], FIXED_STUDENT, {"scratch": True}),
+        ("offline KD", contexts["mnist1d"], FIXED_STUDENT, {}),
+        ("mutual, cohort = teacher", contexts["mnist1d_mutual"], FIXED_STUDENT, {"cohort": "teacher"}),
+        ("mutual, cohort = 1 peer", contexts["mnist1d_mutual"], FIXED_STUDENT, {"cohort": "peers", "peers": 1}),
+        ("self (deep supervision)", contexts["mnist1d_self"], FIXED_STUDENT, {}),
+        ("born-again chain, 2 generations", contexts["mnist1d_born_again"], FIXED_STUDENT, {}),
         ("teacher's architecture, no teacher", contexts["mnist1d"], TEACHER_ARCH, {"scratch": True}),
         ("born-again proper, 1 generation", contexts["mnist1d_born_again"], TEACHER_ARCH, {"generations": 1}),
         ("born-again proper, 2 generations", contexts["mnist1d_born_again"], TEACHER_ARCH, {"generations": 2}),
-        *[(f"offline KD from teacher {name} alone", ctx, STUDENT, {}) for name, ctx in singles.items()],
-        ("3 teachers, mean logits", several, STUDENT, {}),
+        *[(f"offline KD from teacher {name} alone", ctx, FIXED_STUDENT, {}) for name, ctx in singles.items()],
+        ("3 teachers, mean logits", several, FIXED_STUDENT, {}),
     ]
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in arms}
     started = time.perf_counter()
     for seed in seeds:  # seeds outermost: every arm sees the machine's drift alike
         for name, ctx, student, extra in arms:
-            results[name].append(_run(ctx, student, seed, **extra))
+            results[name].append(run_student(ctx, student, seed, **extra))
             print(f"  seed {seed}  {name:40s} acc {results[name][-1][0]:.4f}  {results[name][-1][1]:.1f} s",
                   flush=True)
     wall = time.perf_counter() - started
