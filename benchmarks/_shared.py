@@ -16,8 +16,18 @@ from naskd.trial import StudyContext, build, fit, full_spec, validate
 
 #: The schemes and algorithms benchmarks' student: 3 stages of width 8 x 1.5, kernel 5,
 #: residual (4,998 params on MNIST-1D).
-FIXED_STUDENT = {"family": "cnn1d", "arch": {"stages": 3, "blocks": 1, "width": 8, "width_mult": 1.5, "kernel": 5,
-                                             "residual": True, "activation": "relu"}}
+FIXED_STUDENT = {
+    "family": "cnn1d",
+    "arch": {
+        "stages": 3,
+        "blocks": 1,
+        "width": 8,
+        "width_mult": 1.5,
+        "kernel": 5,
+        "residual": True,
+        "activation": "relu",
+    },
+}
 
 
 def cpu_model() -> str:
@@ -37,17 +47,24 @@ def machine(*extra: str) -> str:
 
     import torch
 
-    parts = [f"{cpu_model()}, {os.cpu_count()} cores", f"{platform.system()} {platform.release()}",
-             f"Python {platform.python_version()}", f"torch {torch.__version__}",
-             f"{torch.get_num_threads()} torch threads", f"optuna {optuna.__version__}", *extra]
+    parts = [
+        f"{cpu_model()}, {os.cpu_count()} cores",
+        f"{platform.system()} {platform.release()}",
+        f"Python {platform.python_version()}",
+        f"torch {torch.__version__}",
+        f"{torch.get_num_threads()} torch threads",
+        f"optuna {optuna.__version__}",
+        *extra,
+    ]
     return ", ".join(parts)
 
 
 def draw_students(config: Any, n: int, seed: int = 0) -> list[tuple[dict, dict]]:
     """``(params, spec)`` of ``n`` students drawn from the study's space by a seeded random
     sampler; enqueue the params in a study to train exactly these students."""
-    draw = optuna.create_study(directions=list(config.search.directions),
-                               sampler=optuna.samplers.RandomSampler(seed=seed))
+    draw = optuna.create_study(
+        directions=list(config.search.directions), sampler=optuna.samplers.RandomSampler(seed=seed)
+    )
     out = []
     for _ in range(n):
         trial = draw.ask()
@@ -64,8 +81,9 @@ def seeded_spec(student: dict[str, Any], context: StudyContext, seed: int, **rec
     return spec
 
 
-def run_student(context: StudyContext, student: dict[str, Any], seed: int, *, scratch: bool = False,
-                **recipe: Any) -> tuple[float, float]:
+def run_student(
+    context: StudyContext, student: dict[str, Any], seed: int, *, scratch: bool = False, **recipe: Any
+) -> tuple[float, float]:
     """(validation accuracy, train seconds) of one student at the study's target budget, through
     the trial pipeline (``build`` / ``fit`` / ``validate``)."""
     spec = seeded_spec(student, context, seed, **recipe)

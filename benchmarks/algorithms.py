@@ -80,12 +80,15 @@ def _spec(context: StudyContext, seed: int, **recipe: Any) -> dict[str, Any]:
 
 # --- lifelong ----------------------------------------------------------------------------
 
+
 def new_sensor() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Version 2's data (a ``[data] loader``): the same mnist1d events through a noisier sensor."""
     plain = load_data(DataConfig(dataset="mnist1d"))
     rng = np.random.default_rng(NEW_SENSOR_SEED)
-    noisy = [(x.numpy() + rng.normal(0, NEW_SENSOR_NOISE, size=x.shape)).astype(np.float32)
-             for x in (plain.x_train, plain.x_val)]
+    noisy = [
+        (x.numpy() + rng.normal(0, NEW_SENSOR_NOISE, size=x.shape)).astype(np.float32)
+        for x in (plain.x_train, plain.x_val)
+    ]
     return (noisy[0], plain.y_train.numpy()), (noisy[1], plain.y_val.numpy())
 
 
@@ -106,11 +109,16 @@ def _new_version(folder: Path, base: StudyConfig, epochs: int) -> StudyContext:
     checkpoint = folder / "teacher_v2.pt"
     torch.save(model.state_dict(), checkpoint)
     study = folder / "v2.toml"
-    text = (STUDIES / "mnist1d.toml").read_text().replace(
-        '[data]\ndataset = "mnist1d"',
-        '[data]\nloader = "benchmarks.algorithms:new_sensor"\n\n[teacher]\n'
-        f'model = "benchmarks.algorithms:teacher_arch"\ncheckpoint = "{checkpoint}"').replace(
-        '"../search_spaces/', f'"{REPO_ROOT / "search_spaces"}/')
+    text = (
+        (STUDIES / "mnist1d.toml")
+        .read_text()
+        .replace(
+            '[data]\ndataset = "mnist1d"',
+            '[data]\nloader = "benchmarks.algorithms:new_sensor"\n\n[teacher]\n'
+            f'model = "benchmarks.algorithms:teacher_arch"\ncheckpoint = "{checkpoint}"',
+        )
+        .replace('"../search_spaces/', f'"{REPO_ROOT / "search_spaces"}/')
+    )
     study.write_text(text)
     config = load_study(study)
     return build_context(config.replace(distill=base.distill))
@@ -148,8 +156,9 @@ def main() -> None:
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
 
-    contexts = {name: build_context(_config(name, epochs)) for name in
-                ("mnist1d", "mnist1d_crossmodal", "mnist1d_adversarial")}
+    contexts = {
+        name: build_context(_config(name, epochs)) for name in ("mnist1d", "mnist1d_crossmodal", "mnist1d_adversarial")
+    }
     started = time.perf_counter()
     contexts["mnist1d_datafree"] = build_context(_config("mnist1d_datafree", epochs, **synth))
     synthesis_s = time.perf_counter() - started  # the set comes from the cache on a second run
@@ -168,12 +177,15 @@ def main() -> None:
         for seed in seeds:  # seeds outermost: every arm sees the machine's drift alike
             for _, name, ctx, extra in arms:
                 results[name].append(run_student(ctx, FIXED_STUDENT, seed, **extra))
-                print(f"  seed {seed}  {name:40s} acc {results[name][-1][0]:.4f}  {results[name][-1][1]:.1f} s",
-                      flush=True)
+                print(
+                    f"  seed {seed}  {name:40s} acc {results[name][-1][0]:.4f}  {results[name][-1][1]:.1f} s",
+                    flush=True,
+                )
             for name, pair in _lifelong(contexts["mnist1d"], new, seed).items():
                 lifelong.setdefault(name, []).append(pair)
-                print(f"  seed {seed}  {name:40s} new task {pair[0]:.4f}  old teacher agreement {pair[1]:.4f}",
-                      flush=True)
+                print(
+                    f"  seed {seed}  {name:40s} new task {pair[0]:.4f}  old teacher agreement {pair[1]:.4f}", flush=True
+                )
     wall = time.perf_counter() - started
 
     def stats(values: list[float]) -> str:
@@ -184,21 +196,29 @@ def main() -> None:
 
     teacher = contexts["mnist1d"].teacher_info["accuracy"]
     split = contexts["mnist1d_datafree"].data.split
-    print(f"\nmachine: {machine()}; load average {os.getloadavg()[0]:.2f} at the end; {len(seeds)} seeds; "
-          f"{wall / 60:.1f} min")
-    print(f"teachers: mnist1d {teacher:.4f}; cross-modal (on the signal) "
-          f"{contexts['mnist1d_crossmodal'].teacher_info['accuracy']:.4f}; version 2 (new sensor) "
-          f"{new.teacher_info['accuracy']:.4f}")
-    print(f"DeepInversion: {len(contexts['mnist1d_datafree'].y_train)} samples in {synthesis_s:.0f} s "
-          f"(cached afterwards); the teacher puts {split.get('synthesis_teacher_accuracy', float('nan')):.3f} of "
-          "them in their target class")
+    print(
+        f"\nmachine: {machine()}; load average {os.getloadavg()[0]:.2f} at the end; {len(seeds)} seeds; "
+        f"{wall / 60:.1f} min"
+    )
+    print(
+        f"teachers: mnist1d {teacher:.4f}; cross-modal (on the signal) "
+        f"{contexts['mnist1d_crossmodal'].teacher_info['accuracy']:.4f}; version 2 (new sensor) "
+        f"{new.teacher_info['accuracy']:.4f}"
+    )
+    print(
+        f"DeepInversion: {len(contexts['mnist1d_datafree'].y_train)} samples in {synthesis_s:.0f} s "
+        f"(cached afterwards); the teacher puts {split.get('synthesis_teacher_accuracy', float('nan')):.3f} of "
+        "them in their target class"
+    )
     print("\n| algorithm | arm | accuracy (mean ± std) | vs offline KD (real data) | vs teacher | train s / trial |")
     print("|---|---|---|---|---|---|")
     for group, name, *_ in arms:
         accs = [a for a, _ in results[name]]
         secs = statistics.median(s for _, s in results[name])
-        print(f"| {group} | {name} | {stats(accs)} | {mean(name) - mean('offline KD, real training set'):+.4f} | "
-              f"{mean(name) - teacher:+.4f} | {secs:.1f} |")
+        print(
+            f"| {group} | {name} | {stats(accs)} | {mean(name) - mean('offline KD, real training set'):+.4f} | "
+            f"{mean(name) - teacher:+.4f} | {secs:.1f} |"
+        )
     gain = mean("KD from the teacher on the signal") - mean("student alone on its view")
     print(f"\ncross-modal KD vs the student alone on its view: {gain:+.4f}")
     print("\n| lifelong arm | accuracy on the new task | agreement with the old teacher on the old task |")

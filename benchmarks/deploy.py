@@ -54,8 +54,9 @@ STUDIES = REPO_ROOT / "studies"
 WIDTHS = ([0.125, 0.125, 0.125], [0.25, 0.25, 0.25], [0.5, 0.5, 0.5])
 
 
-def _with(config: StudyConfig, *, trials: int | None = None, epochs: int | None = None,
-          space: str | None = None) -> StudyConfig:
+def _with(
+    config: StudyConfig, *, trials: int | None = None, epochs: int | None = None, space: str | None = None
+) -> StudyConfig:
     if trials is not None:
         config = config.replace(search=dataclasses.replace(config.search, trials=trials))
     if epochs is not None:
@@ -75,8 +76,9 @@ def _front_row(name: str, summary: dict[str, Any], wall: float) -> str:
     front = summary["front"]
     best = max(e["metrics"]["accuracy"] for e in front) if front else float("nan")
     smallest = min(e["metrics"]["params"] for e in front) if front else 0
-    return (f"| {name} | {summary['hypervolume']:.4f} | {len(front)} | {best:.4f} | {int(smallest):,} | "
-            f"{wall / 60:.1f} |")
+    return (
+        f"| {name} | {summary['hypervolume']:.4f} | {len(front)} | {best:.4f} | {int(smallest):,} | {wall / 60:.1f} |"
+    )
 
 
 def _trained(context: StudyContext, spec: dict[str, Any]) -> dict[str, float]:
@@ -101,8 +103,12 @@ def _int8_vs_float(context: StudyContext, specs: list[dict[str, Any]], batches: 
         f32 = _trained(context, {**spec, "precision": "float32"})
         i8 = _trained(context, {**spec, "precision": "int8"})
         floats: torch.nn.Module = f32["student"]  # type: ignore[assignment]
-        cells = [f"{int(f32['params']):,}", f"{f32['accuracy']:.4f}", f"{i8['accuracy']:.4f}",
-                 f"{i8['accuracy'] - f32['accuracy']:+.4f}"]
+        cells = [
+            f"{int(f32['params']):,}",
+            f"{f32['accuracy']:.4f}",
+            f"{i8['accuracy']:.4f}",
+            f"{i8['accuracy'] - f32['accuracy']:+.4f}",
+        ]
         for batch in batches:
             eager = _latency(floats, shape, batch)
             fused = _latency(floats, shape, batch, compiled=True)
@@ -121,8 +127,10 @@ def part1(args: argparse.Namespace, work: Path) -> dict[str, dict[str, Any]]:
     print("|---|---|---|---|---|---|")
     for name in ("mnist1d", "digits"):
         base = _with(load_study(STUDIES / f"{name}.toml"), trials=args.trials)
-        for label, config in ((f"{name}, {base.space.family}", base),
-                              (f"{name}, shrink", _with(base, space="search_spaces/shrink.toml"))):
+        for label, config in (
+            (f"{name}, {base.space.family}", base),
+            (f"{name}, shrink", _with(base, space="search_spaces/shrink.toml")),
+        ):
             summary, wall = _search(config, work / label.replace(", ", "_"))
             fronts[label] = summary
             print(_front_row(label, summary, wall), flush=True)
@@ -136,8 +144,11 @@ def part1(args: argparse.Namespace, work: Path) -> dict[str, dict[str, Any]]:
             params = 0
             for seed in range(args.seeds):
                 for init in accs:
-                    spec = full_spec({"family": "shrink", "arch": {"width": widths, "init": init}}, context.config,
-                                     context.teacher.fingerprint)
+                    spec = full_spec(
+                        {"family": "shrink", "arch": {"width": widths, "init": init}},
+                        context.config,
+                        context.teacher.fingerprint,
+                    )
                     spec["recipe"]["seed"] = seed
                     metrics = _trained(context, spec)
                     accs[init].append(metrics["accuracy"])
@@ -149,8 +160,10 @@ def part1(args: argparse.Namespace, work: Path) -> dict[str, dict[str, Any]]:
 
 def part2(fronts: dict[str, dict[str, Any]]) -> None:
     print("\n## (2) int8 against float32, the mnist1d front students (same spec and seed)\n")
-    print("| params | float32 acc | int8 acc | change | b=1 latency ms: f32 eager / f32 compiled / int8 | "
-          "b=1 int8 speed-up vs eager / compiled | b=256 latency ms | b=256 speed-up | float32 / int8 size |")
+    print(
+        "| params | float32 acc | int8 acc | change | b=1 latency ms: f32 eager / f32 compiled / int8 | "
+        "b=1 int8 speed-up vs eager / compiled | b=256 latency ms | b=256 speed-up | float32 / int8 size |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     context = build_context(load_study(STUDIES / "mnist1d.toml"))
     specs = [e["spec"] for label in fronts if label.startswith("mnist1d") for e in fronts[label]["front"]]
@@ -164,9 +177,12 @@ def part3(args: argparse.Namespace, work: Path) -> None:
     checkpoint = work / "resnet18_shapes32.pt"
     teacher = train_teacher(checkpoint, epochs=args.teacher_epochs)
     print(f"teacher: {teacher}", flush=True)
-    doc = (STUDIES / "shapes32_shrink.toml").read_text().replace("checkpoint = \"reports/resnet18_shapes32.pt\"",
-                                                                  f"checkpoint = \"{checkpoint}\"").replace(
-        "../search_spaces/", f"{REPO_ROOT}/search_spaces/")
+    doc = (
+        (STUDIES / "shapes32_shrink.toml")
+        .read_text()
+        .replace('checkpoint = "reports/resnet18_shapes32.pt"', f'checkpoint = "{checkpoint}"')
+        .replace("../search_spaces/", f"{REPO_ROOT}/search_spaces/")
+    )
     study = work / "shapes32_shrink.toml"
     study.write_text(doc)
     context = build_context(_with(load_study(study), epochs=args.resnet_epochs))
@@ -178,21 +194,30 @@ def part3(args: argparse.Namespace, work: Path) -> None:
         ("width 0.25, 2 blocks dropped", {"width": 0.25, "keep": [True, False, True, False, True]}),
         ("width 0.5, fresh weights", {"width": 0.5, "init": "fresh"}),
     ]
-    print(f"\n{args.resnet_epochs} epochs of offline KD per student; teacher accuracy "
-          f"{context.teacher_info['accuracy']:.4f}, {context.teacher_info['params']:,} params\n")
+    print(
+        f"\n{args.resnet_epochs} epochs of offline KD per student; teacher accuracy "
+        f"{context.teacher_info['accuracy']:.4f}, {context.teacher_info['params']:,} params\n"
+    )
     print("| student | params | accuracy | latency b=1 ms | train s |")
     print("|---|---|---|---|---|")
     for label, arch in layout_specs:
         spec = full_spec({"family": "shrink", "arch": arch}, context.config, context.teacher.fingerprint)
         m = _trained(context, spec)
-        print(f"| {label} | {int(m['params']):,} | {m['accuracy']:.4f} | {m['latency_p50_ms']:.3f} | "
-              f"{m['train_seconds']:.0f} |", flush=True)
+        print(
+            f"| {label} | {int(m['params']):,} | {m['accuracy']:.4f} | {m['latency_p50_ms']:.3f} | "
+            f"{m['train_seconds']:.0f} |",
+            flush=True,
+        )
     print("\nThe teacher's architecture (and width 0.5) as float32 and int8:\n")
-    print("| params | float32 acc | int8 acc | change | b=1 latency ms: f32 eager / f32 compiled / int8 | "
-          "b=1 speed-up | b=64 latency ms | b=64 speed-up | float32 / int8 size |")
+    print(
+        "| params | float32 acc | int8 acc | change | b=1 latency ms: f32 eager / f32 compiled / int8 | "
+        "b=1 speed-up | b=64 latency ms | b=64 speed-up | float32 / int8 size |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    specs = [full_spec({"family": "shrink", "arch": arch}, context.config, context.teacher.fingerprint)
-             for arch in ({}, {"width": 0.5})]
+    specs = [
+        full_spec({"family": "shrink", "arch": arch}, context.config, context.teacher.fingerprint)
+        for arch in ({}, {"width": 0.5})
+    ]
     _int8_vs_float(context, specs, (1, 64))
 
 
@@ -208,8 +233,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
-    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at the start; {args.trials} trials per "
-          f"study, {args.seeds} seeds", flush=True)
+    print(
+        f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at the start; {args.trials} trials per "
+        f"study, {args.seeds} seeds",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="naskd-deploy-") as tmp:
         work = Path(tmp)
         fronts = part1(args, work)

@@ -52,8 +52,8 @@ import platform
 import statistics
 import sys
 import tempfile
-from collections import Counter
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,17 @@ FIXED_STUDY = REPO_ROOT / "studies" / "mnist1d.toml"
 RECIPE_STUDY = REPO_ROOT / "studies" / "mnist1d_recipe.toml"
 
 #: The one student of part A: small (a few k params), residual, two stages.
-STUDENT_ARCH: dict[str, Any] = {"stages": 2, "blocks": [1, 1], "width": 8, "width_mult": 2.0, "kernel": 5,
-                                "stride": 2, "residual": True, "activation": "relu", "batchnorm": True}
+STUDENT_ARCH: dict[str, Any] = {
+    "stages": 2,
+    "blocks": [1, 1],
+    "width": 8,
+    "width_mult": 2.0,
+    "kernel": 5,
+    "stride": 2,
+    "residual": True,
+    "activation": "relu",
+    "batchnorm": True,
+}
 SCRATCH = "no teacher (CE only)"
 
 
@@ -94,6 +103,7 @@ def with_epochs(config: StudyConfig, epochs: int | None) -> StudyConfig:
 
 
 # --- part A ------------------------------------------------------------------------------
+
 
 def kind_recipe(base: dict[str, Any], kind: str | None, seed: int) -> dict[str, Any]:
     """The study's recipe with one knowledge term at its published defaults (or none: scratch)."""
@@ -122,11 +132,12 @@ def run_kind(context: StudyContext, kind: str | None, seeds: int) -> dict[str, A
             metrics = result.metrics
         else:
             reasons.append(f"seed {seed}: {result.status}: {result.reason}")
-        log(f"  {kind or 'scratch'} seed {seed}: {result.status} "
+        log(
+            f"  {kind or 'scratch'} seed {seed}: {result.status} "
             + (f"acc {result.metrics['accuracy']:.4f}" if result.status == "complete" else str(result.reason))
-            + f" ({seconds[-1]:.1f} s)")
-    return {"kind": kind, "acc": accs, "agree": agrees, "reasons": reasons, "metrics": metrics,
-            "seconds": sum(seconds)}
+            + f" ({seconds[-1]:.1f} s)"
+        )
+    return {"kind": kind, "acc": accs, "agree": agrees, "reasons": reasons, "metrics": metrics, "seconds": sum(seconds)}
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -150,8 +161,14 @@ def part_a(config: StudyConfig, seeds: int) -> dict[str, Any]:
         log(f"part A: {kind}")
         rows.append({**run_kind(context, kind, seeds), "category": info.category})
     student = scratch["metrics"] or next((r["metrics"] for r in rows if r.get("metrics")), {})
-    return {"teacher": teacher, "scratch": scratch, "rows": rows, "student": student, "seeds": seeds,
-            "distill": config.distill}
+    return {
+        "teacher": teacher,
+        "scratch": scratch,
+        "rows": rows,
+        "student": student,
+        "seeds": seeds,
+        "distill": config.distill,
+    }
 
 
 def table_a(res: dict[str, Any]) -> list[list[str]]:
@@ -175,6 +192,7 @@ def table_a(res: dict[str, Any]) -> list[list[str]]:
 
 # --- part B ------------------------------------------------------------------------------
 
+
 def costs_of(front: list[dict[str, Any]], objectives: list[str]) -> np.ndarray:
     return np.array([[e["metrics"][o] for o in objectives] for e in front], dtype=float).reshape(-1, len(objectives))
 
@@ -192,22 +210,25 @@ def part_b(trials: int, epochs: int | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="naskd-knowledge-") as tmp:
         for label, path in (("fixed", FIXED_STUDY), ("recipe", RECIPE_STUDY)):
             config = with_epochs(load_study(path, trials=trials), epochs)
-            log(f"part B: {label} study {path.name}: {trials} trials, sampler {config.search.sampler} "
-                f"seed {config.search.seed} ...")
+            log(
+                f"part B: {label} study {path.name}: {trials} trials, sampler {config.search.sampler} "
+                f"seed {config.search.seed} ..."
+            )
             t0 = time.perf_counter()
             summary = run_search(config, Path(tmp) / label, show_progress=False)
             out[label] = summary
             out[f"{label}_seconds"] = time.perf_counter() - t0
             out[f"{label}_config"] = config
-            log(f"part B: {label}: hypervolume {summary['hypervolume']:.4f}, front {len(summary['front'])}, "
-                f"counts {summary['counts']} ({out[f'{label}_seconds']:.0f} s)")
+            log(
+                f"part B: {label}: hypervolume {summary['hypervolume']:.4f}, front {len(summary['front'])}, "
+                f"counts {summary['counts']} ({out[f'{label}_seconds']:.0f} s)"
+            )
     objectives = [o["name"] for o in out["fixed"]["objectives"]]
     directions = [o["direction"] for o in out["fixed"]["objectives"]]
     fixed_pts = costs_of(out["fixed"]["front"], objectives)
     recipe_pts = costs_of(out["recipe"]["front"], objectives)
     # One normalisation for both: the fixed study's teacher figures.
-    lower, upper = objective_bounds(objectives, out["fixed"]["teacher"],
-                                    np.vstack([fixed_pts, recipe_pts]), directions)
+    lower, upper = objective_bounds(objectives, out["fixed"]["teacher"], np.vstack([fixed_pts, recipe_pts]), directions)
     out["hv_shared"] = {
         "fixed": hypervolume(fixed_pts, directions, lower, upper) if len(fixed_pts) else 0.0,
         "recipe": hypervolume(recipe_pts, directions, lower, upper) if len(recipe_pts) else 0.0,
@@ -217,7 +238,9 @@ def part_b(trials: int, epochs: int | None) -> dict[str, Any]:
     # bound (a student slower than the teacher at batch 1 adds nothing to the 3-objective volume).
     # The 3-objective front holds every (accuracy, params) non-dominated trial, so this is the
     # 2-objective hypervolume of all completed trials.
-    two = [objectives.index("accuracy"), objectives.index("params")] if {"accuracy", "params"} <= set(objectives) else []
+    two = (
+        [objectives.index("accuracy"), objectives.index("params")] if {"accuracy", "params"} <= set(objectives) else []
+    )
     if two:
         d2 = [directions[i] for i in two]
         lo2, hi2 = [lower[i] for i in two], [upper[i] for i in two]
@@ -225,23 +248,34 @@ def part_b(trials: int, epochs: int | None) -> dict[str, Any]:
             label: hypervolume(pts[:, two], d2, lo2, hi2) if len(pts) else 0.0
             for label, pts in (("fixed", fixed_pts), ("recipe", recipe_pts))
         }
-    out["slower_than_teacher"] = {
-        label: sum(1 for e in out[label]["front"]
-                   if e["metrics"]["latency_p50_ms"] >= out["fixed"]["teacher"]["latency_p50_ms"])
-        for label in ("fixed", "recipe")
-    } if "latency_p50_ms" in objectives else {}
-    beat = [e for e, p in zip(out["recipe"]["front"], recipe_pts)
-            if not any(dominates(q, p, directions) for q in fixed_pts)]
-    beaten = [e for e, p in zip(out["fixed"]["front"], fixed_pts)
-              if any(dominates(q, p, directions) for q in recipe_pts)]
+    out["slower_than_teacher"] = (
+        {
+            label: sum(
+                1
+                for e in out[label]["front"]
+                if e["metrics"]["latency_p50_ms"] >= out["fixed"]["teacher"]["latency_p50_ms"]
+            )
+            for label in ("fixed", "recipe")
+        }
+        if "latency_p50_ms" in objectives
+        else {}
+    )
+    beat = [
+        e for e, p in zip(out["recipe"]["front"], recipe_pts) if not any(dominates(q, p, directions) for q in fixed_pts)
+    ]
+    beaten = [
+        e for e, p in zip(out["fixed"]["front"], fixed_pts) if any(dominates(q, p, directions) for q in recipe_pts)
+    ]
     out["recipe_not_dominated"] = beat
     if two:
         # The same count over accuracy x params: free of latency measured in two separate runs.
         d2 = [directions[i] for i in two]
         out["recipe_not_dominated_2"] = sum(
-            1 for p in recipe_pts if not any(dominates(q[two], p[two], d2) for q in fixed_pts))
-    out["recipe_kinds"] = Counter("+".join(t["kind"] for t in e["spec"].get("recipe", {}).get("knowledge", []))
-                                  for e in out["recipe"]["front"])
+            1 for p in recipe_pts if not any(dominates(q[two], p[two], d2) for q in fixed_pts)
+        )
+    out["recipe_kinds"] = Counter(
+        "+".join(t["kind"] for t in e["spec"].get("recipe", {}).get("knowledge", [])) for e in out["recipe"]["front"]
+    )
     out["fixed_dominated"] = beaten
     out["objectives"] = objectives
     return out
@@ -258,28 +292,41 @@ def recipe_summary(spec: dict[str, Any]) -> str:
 
 def arch_summary(spec: dict[str, Any]) -> str:
     a = spec.get("arch", {})
-    return (f"st={a.get('stages')} bl={a.get('blocks')} w={a.get('width')} x{a.get('width_mult')} "
-            f"k={a.get('kernel')} res={a.get('residual')} {a.get('activation')}")
+    return (
+        f"st={a.get('stages')} bl={a.get('blocks')} w={a.get('width')} x{a.get('width_mult')} "
+        f"k={a.get('kernel')} res={a.get('residual')} {a.get('activation')}"
+    )
 
 
 def table_b(res: dict[str, Any]) -> list[list[str]]:
     rows = []
-    for label, name in (("fixed", "studies/mnist1d.toml (fixed kd recipe)"),
-                        ("recipe", "studies/mnist1d_recipe.toml (recipe searched)")):
+    for label, name in (
+        ("fixed", "studies/mnist1d.toml (fixed kd recipe)"),
+        ("recipe", "studies/mnist1d_recipe.toml (recipe searched)"),
+    ):
         s = res[label]
         c = s["counts"]
         best = max((e["metrics"]["accuracy"] for e in s["front"]), default=math.nan)
         hv2 = res.get("hv_acc_params", {}).get(label)
         slow = res["slower_than_teacher"].get(label)
-        rows.append([name, f"{s['hypervolume']:.4f}", f"{res['hv_shared'][label]:.4f}",
-                     "-" if hv2 is None else f"{hv2:.4f}", str(len(s["front"])),
-                     "-" if slow is None else str(slow),
-                     f"{best:.4f}", f"{c['complete']}/{c['failed']}/{c['infeasible']}",
-                     f"{res[f'{label}_seconds']:.0f}"])
+        rows.append(
+            [
+                name,
+                f"{s['hypervolume']:.4f}",
+                f"{res['hv_shared'][label]:.4f}",
+                "-" if hv2 is None else f"{hv2:.4f}",
+                str(len(s["front"])),
+                "-" if slow is None else str(slow),
+                f"{best:.4f}",
+                f"{c['complete']}/{c['failed']}/{c['infeasible']}",
+                f"{res[f'{label}_seconds']:.0f}",
+            ]
+        )
     return rows
 
 
 # --- output ------------------------------------------------------------------------------
+
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
@@ -289,13 +336,27 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
     esc = lambda c: c.replace("|", "\\|")  # noqa: E731
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-                      *("| " + " | ".join(esc(c) for c in r) + " |" for r in rows)])
+    return "\n".join(
+        [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(esc(c) for c in r) + " |" for r in rows),
+        ]
+    )
 
 
 HEADER_A = ["knowledge", "category", "accuracy (mean ± std)", "gain vs no teacher", "teacher agreement"]
-HEADER_B = ["study", "HV (run)", "HV (shared bounds)", "HV accuracy x params", "front size",
-            "front slower than teacher", "best front accuracy", "complete/failed/infeasible", "seconds"]
+HEADER_B = [
+    "study",
+    "HV (run)",
+    "HV (shared bounds)",
+    "HV accuracy x params",
+    "front size",
+    "front slower than teacher",
+    "best front accuracy",
+    "complete/failed/infeasible",
+    "seconds",
+]
 
 
 def conclusion(b: dict[str, Any]) -> str:
@@ -304,16 +365,24 @@ def conclusion(b: dict[str, Any]) -> str:
     two = b.get("hv_acc_params")
     better = lambda r, f: "higher" if r > f + 1e-3 else "lower" if r < f - 1e-3 else "about equal"  # noqa: E731
     kinds = ", ".join(f"{k} {n}" for k, n in b["recipe_kinds"].most_common())
-    text = (f"With {b['trials']} trials each, the recipe search's 3-objective hypervolume is {better(hr, hf)} "
-            f"({hr:.4f} vs {hf:.4f}, shared bounds)")
+    text = (
+        f"With {b['trials']} trials each, the recipe search's 3-objective hypervolume is {better(hr, hf)} "
+        f"({hr:.4f} vs {hf:.4f}, shared bounds)"
+    )
     if two:
-        text += (f" and its accuracy x params hypervolume is {better(two['recipe'], two['fixed'])} "
-                 f"({two['recipe']:.4f} vs {two['fixed']:.4f})")
+        text += (
+            f" and its accuracy x params hypervolume is {better(two['recipe'], two['fixed'])} "
+            f"({two['recipe']:.4f} vs {two['fixed']:.4f})"
+        )
         if better(hr, hf) != better(two["recipe"], two["fixed"]):
-            text += (": the two disagree, and latency (measured in two separate runs, bounded by the teacher's) "
-                     "decides the 3-objective one")
-        text += (f"; {n_beat} of {n_r} recipe-front members are not dominated by the fixed front "
-                 f"({b['recipe_not_dominated_2']} on accuracy x params alone)")
+            text += (
+                ": the two disagree, and latency (measured in two separate runs, bounded by the teacher's) "
+                "decides the 3-objective one"
+            )
+        text += (
+            f"; {n_beat} of {n_r} recipe-front members are not dominated by the fixed front "
+            f"({b['recipe_not_dominated_2']} on accuracy x params alone)"
+        )
     else:
         text += f"; {n_beat} of {n_r} recipe-front members are not dominated by the fixed front"
     return text + f"; the recipe front's knowledge: {kinds}."
@@ -323,8 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run: 2 seeds, 3 epochs, 8 trials per study")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per kind in part A (default 3; quick 2)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="distillation epochs for every run (default: the study's target budget, 27; quick 3)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="distillation epochs for every run (default: the study's target budget, 27; quick 3)",
+    )
     parser.add_argument("--trials", type=int, default=None, help="trials per study in part B (default 30; quick 8)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--skip-a", action="store_true", help="run part B only")
@@ -338,13 +411,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
-               f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}")
+    machine = (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
     start = time.perf_counter()
     fixed_config = with_epochs(load_study(FIXED_STUDY), epochs)
     d = fixed_config.distill
-    budget = (f"{d.epochs} epochs x batch {d.batch_size}, {d.optimizer} lr {d.lr:g}, ce_weight {d.ce_weight:g} "
-              f"for every kind (1.0 without a teacher)")
+    budget = (
+        f"{d.epochs} epochs x batch {d.batch_size}, {d.optimizer} lr {d.lr:g}, ce_weight {d.ce_weight:g} "
+        f"for every kind (1.0 without a teacher)"
+    )
     print(f"machine: {machine}")
     a = b = None
     md: list[str] = []
@@ -355,11 +432,14 @@ def main(argv: list[str] | None = None) -> int:
         t, st = a["teacher"], a["student"]
         print()
         print("== A. Each knowledge kind on one fixed student (studies/mnist1d.toml) ==")
-        print(f"teacher: built-in mnist1d 1-D CNN, accuracy {t['accuracy']:.4f}, {t['params']} params, "
-              f"{t['flops']} FLOPs")
-        student_line = (f"student: cnn1d(stages=2, blocks=1, width=8, width_mult=2, kernel=5, residual, relu, bn), "
-                        f"{int(st.get('params', 0))} params, {int(st.get('flops', 0))} FLOPs "
-                        f"(capacity ratio {st.get('capacity_ratio', math.nan):.1f})")
+        print(
+            f"teacher: built-in mnist1d 1-D CNN, accuracy {t['accuracy']:.4f}, {t['params']} params, {t['flops']} FLOPs"
+        )
+        student_line = (
+            f"student: cnn1d(stages=2, blocks=1, width=8, width_mult=2, kernel=5, residual, relu, bn), "
+            f"{int(st.get('params', 0))} params, {int(st.get('flops', 0))} FLOPs "
+            f"(capacity ratio {st.get('capacity_ratio', math.nan):.1f})"
+        )
         print(student_line)
         print(f"budget: {budget}; {seeds} seeds (initial weights + batch order)")
         rows = table_a(a)
@@ -367,40 +447,57 @@ def main(argv: list[str] | None = None) -> int:
         failures = [(r["kind"], reason) for r in [a["scratch"], *a["rows"]] for reason in r.get("reasons", [])]
         for kind, reason in failures:
             print(f"  {kind or 'scratch'}: {reason}")
-        md += ["#### Each knowledge kind on one student (MNIST-1D)", "",
-               f"Teacher: built-in 1-D CNN, accuracy {t['accuracy']:.4f}, {t['params']} params. "
-               f"{student_line[0].upper()}{student_line[1:]}. Budget: {budget}; mean ± std over {seeds} seeds.", "",
-               md_table(HEADER_A, rows), ""]
+        md += [
+            "#### Each knowledge kind on one student (MNIST-1D)",
+            "",
+            f"Teacher: built-in 1-D CNN, accuracy {t['accuracy']:.4f}, {t['params']} params. "
+            f"{student_line[0].upper()}{student_line[1:]}. Budget: {budget}; mean ± std over {seeds} seeds.",
+            "",
+            md_table(HEADER_A, rows),
+            "",
+        ]
 
     if not args.skip_b:
         b = part_b(trials, epochs)
         print()
         print("== B. Recipe search vs fixed recipe ==")
-        print(f"{trials} trials each, objectives {', '.join(b['objectives'])}, "
-              f"sampler {b['fixed_config'].search.sampler} seed {b['fixed_config'].search.seed}; "
-              f"teacher latency p50 {b['fixed']['teacher']['latency_p50_ms']:.4g} ms (fixed run) / "
-              f"{b['recipe']['teacher']['latency_p50_ms']:.4g} ms (recipe run)")
+        print(
+            f"{trials} trials each, objectives {', '.join(b['objectives'])}, "
+            f"sampler {b['fixed_config'].search.sampler} seed {b['fixed_config'].search.seed}; "
+            f"teacher latency p50 {b['fixed']['teacher']['latency_p50_ms']:.4g} ms (fixed run) / "
+            f"{b['recipe']['teacher']['latency_p50_ms']:.4g} ms (recipe run)"
+        )
         rows_b = table_b(b)
         print(text_table(HEADER_B, rows_b))
         print("recipe-study front members not dominated by the fixed front:")
         for e in b["recipe_not_dominated"]:
             m = e["metrics"]
-            print(f"  trial {e['number']}: acc {m['accuracy']:.4f}, {int(m['params'])} params, "
-                  f"{m['latency_p50_ms']:.4g} ms; {arch_summary(e['spec'])}; {recipe_summary(e['spec'])}")
-        print(f"fixed-study front members dominated by the recipe front: {len(b['fixed_dominated'])} "
-              f"of {len(b['fixed']['front'])}")
+            print(
+                f"  trial {e['number']}: acc {m['accuracy']:.4f}, {int(m['params'])} params, "
+                f"{m['latency_p50_ms']:.4g} ms; {arch_summary(e['spec'])}; {recipe_summary(e['spec'])}"
+            )
+        print(
+            f"fixed-study front members dominated by the recipe front: {len(b['fixed_dominated'])} "
+            f"of {len(b['fixed']['front'])}"
+        )
         line = conclusion(b)
         print(f"conclusion: {line}")
-        md += ["#### Searching the recipe vs a fixed kd recipe (MNIST-1D)", "",
-               f"{trials} trials per study, TPE seed {b['fixed_config'].search.seed}, "
-               f"objectives {', '.join(b['objectives'])}. HV = hypervolume as the run reports it, under one shared "
-               "normalisation (the fixed study's teacher figures), and over accuracy x params only "
-               "(latency bounded by the teacher's: a front member slower than the teacher at batch 1 adds "
-               "nothing to the 3-objective HV).", "",
-               md_table(HEADER_B, rows_b), "", line, ""]
+        md += [
+            "#### Searching the recipe vs a fixed kd recipe (MNIST-1D)",
+            "",
+            f"{trials} trials per study, TPE seed {b['fixed_config'].search.seed}, "
+            f"objectives {', '.join(b['objectives'])}. HV = hypervolume as the run reports it, under one shared "
+            "normalisation (the fixed study's teacher figures), and over accuracy x params only "
+            "(latency bounded by the teacher's: a front member slower than the teacher at batch 1 adds "
+            "nothing to the 3-objective HV).",
+            "",
+            md_table(HEADER_B, rows_b),
+            "",
+            line,
+            "",
+        ]
 
-    md += [f"Measured with `benchmarks/knowledge.py` on {machine}; "
-           f"{time.perf_counter() - start:.0f} s in all."]
+    md += [f"Measured with `benchmarks/knowledge.py` on {machine}; {time.perf_counter() - start:.0f} s in all."]
     print()
     print("== Markdown for README ==")
     print("\n".join(md))

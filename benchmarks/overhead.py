@@ -98,8 +98,9 @@ class RandomSuggester:
         self.params[name] = value
         return value
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
         if log:
             value = math.exp(self.rng.uniform(math.log(low), math.log(high)))
         elif step is not None:
@@ -118,16 +119,32 @@ class RandomSuggester:
 # --------------------------------------------------------------------------- the three loops
 
 
-def plain_kd_loss(logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor, alpha: float,
-                  temperature: float) -> torch.Tensor:
+def plain_kd_loss(
+    logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor, alpha: float, temperature: float
+) -> torch.Tensor:
     """``(1-a)*CE + a*T^2*KL``, written inline as a user would (not naskd's KnowledgeLoss)."""
-    kl = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.log_softmax(teacher_logits / temperature, dim=-1),
-                  reduction="batchmean", log_target=True)
+    kl = F.kl_div(
+        F.log_softmax(logits / temperature, dim=-1),
+        F.log_softmax(teacher_logits / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
     return (1 - alpha) * F.cross_entropy(logits, y) + alpha * temperature**2 * kl
 
 
-def plain_loop(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-               steps: int, batch_size: int, lr: float, alpha: float, temperature: float, seed: int) -> float:
+def plain_loop(
+    student: nn.Module,
+    teacher: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    alpha: float,
+    temperature: float,
+    seed: int,
+) -> float:
     """What a user would write without naskd. Returns the last loss."""
     n = len(y)
     per_epoch = math.ceil(n / batch_size)
@@ -140,7 +157,7 @@ def plain_loop(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch
         i = step % per_epoch
         if i == 0 and step > 0:
             order = torch.randperm(n, generator=generator)
-        idx = order[i * batch_size:(i + 1) * batch_size]
+        idx = order[i * batch_size : (i + 1) * batch_size]
         xb, yb = x[idx], y[idx]
         logits = student(xb)
         with torch.no_grad():
@@ -165,8 +182,18 @@ def make_runners(context: StudyContext, recipe: DistillConfig) -> dict[str, Call
         return distill(student, x, y, recipe, teacher=teacher).final_loss
 
     def plain(student: nn.Module) -> float:
-        return plain_loop(student, teacher, x, y, steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr,
-                          alpha=recipe.alpha, temperature=recipe.temperature, seed=recipe.seed)
+        return plain_loop(
+            student,
+            teacher,
+            x,
+            y,
+            steps=recipe.steps,
+            batch_size=recipe.batch_size,
+            lr=recipe.lr,
+            alpha=recipe.alpha,
+            temperature=recipe.temperature,
+            seed=recipe.seed,
+        )
 
     return {"naskd, cache on": cached, "naskd, cache off": uncached, "plain PyTorch loop": plain}
 
@@ -191,7 +218,7 @@ def piece_times(context: StudyContext, recipe: DistillConfig, seed: int, calls: 
     """
     x, y = context.data.x_train, context.data.y_train
     assert context.train_logits[0] is not None
-    xb, yb, tb = x[:recipe.batch_size], y[:recipe.batch_size], context.train_logits[0][:recipe.batch_size]
+    xb, yb, tb = x[: recipe.batch_size], y[: recipe.batch_size], context.train_logits[0][: recipe.batch_size]
     teacher = context.teacher.model.eval()
 
     def stepper(make: Callable[[list[nn.Parameter]], torch.optim.Optimizer]) -> Callable[[], None]:
@@ -203,15 +230,18 @@ def piece_times(context: StudyContext, recipe: DistillConfig, seed: int, calls: 
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+
         return step
 
     def teacher_forward() -> None:
         with torch.no_grad():
             teacher(xb)
 
-    pieces = {NASKD_STEP_PIECE: stepper(lambda params: make_optimizer(params, recipe)),
-              PLAIN_STEP_PIECE: stepper(lambda params: torch.optim.Adam(params, lr=recipe.lr)),
-              TEACHER_PIECE: teacher_forward}
+    pieces = {
+        NASKD_STEP_PIECE: stepper(lambda params: make_optimizer(params, recipe)),
+        PLAIN_STEP_PIECE: stepper(lambda params: torch.optim.Adam(params, lr=recipe.lr)),
+        TEACHER_PIECE: teacher_forward,
+    }
     samples: dict[str, list[float]] = {name: [] for name in pieces}
     for fn in pieces.values():  # warm-up
         for _ in range(5):
@@ -256,16 +286,24 @@ def compare(context: StudyContext, recipe: DistillConfig, repeats: int, seed: in
     times: dict[str, list[float]] = {name: [] for name in names}
     losses: dict[str, float] = {}
     for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             model = fresh_student(context, seed)
             start = time.perf_counter()
             losses[name] = runners[name](model)
             times[name].append(time.perf_counter() - start)
-        print(f"  batch {recipe.batch_size}, repeat {r + 1}/{repeats}: "
-              + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in names), flush=True)
-    return Comparison(recipe.batch_size, {n: statistics.median(v) for n, v in times.items()},
-                      {n: min(v) for n, v in times.items()}, losses, piece_times(context, recipe, seed))
+        print(
+            f"  batch {recipe.batch_size}, repeat {r + 1}/{repeats}: "
+            + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in names),
+            flush=True,
+        )
+    return Comparison(
+        recipe.batch_size,
+        {n: statistics.median(v) for n, v in times.items()},
+        {n: min(v) for n, v in times.items()},
+        losses,
+        piece_times(context, recipe, seed),
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -288,17 +326,23 @@ def spec_text(spec: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="short run: 60 steps, 3 repeats, 3 trials")
     parser.add_argument("--steps", type=int, help="training steps per run (default 200; --quick 60)")
     parser.add_argument("--repeats", type=int, help="interleaved repeats, median taken (default 5; --quick 3)")
     parser.add_argument("--trials", type=int, help="trials for the trials/hour figure (default 8; --quick 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the student, batches and sampled specs")
-    parser.add_argument("--batch-sizes", type=int, nargs="+",
-                        help="batch sizes of the loop comparison (default: the study's, 250 and 500)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="torch intra-op threads (default: os.cpu_count())")
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        help="batch sizes of the loop comparison (default: the study's, 250 and 500)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads (default: os.cpu_count())"
+    )
     args = parser.parse_args()
     steps = args.steps or (60 if args.quick else 200)
     repeats = args.repeats or (3 if args.quick else 5)
@@ -307,26 +351,35 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     threads = args.threads
     torch.set_num_threads(threads)
-    machine = (f"{platform.processor() or platform.machine()} ({platform.machine()}), {os.cpu_count()} CPUs, "
-               f"torch {torch.__version__}, {threads} thread{'s' if threads != 1 else ''}, "
-               f"Python {platform.python_version()}")
+    machine = (
+        f"{platform.processor() or platform.machine()} ({platform.machine()}), {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {threads} thread{'s' if threads != 1 else ''}, "
+        f"Python {platform.python_version()}"
+    )
     print(f"machine: {machine}")
-    print(f"torch.set_num_threads({threads}){' (os.cpu_count())' if threads == os.cpu_count() else ''} for every "
-          f"variant and every trial")
+    print(
+        f"torch.set_num_threads({threads}){' (os.cpu_count())' if threads == os.cpu_count() else ''} for every "
+        f"variant and every trial"
+    )
     load_before = load_text()
 
     # ---- setup (not timed)
-    print(f"\nsetting up {STUDY.relative_to(REPO_ROOT)} (not timed: data, teacher and its cached outputs; the "
-          f"built-in teacher trains on first use, minutes on a small CPU, then is cached under "
-          f"{cache_root(None)})", flush=True)
+    print(
+        f"\nsetting up {STUDY.relative_to(REPO_ROOT)} (not timed: data, teacher and its cached outputs; the "
+        f"built-in teacher trains on first use, minutes on a small CPU, then is cached under "
+        f"{cache_root(None)})",
+        flush=True,
+    )
     t0 = time.perf_counter()
     config = load_study(STUDY)
     context = build_context(config)
     setup_s = time.perf_counter() - t0
     torch.set_num_threads(threads)
     data = context.data
-    print(f"setup took {setup_s:.1f} s (excluded); train set {tuple(data.x_train.shape)}, "
-          f"teacher accuracy {context.teacher_info['accuracy']:.3f}")
+    print(
+        f"setup took {setup_s:.1f} s (excluded); train set {tuple(data.x_train.shape)}, "
+        f"teacher accuracy {context.teacher_info['accuracy']:.3f}"
+    )
 
     # ---- the student
     teacher_flops = count_flops(context.teacher.model, data.input_shape)
@@ -336,34 +389,49 @@ def main() -> None:
     student_params = count_params(student)
     flop_ratio = teacher_flops / student_flops
     print(f"\nteacher: {teacher_params:,} params, {teacher_flops:,} FLOPs/sample (forward)")
-    print(f"student: {spec_text(STUDENT_SPEC)}: {student_params:,} params, {student_flops:,} FLOPs/sample "
-          f"(forward); teacher/student FLOPs = {flop_ratio:.2f}x")
+    print(
+        f"student: {spec_text(STUDENT_SPEC)}: {student_params:,} params, {student_flops:,} FLOPs/sample "
+        f"(forward); teacher/student FLOPs = {flop_ratio:.2f}x"
+    )
     if not 8 <= flop_ratio <= 12:
         print("WARNING: the teacher/student FLOP ratio is outside 8x..12x; retune STUDENT_SPEC")
 
     # ---- loop overhead, at the study's batch size and at larger ones
     batches = args.batch_sizes or [config.distill.batch_size, 250, 500]
-    print(f"\ntraining loop: {steps} steps, Adam lr {config.distill.lr}, alpha {config.distill.alpha}, "
-          f"T {config.distill.temperature}, seed {config.distill.seed}; a fresh student per run; {repeats} repeats, "
-          f"interleaved (order rotated each repeat), each variant warmed up once first; batch sizes {batches} "
-          f"(the study trains at {config.distill.batch_size})", flush=True)
-    results = [compare(context, dataclasses.replace(config.distill, steps=steps, batch_size=b), repeats, args.seed)
-               for b in batches]
+    print(
+        f"\ntraining loop: {steps} steps, Adam lr {config.distill.lr}, alpha {config.distill.alpha}, "
+        f"T {config.distill.temperature}, seed {config.distill.seed}; a fresh student per run; {repeats} repeats, "
+        f"interleaved (order rotated each repeat), each variant warmed up once first; batch sizes {batches} "
+        f"(the study trains at {config.distill.batch_size})",
+        flush=True,
+    )
+    results = [
+        compare(context, dataclasses.replace(config.distill, steps=steps, batch_size=b), repeats, args.seed)
+        for b in batches
+    ]
     load_after = load_text()
-    print(f"\n{'batch':>6} {'variant':<20} {'median s':>9} {'steps/s':>9} {'vs plain':>9} {'min vs plain':>13} "
-          f"{'final loss':>11}   floor")
+    print(
+        f"\n{'batch':>6} {'variant':<20} {'median s':>9} {'steps/s':>9} {'vs plain':>9} {'min vs plain':>13} "
+        f"{'final loss':>11}   floor"
+    )
     for res in results:
         for name in res.median:
-            print(f"{res.batch:>6} {name:<20} {res.median[name]:>9.3f} {steps / res.median[name]:>9.1f} "
-                  f"{res.ratio(name):>8.2f}x {res.best_ratio(name):>12.2f}x {res.losses[name]:>11.4f}"
-                  + (f"   {res.floor:.2f}x" if name == "naskd, cache on" else ""))
+            print(
+                f"{res.batch:>6} {name:<20} {res.median[name]:>9.3f} {steps / res.median[name]:>9.1f} "
+                f"{res.ratio(name):>8.2f}x {res.best_ratio(name):>12.2f}x {res.losses[name]:>11.4f}"
+                + (f"   {res.floor:.2f}x" if name == "naskd, cache on" else "")
+            )
     print(f"(load before: {load_before}; after: {load_after})")
-    print("floor: the cache saves only the teacher's forward, so cache-on/plain >= about naskd's student step / "
-          "(plain student step + teacher forward), timed piece by piece (below)")
+    print(
+        "floor: the cache saves only the teacher's forward, so cache-on/plain >= about naskd's student step / "
+        "(plain student step + teacher forward), timed piece by piece (below)"
+    )
     for res in results:
         on, off = res.ratio("naskd, cache on"), res.ratio("naskd, cache off")
-        print(f"target at batch {res.batch:>3}: cache on <= 0.50x plain: {on:.2f}x {'PASS' if on <= 0.5 else 'FAIL'}; "
-              f"cache off <= 1.05x plain: {off:.2f}x {'PASS' if off <= 1.05 else 'FAIL'}  (medians)")
+        print(
+            f"target at batch {res.batch:>3}: cache on <= 0.50x plain: {on:.2f}x {'PASS' if on <= 0.5 else 'FAIL'}; "
+            f"cache off <= 1.05x plain: {off:.2f}x {'PASS' if off <= 1.05 else 'FAIL'}  (medians)"
+        )
     print("\nwhere a step goes (median ms per call, same threads; timed call by call, interleaved):")
     for res in results:
         print(f"  batch {res.batch}: " + "; ".join(f"{name.strip()} {ms:.2f} ms" for name, ms in res.pieces.items()))
@@ -372,10 +440,13 @@ def main() -> None:
     trial_s: list[float] = []
     statuses: Counter[str] = Counter()
     if trials > 0:
-        print(f"\ntrials/hour: {trials} trials of {STUDY.relative_to(REPO_ROOT)} through naskd.trial.evaluate "
-              f"(recipe: {config.distill.epochs} epochs of batch {config.distill.batch_size}; latency "
-              f"{config.cost.repeats} repeats at {config.cost.threads} thread), specs from a seeded random "
-              f"suggester (seed {args.seed})", flush=True)
+        print(
+            f"\ntrials/hour: {trials} trials of {STUDY.relative_to(REPO_ROOT)} through naskd.trial.evaluate "
+            f"(recipe: {config.distill.epochs} epochs of batch {config.distill.batch_size}; latency "
+            f"{config.cost.repeats} repeats at {config.cost.threads} thread), specs from a seeded random "
+            f"suggester (seed {args.seed})",
+            flush=True,
+        )
         suggester = RandomSuggester(args.seed)
         for k in range(trials):
             spec = full_spec(config.space.sample(suggester), config)
@@ -385,46 +456,62 @@ def main() -> None:
             torch.set_num_threads(threads)
             trial_s.append(elapsed)
             statuses[result.status] += 1
-            extra = (f"acc {result.metrics['accuracy']:.3f}, {int(result.metrics['params']):,} params"
-                     if result.status == "complete" else (result.reason or ""))
-            print(f"  trial {k + 1}/{trials}: {elapsed:6.2f} s  {result.status:<10} {spec_text(spec)}  [{extra}]",
-                  flush=True)
+            extra = (
+                f"acc {result.metrics['accuracy']:.3f}, {int(result.metrics['params']):,} params"
+                if result.status == "complete"
+                else (result.reason or "")
+            )
+            print(
+                f"  trial {k + 1}/{trials}: {elapsed:6.2f} s  {result.status:<10} {spec_text(spec)}  [{extra}]",
+                flush=True,
+            )
     mean_trial = statistics.fmean(trial_s) if trial_s else float("nan")
     per_hour = 3600 / mean_trial if trial_s else float("nan")
-    status_text = ", ".join(f"{statuses[s]} {s}" for s in ("complete", "infeasible", "invalid", "failed")
-                            if statuses[s] or s != "invalid")
+    status_text = ", ".join(
+        f"{statuses[s]} {s}" for s in ("complete", "infeasible", "invalid", "failed") if statuses[s] or s != "invalid"
+    )
     if trial_s:
         median_trial = statistics.median(trial_s)
-        print(f"\nmean {mean_trial:.2f} s per trial -> {per_hour:.0f} trials/hour on one worker "
-              f"(median {median_trial:.2f} s -> {3600 / median_trial:.0f}/hour, less sensitive to a "
-              f"busy machine); {status_text}")
+        print(
+            f"\nmean {mean_trial:.2f} s per trial -> {per_hour:.0f} trials/hour on one worker "
+            f"(median {median_trial:.2f} s -> {3600 / median_trial:.0f}/hour, less sensitive to a "
+            f"busy machine); {status_text}"
+        )
         print("(excludes Optuna's own sampler/storage overhead per trial, which is small)")
 
     # ---- README snippet
     print("\n---- Markdown for README ----\n")
-    print(f"Training-loop overhead, mnist1d: a {spec_text(STUDENT_SPEC)} student ({student_params:,} params, "
-          f"{student_flops / 1e3:,.0f} kFLOPs/sample, {flop_ratio:.1f}x fewer than the {teacher_params:,}-param "
-          f"teacher), {steps} steps per run, median of {repeats} interleaved runs "
-          f"(`.venv/bin/python benchmarks/overhead.py`):\n")
+    print(
+        f"Training-loop overhead, mnist1d: a {spec_text(STUDENT_SPEC)} student ({student_params:,} params, "
+        f"{student_flops / 1e3:,.0f} kFLOPs/sample, {flop_ratio:.1f}x fewer than the {teacher_params:,}-param "
+        f"teacher), {steps} steps per run, median of {repeats} interleaved runs "
+        f"(`.venv/bin/python benchmarks/overhead.py`):\n"
+    )
     print("| batch | variant | seconds | steps/s | vs plain loop | floor |")
     print("|---:|---|---:|---:|---:|---:|")
     for res in results:
         for name in res.median:
             floor = f"{res.floor:.2f}x" if name == "naskd, cache on" else ""
-            print(f"| {res.batch} | {name} | {res.median[name]:.2f} | {steps / res.median[name]:.0f} | "
-                  f"{res.ratio(name):.2f}x | {floor} |")
+            print(
+                f"| {res.batch} | {name} | {res.median[name]:.2f} | {steps / res.median[name]:.0f} | "
+                f"{res.ratio(name):.2f}x | {floor} |"
+            )
     first = results[0]
-    print("\nTargets, per batch size: cache on <= 0.5x plain ("
-          + ", ".join(f"{r.batch}: {r.ratio('naskd, cache on'):.2f}x" for r in results)
-          + "); cache off <= 1.05x plain ("
-          + ", ".join(f"{r.batch}: {r.ratio('naskd, cache off'):.2f}x" for r in results)
-          + f"). The cache removes only the teacher's forward pass; at batch {first.batch} it costs "
-          f"{first.pieces[TEACHER_PIECE]:.1f} ms against {first.pieces[NASKD_STEP_PIECE]:.1f} ms for the student's "
-          f"training step in naskd, so the floor there is {first.floor:.2f}x.")
+    print(
+        "\nTargets, per batch size: cache on <= 0.5x plain ("
+        + ", ".join(f"{r.batch}: {r.ratio('naskd, cache on'):.2f}x" for r in results)
+        + "); cache off <= 1.05x plain ("
+        + ", ".join(f"{r.batch}: {r.ratio('naskd, cache off'):.2f}x" for r in results)
+        + f"). The cache removes only the teacher's forward pass; at batch {first.batch} it costs "
+        f"{first.pieces[TEACHER_PIECE]:.1f} ms against {first.pieces[NASKD_STEP_PIECE]:.1f} ms for the student's "
+        f"training step in naskd, so the floor there is {first.floor:.2f}x."
+    )
     if trial_s:
-        print(f"\nThroughput, `studies/mnist1d.toml`: {per_hour:.0f} trials/hour on one worker "
-              f"({mean_trial:.1f} s per trial, mean of {len(trial_s)}: {status_text}; "
-              f"Optuna's own overhead excluded).")
+        print(
+            f"\nThroughput, `studies/mnist1d.toml`: {per_hour:.0f} trials/hour on one worker "
+            f"({mean_trial:.1f} s per trial, mean of {len(trial_s)}: {status_text}; "
+            f"Optuna's own overhead excluded)."
+        )
     print(f"\nMachine: {machine}; {load_after}.")
 
 

@@ -62,12 +62,11 @@ if str(REPO_ROOT) not in sys.path:
 
 import optuna  # noqa: E402
 import torch  # noqa: E402
+from _shared import draw_students, machine  # noqa: E402
 
 from naskd.backends import optuna_backend as ob  # noqa: E402
 from naskd.config import RayConfig, load_study  # noqa: E402
 from naskd.trial import build_context  # noqa: E402
-
-from _shared import draw_students, machine  # noqa: E402
 
 STUDY = REPO_ROOT / "studies" / "mnist1d.toml"
 
@@ -99,21 +98,33 @@ def fixed_students(trials: int) -> list[dict]:
     return [params for params, _ in draw_students(load_study(STUDY), trials)]
 
 
-def run(backend: str, workers: int, trials: int, epochs: int | None, root: Path, students: list[dict],
-        threads: int | None = None, rule: str = "off") -> dict:
+def run(
+    backend: str,
+    workers: int,
+    trials: int,
+    epochs: int | None,
+    root: Path,
+    students: list[dict],
+    threads: int | None = None,
+    rule: str = "off",
+) -> dict:
     cores = cpu_count()
     out = root / f"{backend}-{workers}-{threads}-{rule}"
     shutil.rmtree(out, ignore_errors=True)
-    config = load_study(STUDY, trials=trials, workers=workers if backend == "optuna" else 1,
-                        storage=str(out / "study.journal"))
+    config = load_study(
+        STUDY, trials=trials, workers=workers if backend == "optuna" else 1, storage=str(out / "study.journal")
+    )
     if epochs is not None:
         config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, epochs=epochs))
     if rule == "off":
         config = dataclasses.replace(config, fidelity=dataclasses.replace(config.fidelity, rule="off"))
     threads = threads or max(1, cores // workers)
     out.mkdir(parents=True)
-    queue = optuna.create_study(study_name=config.name, directions=list(config.search.directions),
-                                storage=ob.open_storage(ob.StorageChoice(str(out / "study.journal"), "journal")))
+    queue = optuna.create_study(
+        study_name=config.name,
+        directions=list(config.search.directions),
+        storage=ob.open_storage(ob.StorageChoice(str(out / "study.journal"), "journal")),
+    )
     for params in students:
         queue.enqueue_trial(params)
     before = load()
@@ -127,22 +138,37 @@ def run(backend: str, workers: int, trials: int, epochs: int | None, root: Path,
         config = dataclasses.replace(config, ray=RayConfig(cpus_per_trial=float(threads), concurrency=workers))
         summary = ray_backend.run_ray_search(config, out, show_progress=False)
     wall = time.perf_counter() - start
-    study = ob.open_study(config, ob.open_storage(ob.StorageChoice(str(out / "study.journal"), "journal")), create=False)
+    study = ob.open_study(
+        config, ob.open_storage(ob.StorageChoice(str(out / "study.journal"), "journal")), create=False
+    )
     done = [t for t in study.get_trials(deepcopy=False) if ob.counts(t)]
     front_accuracy = [e["metrics"]["accuracy"] for e in summary["front"]]
-    return {"backend": backend + (" + rungs" if rule != "off" else ""), "workers": workers,
-            "threads": threads, "trials": len(done), "pruned": summary["counts"]["pruned"],
-            "front": len(front_accuracy), "best": max(front_accuracy, default=float("nan")),
-            "wall_s": wall, "wall_rate": len(done) / wall * 3600, "steady_rate": steady_rate(done),
-            "load_before": before, "load_after": load()}
+    return {
+        "backend": backend + (" + rungs" if rule != "off" else ""),
+        "workers": workers,
+        "threads": threads,
+        "trials": len(done),
+        "pruned": summary["counts"]["pruned"],
+        "front": len(front_accuracy),
+        "best": max(front_accuracy, default=float("nan")),
+        "wall_s": wall,
+        "wall_rate": len(done) / wall * 3600,
+        "steady_rate": steady_rate(done),
+        "load_before": before,
+        "load_after": load(),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 trials of 2 epochs per run instead of 24 of 10")
     parser.add_argument("--trials", type=int, help="trials per run (overrides --quick)")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="rounds of every configuration, interleaved; the table shows medians (default 2)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="rounds of every configuration, interleaved; the table shows medians (default 2)",
+    )
     args = parser.parse_args()
     trials = args.trials or (6 if args.quick else 24)
     epochs = 2 if args.quick else None
@@ -153,8 +179,10 @@ def main() -> None:
     import ray
 
     print(f"machine: {machine(f'ray {ray.__version__}')}")
-    print(f"study: {STUDY.relative_to(REPO_ROOT)}, {trials} trials per run"
-          + (f", {epochs} epochs per trial (--quick)" if epochs else ""))
+    print(
+        f"study: {STUDY.relative_to(REPO_ROOT)}, {trials} trials per run"
+        + (f", {epochs} epochs per trial (--quick)" if epochs else "")
+    )
     t = time.perf_counter()
     build_context(load_study(STUDY))
     print(f"study context (data, teacher, teacher outputs) ready in {time.perf_counter() - t:.1f} s, excluded below\n")
@@ -163,9 +191,15 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="naskd-parallel-"))
     runs: dict[tuple, list[dict]] = {}
     try:
-        plan = [("optuna", 1, None, "off"), ("optuna", 1, 1, "off"), ("optuna", 2, None, "off"),
-                ("ray", 1, None, "off"), ("ray", 2, None, "off"), ("optuna", 2, None, "pareto"),
-                ("ray", 2, None, "pareto")]
+        plan = [
+            ("optuna", 1, None, "off"),
+            ("optuna", 1, 1, "off"),
+            ("optuna", 2, None, "off"),
+            ("ray", 1, None, "off"),
+            ("ray", 2, None, "off"),
+            ("optuna", 2, None, "pareto"),
+            ("ray", 2, None, "pareto"),
+        ]
         if cores == 1:
             plan = [p for p in plan if p[2] is None]
         # Rounds of the whole plan, so a slow spell on a shared machine hits every configuration.
@@ -173,47 +207,72 @@ def main() -> None:
             for backend, workers, threads, rule in plan:
                 row = run(backend, workers, trials, epochs, root, students, threads, rule)
                 runs.setdefault((backend, workers, threads, rule), []).append(row)
-                print(f"round {round_ + 1}/{args.repeats}: {row['backend']:17s} {workers} worker(s) x "
-                      f"{row['threads']} thread(s): {row['trials']} trials, wall {row['wall_s']:.0f} s -> "
-                      f"{row['wall_rate']:.0f}/h, steady {row['steady_rate']:.0f}/h, {row['pruned']} pruned, "
-                      f"front {row['front']} (best accuracy {row['best']:.3f}) "
-                      f"(load {row['load_before']:.1f} -> {row['load_after']:.1f})", flush=True)
+                print(
+                    f"round {round_ + 1}/{args.repeats}: {row['backend']:17s} {workers} worker(s) x "
+                    f"{row['threads']} thread(s): {row['trials']} trials, wall {row['wall_s']:.0f} s -> "
+                    f"{row['wall_rate']:.0f}/h, steady {row['steady_rate']:.0f}/h, {row['pruned']} pruned, "
+                    f"front {row['front']} (best accuracy {row['best']:.3f}) "
+                    f"(load {row['load_before']:.1f} -> {row['load_after']:.1f})",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    rows = [{**runs_of[-1], **{k: statistics.median(r[k] for r in runs_of)
-                               for k in ("steady_rate", "wall_rate", "pruned", "front", "best")}}
-            for runs_of in runs.values()]
+    rows = [
+        {
+            **runs_of[-1],
+            **{
+                k: statistics.median(r[k] for r in runs_of)
+                for k in ("steady_rate", "wall_rate", "pruned", "front", "best")
+            },
+        }
+        for runs_of in runs.values()
+    ]
     print(f"\nmedians over {args.repeats} round(s):")
-    print("\n| backend | workers | torch threads each | trials/hour (steady) | trials/hour (wall) | speed-up (steady) "
-          "| speed-up (wall) | pruned | front | best front accuracy |")
+    print(
+        "\n| backend | workers | torch threads each | trials/hour (steady) | trials/hour (wall) | speed-up (steady) "
+        "| speed-up (wall) | pruned | front | best front accuracy |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         # Speed-ups against one worker of the same backend without rungs.
-        base = next(r for r in rows if r["backend"] == row["backend"].split(" + ")[0] and r["workers"] == 1
-                    and r["threads"] == cores)
-        print(f"| {row['backend']} | {row['workers']} | {row['threads']} | {row['steady_rate']:.0f} | "
-              f"{row['wall_rate']:.0f} | {row['steady_rate'] / base['steady_rate']:.2f}x | "
-              f"{row['wall_rate'] / base['wall_rate']:.2f}x | {row['pruned']:g} | {row['front']:g} | "
-              f"{row['best']:.3f} |")
+        base = next(
+            r
+            for r in rows
+            if r["backend"] == row["backend"].split(" + ")[0] and r["workers"] == 1 and r["threads"] == cores
+        )
+        print(
+            f"| {row['backend']} | {row['workers']} | {row['threads']} | {row['steady_rate']:.0f} | "
+            f"{row['wall_rate']:.0f} | {row['steady_rate'] / base['steady_rate']:.2f}x | "
+            f"{row['wall_rate'] / base['wall_rate']:.2f}x | {row['pruned']:g} | {row['front']:g} | "
+            f"{row['best']:.3f} |"
+        )
     for backend in ("optuna", "ray"):
         one = next(r for r in rows if r["backend"] == backend and r["workers"] == 1 and r["threads"] == cores)
         two = next(r for r in rows if r["backend"] == backend and r["workers"] == 2)
         speedup = two["steady_rate"] / one["steady_rate"]
-        per_round = [b["steady_rate"] / a["steady_rate"]
-                     for a, b in zip(runs[(backend, 1, None, "off")], runs[(backend, 2, None, "off")])]
-        print(f"{backend}: 2 workers reach {speedup:.2f}x the single-worker rate (medians; per round: "
-              f"{', '.join(f'{x:.2f}x' for x in per_round)}; target >= 1.7x): {'PASS' if speedup >= 1.7 else 'FAIL'}")
+        per_round = [
+            b["steady_rate"] / a["steady_rate"]
+            for a, b in zip(runs[(backend, 1, None, "off")], runs[(backend, 2, None, "off")])
+        ]
+        print(
+            f"{backend}: 2 workers reach {speedup:.2f}x the single-worker rate (medians; per round: "
+            f"{', '.join(f'{x:.2f}x' for x in per_round)}; target >= 1.7x): {'PASS' if speedup >= 1.7 else 'FAIL'}"
+        )
     ref = next((r for r in rows if r["backend"] == "optuna" and r["workers"] == 1 and r["threads"] == 1), None)
     if ref is not None:
         two = next(r for r in rows if r["backend"] == "optuna" and r["workers"] == 2)
-        print(f"optuna: 2 workers reach {two['steady_rate'] / ref['steady_rate']:.2f}x one single-threaded worker "
-              "(parallel efficiency; 2.00x is perfect)")
+        print(
+            f"optuna: 2 workers reach {two['steady_rate'] / ref['steady_rate']:.2f}x one single-threaded worker "
+            "(parallel efficiency; 2.00x is perfect)"
+        )
     all_rows = [r for runs_of in runs.values() for r in runs_of]
     busiest = max(max(r["load_before"], r["load_after"]) for r in all_rows)
     if busiest > cores + 1:  # the benchmark's own workers and driver make a load of about `cores`
-        print(f"warning: load average reached {busiest:.1f} on {cores} cores: other work shared the machine, "
-              "so these figures are low and noisy; rerun when it is idle")
+        print(
+            f"warning: load average reached {busiest:.1f} on {cores} cores: other work shared the machine, "
+            "so these figures are low and noisy; rerun when it is idle"
+        )
 
 
 if __name__ == "__main__":

@@ -72,11 +72,15 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     seeds = list(range(args.seeds))
 
-    contexts = {name: build_context(_config(name, args.epochs)) for name in
-                ("mnist1d", "mnist1d_mutual", "mnist1d_self", "mnist1d_born_again", "mnist1d_teachers")}
+    contexts = {
+        name: build_context(_config(name, args.epochs))
+        for name in ("mnist1d", "mnist1d_mutual", "mnist1d_self", "mnist1d_born_again", "mnist1d_teachers")
+    }
     several = contexts["mnist1d_teachers"]
-    singles = {t.name: dataclasses.replace(several, teachers=[t], train_logits=[z])
-               for t, z in zip(several.teachers, several.train_logits)}
+    singles = {
+        t.name: dataclasses.replace(several, teachers=[t], train_logits=[z])
+        for t, z in zip(several.teachers, several.train_logits)
+    }
     arms: list[tuple[str, StudyContext, dict[str, Any], dict[str, Any]]] = [
         ("no teacher", contexts["mnist1d"], FIXED_STUDENT, {"scratch": True}),
         ("offline KD", contexts["mnist1d"], FIXED_STUDENT, {}),
@@ -95,35 +99,45 @@ def main() -> None:
     for seed in seeds:  # seeds outermost: every arm sees the machine's drift alike
         for name, ctx, student, extra in arms:
             results[name].append(run_student(ctx, student, seed, **extra))
-            print(f"  seed {seed}  {name:40s} acc {results[name][-1][0]:.4f}  {results[name][-1][1]:.1f} s",
-                  flush=True)
+            print(f"  seed {seed}  {name:40s} acc {results[name][-1][0]:.4f}  {results[name][-1][1]:.1f} s", flush=True)
     wall = time.perf_counter() - started
 
     def mean(name: str) -> float:
         return statistics.fmean(a for a, _ in results[name])
 
-    print(f"\nmachine: {machine()}; "
-          f"load average {os.getloadavg()[0]:.2f} at the end; {len(seeds)} seeds, {args.epochs} epochs, "
-          f"{wall / 60:.1f} min")
+    print(
+        f"\nmachine: {machine()}; "
+        f"load average {os.getloadavg()[0]:.2f} at the end; {len(seeds)} seeds, {args.epochs} epochs, "
+        f"{wall / 60:.1f} min"
+    )
     teacher_accs = {t["name"]: t["accuracy"] for t in several.teacher_info["teachers"]}
-    print(f"teachers: built-in {contexts['mnist1d'].teacher_info['accuracy']:.4f}; "
-          + ", ".join(f"{n} {a:.4f}" for n, a in teacher_accs.items())
-          + f"; ensemble {several.teacher_info['accuracy']:.4f}")
+    print(
+        f"teachers: built-in {contexts['mnist1d'].teacher_info['accuracy']:.4f}; "
+        + ", ".join(f"{n} {a:.4f}" for n, a in teacher_accs.items())
+        + f"; ensemble {several.teacher_info['accuracy']:.4f}"
+    )
     print("\n| arm | accuracy (mean ± std) | vs offline KD | vs no teacher | train s / trial |")
     print("|---|---|---|---|---|")
     for name, *_ in arms:
         accs = [a for a, _ in results[name]]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         secs = statistics.median(s for _, s in results[name])
-        print(f"| {name} | {mean(name):.4f} ± {std:.4f} | {mean(name) - mean('offline KD'):+.4f} | "
-              f"{mean(name) - mean('no teacher'):+.4f} | {secs:.1f} |")
+        print(
+            f"| {name} | {mean(name):.4f} ± {std:.4f} | {mean(name) - mean('offline KD'):+.4f} | "
+            f"{mean(name) - mean('no teacher'):+.4f} | {secs:.1f} |"
+        )
     best = max(singles, key=lambda n: mean(f"offline KD from teacher {n} alone"))
-    print(f"\nseveral teachers vs the best single teacher ({best}): "
-          f"{mean('3 teachers, mean logits') - mean(f'offline KD from teacher {best} alone'):+.4f}")
+    print(
+        f"\nseveral teachers vs the best single teacher ({best}): "
+        f"{mean('3 teachers, mean logits') - mean(f'offline KD from teacher {best} alone'):+.4f}"
+    )
     plain = mean("teacher's architecture, no teacher")
-    print("born-again proper vs the teacher's architecture without a teacher: "
-          f"1 generation {mean('born-again proper, 1 generation') - plain:+.4f}, "
-          f"2 generations {mean('born-again proper, 2 generations') - plain:+.4f}")
+    print(
+        "born-again proper vs the teacher's architecture without a teacher: "
+        f"1 generation {mean('born-again proper, 1 generation') - plain:+.4f}, "
+        f"2 generations {mean('born-again proper, 2 generations') - plain:+.4f}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -57,8 +57,7 @@ def _check_folder(root: Path, origin: str) -> None:
             return
         if path.exists() or path.is_symlink():
             where = "is" if path == root else f"is inside {path}, which is"
-            raise NaskdError(f"{origin} {root}: {where} a file, not a folder; "
-                             "give a folder for the teacher cache")
+            raise NaskdError(f"{origin} {root}: {where} a file, not a folder; give a folder for the teacher cache")
 
 
 def _umask_mode() -> int:
@@ -103,8 +102,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: Phrases of torch's weights_only unpickler when a *valid* pickle wants to build objects
 #: other than tensors (loading it unrestricted would run code); anything else it raises means
 #: the bytes are not a loadable checkpoint at all.
-_CODE_REFUSALS = ("Unsupported global", "is blocked", "unrecognized function", "Can only create new object",
-                  "Can only build Tensor")
+_CODE_REFUSALS = (
+    "Unsupported global",
+    "is blocked",
+    "unrecognized function",
+    "Can only create new object",
+    "Can only build Tensor",
+)
 
 
 def is_code_refusal(exc: BaseException, path: Path) -> bool:
@@ -155,8 +159,9 @@ def content_sha256(payload: Any) -> str | None:
     None when ``payload`` is neither."""
     if isinstance(payload, torch.Tensor):
         items, kind = [("", payload)], b"tensor"
-    elif isinstance(payload, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                           for k, v in payload.items()):
+    elif isinstance(payload, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()
+    ):
         items, kind = sorted(payload.items()), b"dict"
     else:
         return None
@@ -238,8 +243,9 @@ class TeacherCache:
         self._values: dict[str, dict[str, torch.Tensor]] = {}
         self.forward_batches = 0
 
-    def logits(self, teacher: nn.Module, teacher_key: str, x: torch.Tensor, data_key: str,
-               *, batch_size: int = 1024) -> torch.Tensor:
+    def logits(
+        self, teacher: nn.Module, teacher_key: str, x: torch.Tensor, data_key: str, *, batch_size: int = 1024
+    ) -> torch.Tensor:
         source = f"{teacher_key}|{data_key}"
         key = hashlib.sha256(source.encode()).hexdigest()[:24]
         if key in self._memory:
@@ -262,8 +268,17 @@ class TeacherCache:
         self._memory[key] = out
         return out
 
-    def values(self, teacher: nn.Module, teacher_key: str, x: torch.Tensor, data_key: str,
-               names: list[str], *, budget_bytes: int, batch_size: int = 512) -> dict[str, torch.Tensor] | None:
+    def values(
+        self,
+        teacher: nn.Module,
+        teacher_key: str,
+        x: torch.Tensor,
+        data_key: str,
+        names: list[str],
+        *,
+        budget_bytes: int,
+        batch_size: int = 512,
+    ) -> dict[str, torch.Tensor] | None:
         """The teacher's internal values (named feature outputs, ``"embedding"``) over ``x``,
         or None when they would not fit ``budget_bytes`` (the caller then recomputes them per step).
         """
@@ -278,11 +293,18 @@ class TeacherCache:
             if path.stat().st_size > budget_bytes:
                 return self._over_budget(path.stat().st_size, budget_bytes)
             cached = load_entry(path, f"values|{source}", "teacher values cache", action="recomputing it")
-            if cached is not None and (not isinstance(cached, dict) or set(cached) != set(names)
-                                       or any(len(v) != len(x) for v in cached.values())):
-                log.warning("teacher values cache %s: holds %s for %d samples, expected %s; recomputing it",
-                            path, sorted(cached) if isinstance(cached, dict) else type(cached).__name__,
-                            len(x), sorted(names))
+            if cached is not None and (
+                not isinstance(cached, dict)
+                or set(cached) != set(names)
+                or any(len(v) != len(x) for v in cached.values())
+            ):
+                log.warning(
+                    "teacher values cache %s: holds %s for %d samples, expected %s; recomputing it",
+                    path,
+                    sorted(cached) if isinstance(cached, dict) else type(cached).__name__,
+                    len(x),
+                    sorted(names),
+                )
                 cached = None
             if cached is not None:
                 self._values[key] = cached
@@ -292,7 +314,7 @@ class TeacherCache:
         parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
         with Tap(teacher, features, embedding="embedding" in names) as tap, torch.no_grad():
             for i in range(0, len(x), batch_size):
-                teacher(x[i:i + batch_size])
+                teacher(x[i : i + batch_size])
                 self.forward_batches += 1
                 if i == 0:
                     per_sample = sum(v[0].numel() * v.element_size() for v in tap.values.values())
@@ -301,8 +323,9 @@ class TeacherCache:
                 for n in names:
                     parts[n].append(tap.values[n].detach().float().cpu())
         out = {n: torch.cat(v) for n, v in parts.items()}
-        log.info("teacher features cached (%.0f MB): %s", sum(v.numel() * 4 for v in out.values()) / 2**20,
-                 ", ".join(names))
+        log.info(
+            "teacher features cached (%.0f MB): %s", sum(v.numel() * 4 for v in out.values()) / 2**20, ", ".join(names)
+        )
         if path is not None:
             save_entry(path, f"values|{source}", out)
         self._values[key] = out
@@ -310,8 +333,11 @@ class TeacherCache:
 
     @staticmethod
     def _over_budget(size: int, budget_bytes: int) -> None:
-        log.info("teacher features need %.1f MB > feature_cache_mb %.1f MB: recomputed every step",
-                 size / 2**20, budget_bytes / 2**20)
+        log.info(
+            "teacher features need %.1f MB > feature_cache_mb %.1f MB: recomputed every step",
+            size / 2**20,
+            budget_bytes / 2**20,
+        )
         return None
 
     @torch.no_grad()
@@ -319,6 +345,6 @@ class TeacherCache:
         teacher.eval()
         parts = []
         for i in range(0, len(x), batch_size):
-            parts.append(teacher(x[i:i + batch_size]).float().cpu())
+            parts.append(teacher(x[i : i + batch_size]).float().cpu())
             self.forward_batches += 1
         return torch.cat(parts)

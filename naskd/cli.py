@@ -43,59 +43,100 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="naskd",
         description="Find the best small student networks for a trained teacher: sample students from a "
-                    "search space, score each by measured cost and by distillation up to the study's target budget (rung by rung, "
-                    "stopping clearly dominated students early), keep the Pareto front at that budget.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "search space, score each by measured cost and by distillation up to the study's target budget (rung by rung, "
+        "stopping clearly dominated students early), keep the Pareto front at that budget.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("study", type=Path, metavar="STUDY.toml", help="the study file")
         sp.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: reports/<study name>/)")
-        sp.add_argument("--storage", metavar="URL",
-                        help="Optuna storage: a SQLAlchemy URL (sqlite:///..., postgresql://...) or a .journal file")
+        sp.add_argument(
+            "--storage",
+            metavar="URL",
+            help="Optuna storage: a SQLAlchemy URL (sqlite:///..., postgresql://...) or a .journal file",
+        )
         level = sp.add_mutually_exclusive_group()
         level.add_argument("-q", "--quiet", action="store_true", help="errors only; no progress bar")
         level.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
 
-    s = sub.add_parser("search", help="run or resume a study", description="Run the study until it holds the "
-                       "requested number of trials (resuming a previous run), then print and write the front.")
+    s = sub.add_parser(
+        "search",
+        help="run or resume a study",
+        description="Run the study until it holds the "
+        "requested number of trials (resuming a previous run), then print and write the front.",
+    )
     common(s)
-    s.add_argument("--trials", type=int, metavar="N", help="total trials the study should hold (default: [search].trials)")
-    s.add_argument("--workers", type=int, metavar="K", help="worker processes on this machine (default: [search].workers)")
+    s.add_argument(
+        "--trials", type=int, metavar="N", help="total trials the study should hold (default: [search].trials)"
+    )
+    s.add_argument(
+        "--workers", type=int, metavar="K", help="worker processes on this machine (default: [search].workers)"
+    )
     s.add_argument("--seed", type=int, metavar="S", help="study seed: data split, teacher, sampler and training")
-    s.add_argument("--backend", choices=("optuna", "ray"), default="optuna",
-                   help="optuna: processes on this machine (default); ray: Ray Tune, on this machine or a cluster")
-    s.add_argument("--address", metavar="auto|HOST:PORT",
-                   help="with --backend ray: the Ray cluster to join (default: [ray].address, else start Ray here)")
-    s.add_argument("--concurrency", type=int, metavar="K",
-                   help="with --backend ray: trials at once (default: [ray].concurrency, else cluster CPUs / [ray].cpus_per_trial)")
+    s.add_argument(
+        "--backend",
+        choices=("optuna", "ray"),
+        default="optuna",
+        help="optuna: processes on this machine (default); ray: Ray Tune, on this machine or a cluster",
+    )
+    s.add_argument(
+        "--address",
+        metavar="auto|HOST:PORT",
+        help="with --backend ray: the Ray cluster to join (default: [ray].address, else start Ray here)",
+    )
+    s.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="K",
+        help="with --backend ray: trials at once "
+        "(default: [ray].concurrency, else cluster CPUs / [ray].cpus_per_trial)",
+    )
 
-    f = sub.add_parser("front", help="print the Pareto front of a study", description="Print the Pareto front of "
-                       "feasible completed trials, its normalised hypervolume and knee.")
+    f = sub.add_parser(
+        "front",
+        help="print the Pareto front of a study",
+        description="Print the Pareto front of feasible completed trials, its normalised hypervolume and knee.",
+    )
     common(f)
     f.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)")
 
-    r = sub.add_parser("report", help="write the HTML report", description="Write one self-contained HTML "
-                       "page (works offline) with the front, the capacity gap, the rungs and learning curves, the search "
-                       "history and warnings. `naskd search` writes it too, as OUT/report.html.")
+    r = sub.add_parser(
+        "report",
+        help="write the HTML report",
+        description="Write one self-contained HTML "
+        "page (works offline) with the front, the capacity gap, the rungs and learning curves, the search "
+        "history and warnings. `naskd search` writes it too, as OUT/report.html.",
+    )
     common(r)
     r.add_argument("-o", "--output", type=Path, metavar="FILE", help="the HTML file (default: OUT/report.html)")
 
-    b = sub.add_parser("baseline", help="train each Pareto student without a teacher",
-                       description="Train every Pareto student for the target budget with no teacher and record its "
-                       "scratch accuracy, for KD gain and gap closure in the report. Resumable.")
+    b = sub.add_parser(
+        "baseline",
+        help="train each Pareto student without a teacher",
+        description="Train every Pareto student for the target budget with no teacher and record its "
+        "scratch accuracy, for KD gain and gap closure in the report. Resumable.",
+    )
     common(b)
 
-    c = sub.add_parser("confirm", help="re-distil the best students with a longer budget",
-                       description="Re-distil the K most accurate Pareto students for N steps and record the "
-                       "long-run metrics; with N = the target budget's steps it reproduces their front accuracy. Resumable.")
+    c = sub.add_parser(
+        "confirm",
+        help="re-distil the best students with a longer budget",
+        description="Re-distil the K most accurate Pareto students for N steps and record the "
+        "long-run metrics; with N = the target budget's steps it reproduces their front accuracy. Resumable.",
+    )
     common(c)
     c.add_argument("--top", type=int, default=5, metavar="K", help="how many students (default: 5)")
     c.add_argument("--steps", type=int, required=True, metavar="N", help="distillation steps of the long run")
 
-    e = sub.add_parser("export", help="export one student", description="Write a trial's student (state_dict, spec "
-                       "JSON, TorchScript, README) and check that it reproduces its recorded accuracy.")
+    e = sub.add_parser(
+        "export",
+        help="export one student",
+        description="Write a trial's student (state_dict, spec "
+        "JSON, TorchScript, README) and check that it reproduces its recorded accuracy.",
+    )
     common(e)
     e.add_argument("--trial", type=int, required=True, metavar="N", help="the trial number (see `naskd front`)")
     e.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="where to write the student")
@@ -151,8 +192,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from naskd.config import load_study
     from naskd.results import render_csv, render_json, render_table
 
-    config = load_study(args.study, trials=getattr(args, "trials", None), workers=getattr(args, "workers", None),
-                        storage=args.storage, seed=getattr(args, "seed", None))
+    config = load_study(
+        args.study,
+        trials=getattr(args, "trials", None),
+        workers=getattr(args, "workers", None),
+        storage=args.storage,
+        seed=getattr(args, "seed", None),
+    )
     out_dir = args.out if args.out is not None else config.default_out_dir()
     if out_dir.exists() and not out_dir.is_dir():
         raise NaskdError(f"--out {out_dir}: is a file; expected a directory (the study's output folder)")
@@ -160,10 +206,18 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         try:
             from naskd.backends import ray_backend
         except ImportError as exc:
-            raise NaskdError(f"--backend ray needs Ray Tune ({exc}); install it with pip install 'naskd[ray]'") from None
-        summary = ray_backend.run_ray_search(config, out_dir, address=args.address, concurrency=args.concurrency,
-                                             show_progress=not args.quiet, verbose=args.verbose > 0,
-                                             command=_command_line(argv))
+            raise NaskdError(
+                f"--backend ray needs Ray Tune ({exc}); install it with pip install 'naskd[ray]'"
+            ) from None
+        summary = ray_backend.run_ray_search(
+            config,
+            out_dir,
+            address=args.address,
+            concurrency=args.concurrency,
+            show_progress=not args.quiet,
+            verbose=args.verbose > 0,
+            command=_command_line(argv),
+        )
     elif args.command == "search":
         if args.address is not None or args.concurrency is not None:
             raise NaskdError("--address and --concurrency need --backend ray")
@@ -215,25 +269,47 @@ def _export(config: StudyConfig, out_dir: Path, args: argparse.Namespace) -> int
     _, records, _ = ob.load_summary(config, out_dir)
     record = next((r for r in records if r.number == args.trial), None)
     if record is None or record.state != "complete":
-        state = ("no such trial" if record is None else
-                 f"trial was stopped at a rung ({record.steps} training steps)" if record.state == "pruned" else
-                 f"trial is {record.state}")
-        raise NaskdError(f"--trial {args.trial}: {state}; only completed, feasible trials (trained to the target "
-                         "budget) can be exported")
+        state = (
+            "no such trial"
+            if record is None
+            else f"trial was stopped at a rung ({record.steps} training steps)"
+            if record.state == "pruned"
+            else f"trial is {record.state}"
+        )
+        raise NaskdError(
+            f"--trial {args.trial}: {state}; only completed, feasible trials (trained to the target "
+            "budget) can be exported"
+        )
     data = load_data(config.data)
     ctx = BuildContext(data.input_shape, data.num_classes)
     if record.spec.get("family") in ("teacher", "shrink"):  # students built from the teacher need it loaded
         teacher = load_teacher(config.teacher, data.teacher_view(), dataset_key=config.data.dataset or "synthetic")
         ctx = teacher.build_context(data.input_shape, data.num_classes)
-    check = export_student(record.spec, out_dir / "students" / f"trial_{record.number}.pt", data,
-                           record.metrics, args.output, number=record.number, study=config.name, ctx=ctx)
+    check = export_student(
+        record.spec,
+        out_dir / "students" / f"trial_{record.number}.pt",
+        data,
+        record.metrics,
+        args.output,
+        number=record.number,
+        study=config.name,
+        ctx=ctx,
+    )
     if not args.quiet and check["accuracy"] is None:  # no real data: outputs compared instead
-        print(printable(f"exported trial {record.number} to {args.output} (no real data: accuracy unavailable; "
-                        f"{check['program']} matches the rebuilt student on random inputs within "
-                        f"{check['output_gap']:.2g})"))
+        print(
+            printable(
+                f"exported trial {record.number} to {args.output} (no real data: accuracy unavailable; "
+                f"{check['program']} matches the rebuilt student on random inputs within "
+                f"{check['output_gap']:.2g})"
+            )
+        )
     elif not args.quiet:
-        print(printable(f"exported trial {record.number} to {args.output} (accuracy recorded {check['accuracy']:.4f}, "
-              f"reloaded {check['reproduced']:.4f}, {check['program']} {check['program_accuracy']:.4f})"))
+        print(
+            printable(
+                f"exported trial {record.number} to {args.output} (accuracy recorded {check['accuracy']:.4f}, "
+                f"reloaded {check['reproduced']:.4f}, {check['program']} {check['program_accuracy']:.4f})"
+            )
+        )
     return 0
 
 

@@ -12,9 +12,10 @@ import difflib
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,7 +128,9 @@ class DistillConfig:
     def __post_init__(self) -> None:
         # Resolve the shorthand once so every reader sees explicit terms and weights.
         if self.knowledge is None:
-            object.__setattr__(self, "knowledge", ({"kind": "kd", "weight": self.alpha, "temperature": self.temperature},))
+            object.__setattr__(
+                self, "knowledge", ({"kind": "kd", "weight": self.alpha, "temperature": self.temperature},)
+            )
         if self.ce_weight is None:
             object.__setattr__(self, "ce_weight", round(1.0 - self.alpha, 12))
 
@@ -253,7 +256,7 @@ class StudyConfig:
     def default_out_dir(self) -> Path:
         return Path("reports") / self.slug
 
-    def replace(self, **sections: Any) -> "StudyConfig":
+    def replace(self, **sections: Any) -> StudyConfig:
         return dataclasses.replace(self, **sections)
 
 
@@ -391,8 +394,22 @@ def resolve_path(raw: str, base: Path, error: Callable[[str], ConfigError]) -> P
 
 # --- the schema, section by section ----------------------------------------------------
 
-_TOP_KEYS = ["name", "description", "seed", "data", "teacher", "teachers", "space", "distill", "fidelity", "cost", "search", "ray",
-             "report", "synthesis"]
+_TOP_KEYS = [
+    "name",
+    "description",
+    "seed",
+    "data",
+    "teacher",
+    "teachers",
+    "space",
+    "distill",
+    "fidelity",
+    "cost",
+    "search",
+    "ray",
+    "report",
+    "synthesis",
+]
 
 
 def load_study(path: str | Path, **overrides: Any) -> StudyConfig:
@@ -448,8 +465,11 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
     fidelity = _fidelity(_Section(shown, "fidelity", raw.get("fidelity", {})), distill)
     ray = _ray(_Section(shown, "ray", raw.get("ray", {})))
     if ray.gpus_per_trial > 0 and distill.device == "cpu":
-        raise ConfigError(shown, "[ray].gpus_per_trial", f"is {ray.gpus_per_trial:g} but [distill].device = "
-                                                         '"cpu" trains on the CPU; set device = "auto" or "cuda"')
+        raise ConfigError(
+            shown,
+            "[ray].gpus_per_trial",
+            f'is {ray.gpus_per_trial:g} but [distill].device = "cpu" trains on the CPU; set device = "auto" or "cuda"',
+        )
     report_section = _Section(shown, "report", raw.get("report", {}))
     report_section.reject_unknown(["scratch_baseline"])
     report = ReportConfig(scratch_baseline=report_section.get("scratch_baseline", _Key(bool), False))
@@ -464,35 +484,60 @@ def parse_study(raw: dict, shown: str, base: Path, **overrides: Any) -> StudyCon
         raise ConfigError(shown, "[space]", "must be a table")
     space = load_space(space_table, shown, base)
     return StudyConfig(
-        file=Path(shown), name=name, seed=seed, data=data, teacher=teachers[0], teachers=teachers, space=space,
-        distill=distill, cost=cost, search=search, raw=raw, ray=ray, report=report, fidelity=fidelity,
+        file=Path(shown),
+        name=name,
+        seed=seed,
+        data=data,
+        teacher=teachers[0],
+        teachers=teachers,
+        space=space,
+        distill=distill,
+        cost=cost,
+        search=search,
+        raw=raw,
+        ray=ray,
+        report=report,
+        fidelity=fidelity,
         synthesis=synthesis,
     )
 
 
-def _without_real_data(shown: str, raw: dict, data: DataConfig, teachers: tuple[TeacherConfig, ...],
-                       search: SearchConfig) -> SearchConfig:
+def _without_real_data(
+    shown: str, raw: dict, data: DataConfig, teachers: tuple[TeacherConfig, ...], search: SearchConfig
+) -> SearchConfig:
     """``[data] dataset = "none"``: students learn on a synthesized transfer set from a teacher
     of the user's own, and are ranked by agreement on held-out synthesized inputs (accuracy,
     which needs real labelled data, is unavailable). Returns the search with that objective in
     place of the default accuracy."""
     if data.transfer != "deepinversion":
-        raise ConfigError(shown, "[data].transfer", 'must be "deepinversion" with dataset = "none": without real '
-                          "data the students learn on a synthesized transfer set")
+        raise ConfigError(
+            shown,
+            "[data].transfer",
+            'must be "deepinversion" with dataset = "none": without real '
+            "data the students learn on a synthesized transfer set",
+        )
     for i, t in enumerate(teachers):
         if t.model is None and t.torchscript is None:
             where = "[teacher]" if "teachers" not in raw else f"[teachers[{i}]]"
-            raise ConfigError(shown, where, 'with dataset = "none" give model + checkpoint or torchscript: a built-in '
-                              "teacher is trained on real data")
+            raise ConfigError(
+                shown,
+                where,
+                'with dataset = "none" give model + checkpoint or torchscript: a built-in '
+                "teacher is trained on real data",
+            )
     given = (raw.get("search") or {}).get("objectives") if isinstance(raw.get("search"), dict) else None
     if given is None:  # the default objectives, with the measurable quality in place of accuracy
         objectives = tuple("synthetic_agreement" if o == "accuracy" else o for o in search.objectives)
         return dataclasses.replace(search, objectives=objectives)
     unavailable = [o for o in search.objectives if o in metrics.NEEDS_REAL_VALIDATION]
     if unavailable:
-        raise ConfigError(shown, "[search].objectives", f"{', '.join(unavailable)} needs real validation data, "
-                          'which dataset = "none" has not; use synthetic_agreement (agreement with the teacher on '
-                          "held-out synthesized inputs)")
+        raise ConfigError(
+            shown,
+            "[search].objectives",
+            f"{', '.join(unavailable)} needs real validation data, "
+            'which dataset = "none" has not; use synthetic_agreement (agreement with the teacher on '
+            "held-out synthesized inputs)",
+        )
     return search
 
 
@@ -511,14 +556,19 @@ def _data(s: _Section, base: Path, seed: int) -> DataConfig:
     if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
         raise s.error("shape", f"must be a non-empty list of positive integers, got {shape!r}")
     classes = s.get("classes", _Key(int, lambda v: None if v >= 2 else f"must be >= 2, got {v}"), d.classes)
-    samples = s.get("samples", _Key(int, lambda v: None if v >= 2 * classes else f"must be >= 2 x classes, got {v}"), d.samples)
+    samples = s.get(
+        "samples", _Key(int, lambda v: None if v >= 2 * classes else f"must be >= 2 x classes, got {v}"), d.samples
+    )
     return DataConfig(
         # With no source named, the built-in digits set is the default.
         dataset=dataset or ("" if given else d.dataset),
-        path=path, loader=loader,
+        path=path,
+        loader=loader,
         val_fraction=s.get("val_fraction", _Key(float, _fraction), d.val_fraction),
         seed=s.get("seed", _Key(int, _seed), seed),
-        samples=samples, shape=tuple(shape), classes=classes,
+        samples=samples,
+        shape=tuple(shape),
+        classes=classes,
         transfer=s.get("transfer", _Key(str, _one_of(TRANSFERS)), d.transfer),
     )
 
@@ -542,10 +592,12 @@ def _teachers(raw: dict, shown: str, base: Path, seed: int) -> tuple[TeacherConf
     return tuple(out)
 
 
-def _teacher(s: _Section, base: Path, seed: int, *, default_name: str = "teacher",
-             several: bool = False) -> TeacherConfig:
-    s.reject_unknown(["model", "checkpoint", "torchscript", "epochs", "seed", "cache_dir",
-                      *(["name", "weight"] if several else [])])
+def _teacher(
+    s: _Section, base: Path, seed: int, *, default_name: str = "teacher", several: bool = False
+) -> TeacherConfig:
+    s.reject_unknown(
+        ["model", "checkpoint", "torchscript", "epochs", "seed", "cache_dir", *(["name", "weight"] if several else [])]
+    )
     model = s.get("model", _Key(str, _callable_ref), None)
     checkpoint = s.path("checkpoint", base)
     torchscript = s.path("torchscript", base)
@@ -558,7 +610,9 @@ def _teacher(s: _Section, base: Path, seed: int, *, default_name: str = "teacher
     return TeacherConfig(
         name=s.get("name", _Key(str, lambda v: None if v.strip() else "must not be empty"), default_name),
         weight=s.get("weight", _Key(float, _positive), 1.0),
-        model=model, checkpoint=checkpoint, torchscript=torchscript,
+        model=model,
+        checkpoint=checkpoint,
+        torchscript=torchscript,
         epochs=s.get("epochs", _Key(int, _non_negative), 0),
         seed=s.get("seed", _Key(int, _seed), seed),
         cache_dir=(base / Path(cache).expanduser()).resolve() if cache else None,
@@ -579,19 +633,27 @@ def _distill(s: _Section, seed: int) -> DistillConfig:
     knowledge = None
     if "knowledge" in s.table:
         if "alpha" in s.table:
-            raise s.error("alpha", "is the shorthand for a single kd term; with knowledge = [...] give each term "
-                                   "a weight and set ce_weight")
+            raise s.error(
+                "alpha",
+                "is the shorthand for a single kd term; with knowledge = [...] give each term "
+                "a weight and set ce_weight",
+            )
         knowledge = _knowledge(s, temperature)
     return DistillConfig(
-        temperature=temperature, alpha=alpha,
+        temperature=temperature,
+        alpha=alpha,
         ce_weight=s.get("ce_weight", _Key(float, _non_negative), None),
-        knowledge=knowledge, pairs=_pairs(s),
+        knowledge=knowledge,
+        pairs=_pairs(s),
         feature_cache_mb=s.get("feature_cache_mb", _Key(int, _non_negative), d.feature_cache_mb),
-        steps=steps, epochs=0 if steps > 0 else epochs,
+        steps=steps,
+        epochs=0 if steps > 0 else epochs,
         optimizer=s.get("optimizer", _Key(str, _one_of(OPTIMIZERS)), d.optimizer),
         lr=s.get("lr", _Key(float, _positive), d.lr),
         weight_decay=s.get("weight_decay", _Key(float, _non_negative), d.weight_decay),
-        momentum=s.get("momentum", _Key(float, lambda v: None if 0 <= v < 1 else f"must be in [0, 1), got {v}"), d.momentum),
+        momentum=s.get(
+            "momentum", _Key(float, lambda v: None if 0 <= v < 1 else f"must be in [0, 1), got {v}"), d.momentum
+        ),
         batch_size=s.get("batch_size", _Key(int, _positive), d.batch_size),
         seed=s.get("seed", _Key(int, _seed), seed),
         cache_teacher=s.get("cache_teacher", _Key(bool), d.cache_teacher),
@@ -678,8 +740,11 @@ def _check_schemes(s: _Section, distill: DistillConfig, teachers: tuple[TeacherC
 
         other = [t["kind"] for t in distill.knowledge or () if LOSSES[t["kind"]].consumes != "logits"]
         if other:
-            raise s.error("knowledge", f"scheme = \"mutual\" exchanges predictions only; {', '.join(other)} "
-                                       "needs a frozen teacher's internals (use logit terms such as kd)")
+            raise s.error(
+                "knowledge",
+                f'scheme = "mutual" exchanges predictions only; {", ".join(other)} '
+                "needs a frozen teacher's internals (use logit terms such as kd)",
+            )
 
 
 def _knowledge(s: _Section, temperature: float) -> tuple[dict[str, Any], ...]:
@@ -699,10 +764,15 @@ def _knowledge(s: _Section, temperature: float) -> tuple[dict[str, Any], ...]:
             raise where.error("kind", f"missing (one of {', '.join(LOSSES)})")
         info = LOSSES[kind]
         where.reject_unknown(["kind", "weight", *info.hyperparameters])
-        entry: dict[str, Any] = {"kind": kind, "weight": where.get("weight", _Key(float, _non_negative), info.default_weight)}
+        entry: dict[str, Any] = {
+            "kind": kind,
+            "weight": where.get("weight", _Key(float, _non_negative), info.default_weight),
+        }
         for name, default in info.hyperparameters.items():
             fallback = temperature if name == "temperature" else default
-            entry[name] = where.get(name, _Key(float, _positive if name in ("temperature", "p") else _non_negative), fallback)
+            entry[name] = where.get(
+                name, _Key(float, _positive if name in ("temperature", "p") else _non_negative), fallback
+            )
         out.append(entry)
     return tuple(out)
 
@@ -735,7 +805,9 @@ def _cost(s: _Section) -> CostConfig:
         batch_size=s.get("batch_size", _Key(int, _positive), d.batch_size),
         threads=s.get("threads", _Key(int, _threads), d.threads),
         warmup=s.get("warmup", _Key(int, _non_negative), d.warmup),
-        repeats=s.get("repeats", _Key(int, lambda v: None if v >= 3 else f"must be >= 3 to give a p95, got {v}"), d.repeats),
+        repeats=s.get(
+            "repeats", _Key(int, lambda v: None if v >= 3 else f"must be >= 3 to give a p95, got {v}"), d.repeats
+        ),
         max_latency_ms=s.get("max_latency_ms", _Key(float, _positive), None),
         max_params=s.get("max_params", _Key(int, _positive), None),
         max_flops=s.get("max_flops", _Key(int, _positive), None),
@@ -775,8 +847,10 @@ def _search(s: _Section, seed: int, overrides: dict[str, Any]) -> SearchConfig:
     return SearchConfig(
         objectives=tuple(objectives),
         sampler=s.get("sampler", _Key(str, _one_of(SAMPLERS)), d.sampler),
-        trials=trials, seed=s.get("seed", _Key(int, _seed), seed),
-        storage=storage, workers=workers,
+        trials=trials,
+        seed=s.get("seed", _Key(int, _seed), seed),
+        storage=storage,
+        workers=workers,
     )
 
 
@@ -784,24 +858,35 @@ def _fidelity(s: _Section, distill: DistillConfig) -> FidelityConfig:
     s.reject_unknown([f.name for f in dataclasses.fields(FidelityConfig)])
     d = FidelityConfig()
     rule = s.get("rule", _Key(str, _one_of(FIDELITY_RULES)), d.rule)
-    factor = s.get("reduction_factor", _Key(int, lambda v: None if v >= 2 else f"must be >= 2, got {v}"),
-                   d.reduction_factor)
+    factor = s.get(
+        "reduction_factor", _Key(int, lambda v: None if v >= 2 else f"must be >= 2, got {v}"), d.reduction_factor
+    )
     first = s.get("first_rung", _Key(int, _positive), None)
     target, unit = (distill.steps, "steps") if distill.steps else (distill.epochs, "epochs")
     if first is not None and first >= target:
-        raise s.error("first_rung", f"must be below the target budget ([distill].{unit} = {target}), got {first}; "
-                                    'or set rule = "off" to train every student to the target')
+        raise s.error(
+            "first_rung",
+            f"must be below the target budget ([distill].{unit} = {target}), got {first}; "
+            'or set rule = "off" to train every student to the target',
+        )
     share = _Key(float, lambda v: None if 0 <= v < 1 else f"must be in [0, 1), got {v}")
-    return FidelityConfig(rule=rule, first_rung=first, reduction_factor=factor,
-                          margin=s.get("margin", share, d.margin),
-                          latency_margin=s.get("latency_margin", share, d.latency_margin))
+    return FidelityConfig(
+        rule=rule,
+        first_rung=first,
+        reduction_factor=factor,
+        margin=s.get("margin", share, d.margin),
+        latency_margin=s.get("latency_margin", share, d.latency_margin),
+    )
 
 
 def _ray(s: _Section) -> RayConfig:
     for k in _MOVED_RAY_KEYS:
         if k in s.table:
-            raise s.error(k, "early stopping moved to [fidelity] (rule, first_rung, reduction_factor, margin), "
-                             "which both backends use; remove this key")
+            raise s.error(
+                k,
+                "early stopping moved to [fidelity] (rule, first_rung, reduction_factor, margin), "
+                "which both backends use; remove this key",
+            )
     s.reject_unknown([f.name for f in dataclasses.fields(RayConfig)])
     d = RayConfig()
     return RayConfig(

@@ -76,22 +76,30 @@ class Data:
     def fingerprint(self) -> str:
         """Content hash of every tensor: names the teacher and its cached outputs."""
         h = hashlib.sha256()
-        for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_teacher_train, self.x_teacher_val,
-                  self.x_holdout):
+        for t in (
+            self.x_train,
+            self.y_train,
+            self.x_val,
+            self.y_val,
+            self.x_teacher_train,
+            self.x_teacher_val,
+            self.x_holdout,
+        ):
             if t is None:
                 continue
             h.update(str(tuple(t.shape)).encode())
             h.update(t.contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
-    def teacher_view(self) -> "Data":
+    def teacher_view(self) -> Data:
         """The same samples as the teacher reads them (itself when not cross-modal): a
         built-in teacher trains on it, and the teacher's outputs are cached under its
         fingerprint."""
         if self.x_teacher_train is None or self.x_teacher_val is None:
             return self
-        return replace(self, x_train=self.x_teacher_train, x_val=self.x_teacher_val, x_teacher_train=None,
-                       x_teacher_val=None)
+        return replace(
+            self, x_train=self.x_teacher_train, x_val=self.x_teacher_val, x_teacher_train=None, x_teacher_val=None
+        )
 
     def describe(self) -> dict[str, Any]:
         out = {
@@ -121,13 +129,26 @@ def load_data(cfg: DataConfig) -> Data:
         return _from_npz(cfg)
     if cfg.loader is not None:
         return _from_loader(cfg)
-    builders = {"digits": _digits, "mnist1d": _mnist1d, "mnist1d_crossmodal": _mnist1d_crossmodal,
-                "shapes32": _shapes32, "synthetic": _synthetic, "none": _none}
+    builders = {
+        "digits": _digits,
+        "mnist1d": _mnist1d,
+        "mnist1d_crossmodal": _mnist1d_crossmodal,
+        "shapes32": _shapes32,
+        "synthetic": _synthetic,
+        "none": _none,
+    }
     return builders[cfg.dataset](cfg)
 
 
-def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig, name: str, where: str | None = None,
-           yname: str = "y", x_teacher: np.ndarray | None = None) -> Data:
+def _split(
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: DataConfig,
+    name: str,
+    where: str | None = None,
+    yname: str = "y",
+    x_teacher: np.ndarray | None = None,
+) -> Data:
     """Seeded shuffle then split; the seed and sizes are recorded with the study."""
     where = where or name
     single = _single_class(y)
@@ -136,25 +157,37 @@ def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig, name: str, where: str 
     order = np.random.default_rng(cfg.seed).permutation(len(y))
     n_val = max(1, int(round(len(y) * cfg.val_fraction)))
     if n_val >= len(y):
-        raise NaskdError(f"{where}: [data].val_fraction {cfg.val_fraction} of {len(y)} samples leaves no "
-                         "training data; lower it or add samples")
+        raise NaskdError(
+            f"{where}: [data].val_fraction {cfg.val_fraction} of {len(y)} samples leaves no "
+            "training data; lower it or add samples"
+        )
     val, train = order[:n_val], order[n_val:]
     single = _single_class(y[train])
     if single is not None:
-        raise NaskdError(f"{where}: the seeded split leaves only class {single} in its {len(train)} training "
-                         f"samples; expected at least two classes (lower [data].val_fraction {cfg.val_fraction} "
-                         "or add samples)")
+        raise NaskdError(
+            f"{where}: the seeded split leaves only class {single} in its {len(train)} training "
+            f"samples; expected at least two classes (lower [data].val_fraction {cfg.val_fraction} "
+            "or add samples)"
+        )
     views = (x_teacher[train], x_teacher[val]) if x_teacher is not None else None
-    return _make(name, x[train], y[train], x[val], y[val],
-                 {"split_seed": cfg.seed, "val_fraction": cfg.val_fraction, "split": "seeded shuffle"}, views)
+    return _make(
+        name,
+        x[train],
+        y[train],
+        x[val],
+        y[val],
+        {"split_seed": cfg.seed, "val_fraction": cfg.val_fraction, "split": "seeded shuffle"},
+        views,
+    )
 
 
 def _tensor(x: Any) -> torch.Tensor:
     return torch.as_tensor(_torch_ready(np.asarray(x)), dtype=torch.float32).contiguous()
 
 
-def _make(name: str, xt: Any, yt: Any, xv: Any, yv: Any, split: dict[str, Any],
-          teacher_views: tuple[Any, Any] | None = None) -> Data:
+def _make(
+    name: str, xt: Any, yt: Any, xv: Any, yv: Any, split: dict[str, Any], teacher_views: tuple[Any, Any] | None = None
+) -> Data:
     y_train = torch.as_tensor(np.asarray(yt)).long()
     y_val = torch.as_tensor(np.asarray(yv)).long()
     num_classes = int(max(y_train.max().item(), y_val.max().item())) + 1
@@ -171,17 +204,24 @@ def _torch_ready(x: np.ndarray) -> np.ndarray:
 # Every source is checked before anything trains; each message is one line naming the file or
 # key (``where``) and the array (``xname``/``yname``), and says what was expected.
 
-_KINDS = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "datetimes",
-          "m": "timedeltas", "V": "raw records"}
+_KINDS = {
+    "U": "strings",
+    "S": "bytes",
+    "O": "Python objects",
+    "c": "complex numbers",
+    "M": "datetimes",
+    "m": "timedeltas",
+    "V": "raw records",
+}
 
 
 def _one_line(text: Any, limit: int = 300) -> str:
     s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[:limit - 3] + "..."
+    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def _size(n: float) -> str:
-    for unit, scale in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{int(n)} B"
@@ -195,47 +235,64 @@ def _single_class(y: np.ndarray) -> int | None:
 def _check_xy(x: np.ndarray, y: np.ndarray, where: str, xname: str = "x", yname: str = "y") -> None:
     """One split: N >= 1 finite numeric samples of shape (N, ...) and N integer labels in 0 .. MAX_CLASSES - 1."""
     if x.dtype.kind not in "biuf":
-        raise NaskdError(f"{where}: {xname} has dtype {x.dtype} ({_KINDS.get(x.dtype.kind, 'not numbers')}); "
-                         "expected numbers (float, integer or bool)")
+        raise NaskdError(
+            f"{where}: {xname} has dtype {x.dtype} ({_KINDS.get(x.dtype.kind, 'not numbers')}); "
+            "expected numbers (float, integer or bool)"
+        )
     if y.ndim == 2 and len(y) == len(x) and y.shape[1] > 1:
-        raise NaskdError(f"{where}: {yname} has shape {y.shape}; expected shape (N,) of class labels "
-                         "(one-hot or score rows? store y.argmax(1))")
+        raise NaskdError(
+            f"{where}: {yname} has shape {y.shape}; expected shape (N,) of class labels "
+            "(one-hot or score rows? store y.argmax(1))"
+        )
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
-        raise NaskdError(f"{where}: expected {xname} of shape (N, ...) and {yname} of shape (N,), "
-                         f"got {x.shape} and {y.shape}")
+        raise NaskdError(
+            f"{where}: expected {xname} of shape (N, ...) and {yname} of shape (N,), got {x.shape} and {y.shape}"
+        )
     if len(x) == 0:
         raise NaskdError(f"{where}: {xname} and {yname} are empty (0 samples); expected at least one sample")
     if x.size == 0:
-        raise NaskdError(f"{where}: {xname} has shape {x.shape}: its samples hold no values; "
-                         "expected at least one value per sample")
+        raise NaskdError(
+            f"{where}: {xname} has shape {x.shape}: its samples hold no values; expected at least one value per sample"
+        )
     if not np.issubdtype(y.dtype, np.integer):
         raise NaskdError(f"{where}: {yname} must hold non-negative integer class labels, got dtype {y.dtype}")
     low, high = int(y.min()), int(y.max())
     if low < 0:
-        raise NaskdError(f"{where}: {yname} must hold non-negative integer class labels, got label {low} "
-                         f"(sample {int(np.argmax(y < 0))})")
+        raise NaskdError(
+            f"{where}: {yname} must hold non-negative integer class labels, got label {low} "
+            f"(sample {int(np.argmax(y < 0))})"
+        )
     if high >= MAX_CLASSES:
-        raise NaskdError(f"{where}: {yname} holds label {high} (sample {int(np.argmax(y == high))}), over the "
-                         f"limit of {MAX_CLASSES} classes (naskd.data.MAX_CLASSES); expected labels 0..{MAX_CLASSES - 1}")
+        raise NaskdError(
+            f"{where}: {yname} holds label {high} (sample {int(np.argmax(y == high))}), over the "
+            f"limit of {MAX_CLASSES} classes (naskd.data.MAX_CLASSES); expected labels 0..{MAX_CLASSES - 1}"
+        )
     if x.dtype.kind == "f":
         bad = ~np.isfinite(x)
         if bad.any():
             first = int(np.argmax(bad.reshape(len(x), -1).any(axis=1)))
-            raise NaskdError(f"{where}: {xname} holds {int(bad.sum())} NaN or inf values (first in sample {first}); "
-                             "expected finite numbers")
+            raise NaskdError(
+                f"{where}: {xname} holds {int(bad.sum())} NaN or inf values (first in sample {first}); "
+                "expected finite numbers"
+            )
         limit = float(np.finfo(np.float32).max)
         if x.dtype.itemsize > 4 and max(-float(x.min()), float(x.max())) > limit:
-            raise NaskdError(f"{where}: {xname} holds values beyond float32's range (|v| > {limit:.3g}); "
-                             "training runs in float32, expected finite numbers there")
+            raise NaskdError(
+                f"{where}: {xname} holds values beyond float32's range (|v| > {limit:.3g}); "
+                "training runs in float32, expected finite numbers there"
+            )
 
 
-def _check_splits(xt: np.ndarray, yt: np.ndarray, xv: np.ndarray, where: str,
-                  names: tuple[str, str, str] = ("x", "y", "x_val")) -> None:
+def _check_splits(
+    xt: np.ndarray, yt: np.ndarray, xv: np.ndarray, where: str, names: tuple[str, str, str] = ("x", "y", "x_val")
+) -> None:
     """Given train and validation parts: one sample shape, and at least two classes to train on."""
     xname, yname, xvname = names
     if xt.shape[1:] != xv.shape[1:]:
-        raise NaskdError(f"{where}: {xvname} has samples of shape {xv.shape[1:]} but {xname} has "
-                         f"{xt.shape[1:]}; expected one sample shape")
+        raise NaskdError(
+            f"{where}: {xvname} has samples of shape {xv.shape[1:]} but {xname} has "
+            f"{xt.shape[1:]}; expected one sample shape"
+        )
     single = _single_class(yt)
     if single is not None:
         raise NaskdError(f"{where}: {yname} holds only class {single}; expected at least two classes")
@@ -267,8 +324,14 @@ def _mnist1d(cfg: DataConfig) -> Data:
     d = _mnist1d_arrays()
     # The canonical MNIST-1D split (4000 train / 1000 test, generator seed 42); the test part
     # is the validation set, so teacher accuracy is comparable with the paper's figures.
-    return _make("mnist1d", d["x"][:, None, :], d["y"], d["x_test"][:, None, :], d["y_test"],
-                 {"split": "canonical mnist1d (generator seed 42)"})
+    return _make(
+        "mnist1d",
+        d["x"][:, None, :],
+        d["y"],
+        d["x_test"][:, None, :],
+        d["y_test"],
+        {"split": "canonical mnist1d (generator seed 42)"},
+    )
 
 
 #: mnist1d_crossmodal's student view: the signal at 1/``_VIEW_POOL`` of its resolution (means of
@@ -281,7 +344,7 @@ _VIEW_SEED = 1
 
 def _coarse_noisy(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     n, length = x.shape
-    coarse = x[:, :length - length % _VIEW_POOL].reshape(n, -1, _VIEW_POOL).mean(axis=2)
+    coarse = x[:, : length - length % _VIEW_POOL].reshape(n, -1, _VIEW_POOL).mean(axis=2)
     return (coarse + rng.normal(0.0, _VIEW_NOISE, size=coarse.shape)).astype(np.float32)[:, None, :]
 
 
@@ -289,18 +352,36 @@ def _mnist1d_crossmodal(cfg: DataConfig) -> Data:
     d = _mnist1d_arrays()
     rng = np.random.default_rng(_VIEW_SEED)
     student_train, student_val = _coarse_noisy(d["x"], rng), _coarse_noisy(d["x_test"], rng)
-    return _make("mnist1d_crossmodal", student_train, d["y"], student_val, d["y_test"],
-                 {"split": "canonical mnist1d (generator seed 42)",
-                  "views": f"teacher: the signal (1x40); student: 1/{_VIEW_POOL} resolution + N(0, {_VIEW_NOISE}^2) "
-                           f"noise (seed {_VIEW_SEED})"},
-                 (d["x"][:, None, :], d["x_test"][:, None, :]))
+    return _make(
+        "mnist1d_crossmodal",
+        student_train,
+        d["y"],
+        student_val,
+        d["y_test"],
+        {
+            "split": "canonical mnist1d (generator seed 42)",
+            "views": f"teacher: the signal (1x40); student: 1/{_VIEW_POOL} resolution + N(0, {_VIEW_NOISE}^2) "
+            f"noise (seed {_VIEW_SEED})",
+        },
+        (d["x"][:, None, :], d["x_test"][:, None, :]),
+    )
 
 
 #: shapes32's classes, in label order. Each is drawn from a signed distance function in the
 #: shape's own frame (unit = the shape's radius), so one formula serves every position, size
 #: and rotation.
-SHAPES32_CLASSES = ("disc", "ring", "square", "square outline", "triangle", "plus", "x", "bar pair",
-                    "diamond", "ellipse")
+SHAPES32_CLASSES = (
+    "disc",
+    "ring",
+    "square",
+    "square outline",
+    "triangle",
+    "plus",
+    "x",
+    "bar pair",
+    "diamond",
+    "ellipse",
+)
 #: Images shapes32 holds (its train and validation parts together), and its generator's seed:
 #: fixed, so every study on shapes32 sees the same images; ``[data].seed`` only splits them.
 SHAPES32_SAMPLES = 6000
@@ -384,15 +465,18 @@ def _shapes32(cfg: DataConfig) -> Data:
 def _synthetic(cfg: DataConfig) -> Data:
     """Seeded Gaussian clusters, one per class, in the configured sample shape."""
     if cfg.classes > MAX_CLASSES:
-        raise NaskdError(f"[data].classes: {cfg.classes} is over the limit of {MAX_CLASSES} classes "
-                         "(naskd.data.MAX_CLASSES)")
+        raise NaskdError(
+            f"[data].classes: {cfg.classes} is over the limit of {MAX_CLASSES} classes (naskd.data.MAX_CLASSES)"
+        )
     values = math.prod(cfg.shape)  # exact: no int64 overflow for absurd shapes
     need = 4 * cfg.samples * values
     if need > MAX_SYNTHETIC_BYTES:
-        raise NaskdError(f"[data].samples x [data].shape: {cfg.samples} samples of shape {list(cfg.shape)} take "
-                         f"4 x {cfg.samples} x {values} = {need:,} bytes ({_size(need)}) as float32, over the limit "
-                         f"of {MAX_SYNTHETIC_BYTES:,} bytes ({_size(MAX_SYNTHETIC_BYTES)}, "
-                         "naskd.data.MAX_SYNTHETIC_BYTES); lower samples or shape")
+        raise NaskdError(
+            f"[data].samples x [data].shape: {cfg.samples} samples of shape {list(cfg.shape)} take "
+            f"4 x {cfg.samples} x {values} = {need:,} bytes ({_size(need)}) as float32, over the limit "
+            f"of {MAX_SYNTHETIC_BYTES:,} bytes ({_size(MAX_SYNTHETIC_BYTES)}, "
+            "naskd.data.MAX_SYNTHETIC_BYTES); lower samples or shape"
+        )
     rng = np.random.default_rng(cfg.seed)
     dim = int(np.prod(cfg.shape))
     centers = rng.normal(0.0, 1.0, size=(cfg.classes, dim))
@@ -406,8 +490,15 @@ def _none(cfg: DataConfig) -> Data:
     classes it tells apart; the transfer set (``naskd.trial.transfer_set``) fills the training part."""
     empty = torch.zeros((0, *cfg.shape))
     labels = torch.zeros(0, dtype=torch.long)
-    return Data("none", empty, labels, empty.clone(), labels.clone(), cfg.classes,
-                {"split": "no real data: a synthesized transfer set, and synthesized held-out inputs"})
+    return Data(
+        "none",
+        empty,
+        labels,
+        empty.clone(),
+        labels.clone(),
+        cfg.classes,
+        {"split": "no real data: a synthesized transfer set, and synthesized held-out inputs"},
+    )
 
 
 def _physical_memory() -> int | None:
@@ -430,14 +521,20 @@ def _from_npz(cfg: DataConfig) -> Data:
     except OSError as exc:
         raise NaskdError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
     if head not in (b"PK\x03\x04", b"PK\x05\x06"):  # what np.load takes for an .npz; else it tries pickle
-        what = ("the file is empty" if not head else "it holds a single .npy array" if head == b"\x93NUM"
-                else "it is not a zip archive")
+        what = (
+            "the file is empty"
+            if not head
+            else "it holds a single .npy array"
+            if head == b"\x93NUM"
+            else "it is not a zip archive"
+        )
         raise NaskdError(f"{path}: not readable as an .npz file ({what}); {_NPZ_EXPECTED}")
     try:
         arrays = np.load(path, allow_pickle=False)
     except Exception as exc:  # BadZipFile, EOFError, OSError, ValueError: a truncated or damaged archive
-        raise NaskdError(f"{path}: not readable as an .npz file ({type(exc).__name__}: {_one_line(exc)}); "
-                         f"{_NPZ_EXPECTED}") from None
+        raise NaskdError(
+            f"{path}: not readable as an .npz file ({type(exc).__name__}: {_one_line(exc)}); {_NPZ_EXPECTED}"
+        ) from None
     with arrays:
         missing = [k for k in ("x", "y") if k not in arrays.files]
         if missing:
@@ -453,24 +550,36 @@ def _from_npz(cfg: DataConfig) -> Data:
                 loaded[k] = arrays[k]
             except ValueError as exc:
                 if "allow_pickle" in str(exc):
-                    raise NaskdError(f"{path}: array {k!r} holds Python objects (a pickled object array); "
-                                     "expected a plain numeric array") from None
-                raise NaskdError(f"{path}: array {k!r} cannot be read ({_one_line(exc)}); "
-                                 "expected a plain numeric array") from None
+                    raise NaskdError(
+                        f"{path}: array {k!r} holds Python objects (a pickled object array); "
+                        "expected a plain numeric array"
+                    ) from None
+                raise NaskdError(
+                    f"{path}: array {k!r} cannot be read ({_one_line(exc)}); expected a plain numeric array"
+                ) from None
             except Exception as exc:  # BadZipFile (bad CRC), zlib.error, EOFError: damaged contents
-                raise NaskdError(f"{path}: array {k!r} cannot be read ({type(exc).__name__}: {_one_line(exc)}); "
-                                 "the file looks damaged") from None
+                raise NaskdError(
+                    f"{path}: array {k!r} cannot be read ({type(exc).__name__}: {_one_line(exc)}); "
+                    "the file looks damaged"
+                ) from None
     _check_xy(loaded["x"], loaded["y"], str(path), "array 'x'", "array 'y'")
     _check_teacher_views(loaded, str(path))
     views = (loaded["x_teacher"], loaded.get("x_teacher_val")) if "x_teacher" in loaded else None
     if "x_val" in loaded:
         _check_xy(loaded["x_val"], loaded["y_val"], str(path), "array 'x_val'", "array 'y_val'")
-        _check_splits(loaded["x"], loaded["y"], loaded["x_val"], str(path),
-                      ("array 'x'", "array 'y'", "array 'x_val'"))
-        return _make(path.stem, loaded["x"], loaded["y"], loaded["x_val"], loaded["y_val"],
-                     {"split": f"given in {path.name}"}, views)
-    return _split(loaded["x"], loaded["y"], cfg, path.stem, where=str(path), yname="array 'y'",
-                  x_teacher=loaded.get("x_teacher"))
+        _check_splits(loaded["x"], loaded["y"], loaded["x_val"], str(path), ("array 'x'", "array 'y'", "array 'x_val'"))
+        return _make(
+            path.stem,
+            loaded["x"],
+            loaded["y"],
+            loaded["x_val"],
+            loaded["y_val"],
+            {"split": f"given in {path.name}"},
+            views,
+        )
+    return _split(
+        loaded["x"], loaded["y"], cfg, path.stem, where=str(path), yname="array 'y'", x_teacher=loaded.get("x_teacher")
+    )
 
 
 def _check_teacher_views(arrays: dict[str, np.ndarray], where: str) -> None:
@@ -479,19 +588,24 @@ def _check_teacher_views(arrays: dict[str, np.ndarray], where: str) -> None:
     sample shape."""
     if "x_teacher" not in arrays:
         if "x_teacher_val" in arrays:
-            raise NaskdError(f"{where}: array 'x_teacher_val' is given without 'x_teacher'; expected both "
-                             "teacher views or neither")
+            raise NaskdError(
+                f"{where}: array 'x_teacher_val' is given without 'x_teacher'; expected both teacher views or neither"
+            )
         return
     if ("x_val" in arrays) != ("x_teacher_val" in arrays):
         given, missing = ("x_val", "x_teacher_val") if "x_val" in arrays else ("x_teacher_val", "x_val")
-        raise NaskdError(f"{where}: array {given!r} is given but {missing!r} is not; with a teacher view, "
-                         "the validation part needs both views")
+        raise NaskdError(
+            f"{where}: array {given!r} is given but {missing!r} is not; with a teacher view, "
+            "the validation part needs both views"
+        )
     for xname, yname in (("x_teacher", "y"), ("x_teacher_val", "y_val")):
         if xname in arrays:
             _check_xy(arrays[xname], arrays[yname], where, f"array {xname!r}", f"array {yname!r}")
     if "x_teacher_val" in arrays and arrays["x_teacher"].shape[1:] != arrays["x_teacher_val"].shape[1:]:
-        raise NaskdError(f"{where}: array 'x_teacher_val' has samples of shape {arrays['x_teacher_val'].shape[1:]} "
-                         f"but 'x_teacher' has {arrays['x_teacher'].shape[1:]}; expected one sample shape")
+        raise NaskdError(
+            f"{where}: array 'x_teacher_val' has samples of shape {arrays['x_teacher_val'].shape[1:]} "
+            f"but 'x_teacher' has {arrays['x_teacher'].shape[1:]}; expected one sample shape"
+        )
 
 
 def _check_npz_size(arrays: Any, names: list[str], path: Any) -> None:
@@ -502,8 +616,10 @@ def _check_npz_size(arrays: Any, names: list[str], path: Any) -> None:
         return  # an archive numpy names differently: its arrays are checked as they load
     have = _physical_memory()
     if have is not None and need > have:
-        raise NaskdError(f"{path}: its arrays {', '.join(names)} take {_size(need)} uncompressed, more than this "
-                         f"machine's {_size(have)} of memory; expected data that fits in memory")
+        raise NaskdError(
+            f"{path}: its arrays {', '.join(names)} take {_size(need)} uncompressed, more than this "
+            f"machine's {_size(have)} of memory; expected data that fits in memory"
+        )
 
 
 def _from_loader(cfg: DataConfig) -> Data:
@@ -514,8 +630,9 @@ def _from_loader(cfg: DataConfig) -> Data:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         if isinstance(exc, ModuleNotFoundError) and exc.name and (module_name + ".").startswith(exc.name + "."):
-            raise NaskdError(f"[data].loader: cannot import {ref!r} ({_one_line(exc)}; is it installed or on "
-                             "PYTHONPATH?)") from None
+            raise NaskdError(
+                f"[data].loader: cannot import {ref!r} ({_one_line(exc)}; is it installed or on PYTHONPATH?)"
+            ) from None
         raise _user_code_error(ref, exc, f"importing {module_name}") from None
     except Exception as exc:  # anything the module's own code raises at import, SyntaxError included
         raise _user_code_error(ref, exc, f"importing {module_name}") from None
@@ -523,8 +640,9 @@ def _from_loader(cfg: DataConfig) -> Data:
         raise NaskdError(f"[data].loader: cannot import {ref!r} (module {module_name!r} has no attribute {attr!r})")
     fn = getattr(module, attr)
     if not callable(fn):
-        raise NaskdError(f"[data].loader: {ref} is {_short(fn)}, not callable; expected a function returning "
-                         "(train, val) datasets")
+        raise NaskdError(
+            f"[data].loader: {ref} is {_short(fn)}, not callable; expected a function returning (train, val) datasets"
+        )
     try:
         result = fn()
     except Exception as exc:
@@ -542,11 +660,15 @@ def _from_loader(cfg: DataConfig) -> Data:
     (xt, yt, tt), (xv, yv, tv) = parts
     _check_splits(xt, yt, xv, f"[data].loader: {ref}", ("train x", "train y", "val x"))
     if (tt is None) != (tv is None):
-        raise NaskdError(f"[data].loader: {ref} gives the teacher's view (x_teacher) for its "
-                         f"{'train' if tt is not None else 'val'} set only; expected it for both or neither")
+        raise NaskdError(
+            f"[data].loader: {ref} gives the teacher's view (x_teacher) for its "
+            f"{'train' if tt is not None else 'val'} set only; expected it for both or neither"
+        )
     if tt is not None and tv is not None and tt.shape[1:] != tv.shape[1:]:
-        raise NaskdError(f"[data].loader: {ref} val x_teacher has samples of shape {tv.shape[1:]} but train "
-                         f"x_teacher has {tt.shape[1:]}; expected one sample shape")
+        raise NaskdError(
+            f"[data].loader: {ref} val x_teacher has samples of shape {tv.shape[1:]} but train "
+            f"x_teacher has {tt.shape[1:]}; expected one sample shape"
+        )
     return _make(ref, xt, yt, xv, yv, {"split": f"given by {ref}"}, (tt, tv) if tt is not None else None)
 
 
@@ -554,8 +676,10 @@ def _user_code_error(ref: str, exc: BaseException, during: str) -> NaskdError:
     """One line naming the key and the exception; the traceback goes to the debug log (naskd -vv)."""
     log.debug("[data].loader %s raised while %s", ref, during, exc_info=exc)
     detail = _one_line(exc)
-    return NaskdError(f"[data].loader: {ref} raised {type(exc).__name__}{': ' + detail if detail else ''} "
-                      f"(while {during}; -vv shows the traceback)")
+    return NaskdError(
+        f"[data].loader: {ref} raised {type(exc).__name__}{': ' + detail if detail else ''} "
+        f"(while {during}; -vv shows the traceback)"
+    )
 
 
 def _short(v: Any) -> str:
@@ -570,8 +694,9 @@ def _as_array(v: Any, where: str, what: str) -> np.ndarray:
     try:
         return np.asarray(v)
     except Exception as exc:  # ragged nesting, objects numpy cannot hold
-        raise NaskdError(f"{where}: {what} is not array-like ({type(exc).__name__}: {_one_line(exc, 120)}); "
-                         "expected numbers") from None
+        raise NaskdError(
+            f"{where}: {what} is not array-like ({type(exc).__name__}: {_one_line(exc, 120)}); expected numbers"
+        ) from None
 
 
 def _materialize(part: Any, ref: str, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -588,8 +713,10 @@ def _materialize(part: Any, ref: str, which: str) -> tuple[np.ndarray, np.ndarra
             n = len(part)
             getitem = part.__getitem__
         except (TypeError, AttributeError):
-            raise NaskdError(f"[data].loader: {ref} {which} set must be (x, y), (x, x_teacher, y) or a dataset of "
-                             f"such items, got {type(part).__name__}") from None
+            raise NaskdError(
+                f"[data].loader: {ref} {which} set must be (x, y), (x, x_teacher, y) or a dataset of "
+                f"such items, got {type(part).__name__}"
+            ) from None
         if n == 0:
             raise NaskdError(f"{where}: the {which} set is empty (0 samples); expected at least one sample")
         xs, ys, views = [], [], []
@@ -597,8 +724,11 @@ def _materialize(part: Any, ref: str, which: str) -> tuple[np.ndarray, np.ndarra
         for i in range(n):
             item = getitem(i)
             if not (isinstance(item, (tuple, list)) and len(item) in (2, 3)) or (width and len(item) != width):
-                expected = {None: "an (x, y) pair or (x, x_teacher, y) triple", 2: "an (x, y) pair",
-                            3: "an (x, x_teacher, y) triple like item 0"}[width]
+                expected = {
+                    None: "an (x, y) pair or (x, x_teacher, y) triple",
+                    2: "an (x, y) pair",
+                    3: "an (x, x_teacher, y) triple like item 0",
+                }[width]
                 raise NaskdError(f"{where}: {which} item {i} is {_short(item)}; expected {expected}")
             width = len(item)
             xs.append(_as_array(item[0], where, f"{which} item {i} x"))
@@ -606,11 +736,15 @@ def _materialize(part: Any, ref: str, which: str) -> tuple[np.ndarray, np.ndarra
             if width == 3:
                 views.append(_as_array(item[1], where, f"{which} item {i} x_teacher"))
                 if views[-1].shape != views[0].shape:
-                    raise NaskdError(f"{where}: {which} item {i} has x_teacher of shape {views[-1].shape} but item 0 "
-                                     f"has {views[0].shape}; expected one sample shape")
+                    raise NaskdError(
+                        f"{where}: {which} item {i} has x_teacher of shape {views[-1].shape} but item 0 "
+                        f"has {views[0].shape}; expected one sample shape"
+                    )
             if xs[-1].shape != xs[0].shape:
-                raise NaskdError(f"{where}: {which} item {i} has x of shape {xs[-1].shape} but item 0 has "
-                                 f"{xs[0].shape}; expected one sample shape")
+                raise NaskdError(
+                    f"{where}: {which} item {i} has x of shape {xs[-1].shape} but item 0 has "
+                    f"{xs[0].shape}; expected one sample shape"
+                )
         x = np.stack(xs)
         y = np.asarray(ys)
         xt = np.stack(views) if views else None

@@ -27,9 +27,13 @@ def scratch_metrics(spec: dict[str, Any], context: StudyContext) -> dict[str, fl
 def long_run_metrics(spec: dict[str, Any], context: StudyContext, steps: int) -> dict[str, float]:
     """``long_accuracy`` and ``long_teacher_agreement`` after ``steps`` distillation steps
     (the trial's recipe and scheme otherwise), plus ``long_steps``."""
-    recipe = dataclasses.replace(recipe_from_dict(spec.get("recipe", {}), base=context.config.distill),
-                                 steps=steps, epochs=0)
+    recipe = dataclasses.replace(
+        recipe_from_dict(spec.get("recipe", {}), base=context.config.distill), steps=steps, epochs=0
+    )
     student, _ = train_as_trial(spec, context, recipe)
     metrics = validate(student, context)
-    return {"long_accuracy": metrics["accuracy"], "long_teacher_agreement": metrics["teacher_agreement"],
-            "long_steps": float(steps)}
+    return {
+        "long_accuracy": metrics["accuracy"],
+        "long_teacher_agreement": metrics["teacher_agreement"],
+        "long_steps": float(steps),
+    }

@@ -16,8 +16,8 @@ from torch import nn
 from naskd.cache import atomic_save, atomic_write_bytes
 from naskd.data import Data
 from naskd.errors import NaskdError
-from naskd.scoring import predict, score
 from naskd.quantize import Int8Student, int8_state, load_int8_state, quantize_untrained
+from naskd.scoring import predict, score
 from naskd.spaces import BuildContext, build_student
 
 #: Accuracy may differ from the recorded value by at most this much after reloading (float
@@ -46,22 +46,34 @@ def load_student(spec: dict[str, Any], weights: Path, ctx: BuildContext) -> nn.M
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, garbage or foreign: say so, never half-load it
-        raise NaskdError(f"{weights}: not a readable student state_dict ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); re-run `naskd search` "
-                         "with a new --out to train it again") from None
+        raise NaskdError(
+            f"{weights}: not a readable student state_dict ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); re-run `naskd search` "
+            "with a new --out to train it again"
+        ) from None
     try:
         if isinstance(model, Int8Student):
             load_int8_state(model, state)
         else:
             model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError, ValueError) as exc:
-        raise NaskdError(f"{weights}: does not fit the student of this trial's spec "
-                         f"({str(exc).splitlines()[0]})") from None
+        raise NaskdError(
+            f"{weights}: does not fit the student of this trial's spec ({str(exc).splitlines()[0]})"
+        ) from None
     return model.eval()
 
 
-def export_student(spec: dict[str, Any], weights: Path, data: Data, recorded: dict[str, float],
-                   dest: Path, *, number: int, study: str, ctx: BuildContext | None = None) -> dict[str, Any]:
+def export_student(
+    spec: dict[str, Any],
+    weights: Path,
+    data: Data,
+    recorded: dict[str, float],
+    dest: Path,
+    *,
+    number: int,
+    study: str,
+    ctx: BuildContext | None = None,
+) -> dict[str, Any]:
     """Write ``model.pt`` (state_dict), ``spec.json``, a program that loads with torch alone
     (``model.torchscript.pt``; for an int8 student ``model.int8.pt2``, a ``torch.export``
     program) and ``README.md`` into ``dest``, and check that the rebuilt student and the
@@ -78,41 +90,71 @@ def export_student(spec: dict[str, Any], weights: Path, data: Data, recorded: di
     ``shrink`` student needs the teacher's in it).
     """
     model = load_student(spec, weights, ctx or BuildContext(data.input_shape, data.num_classes))
-    name, program, reloaded = (_int8_program(model, data) if isinstance(model, Int8Student)
-                               else _torchscript(model, data))
+    name, program, reloaded = (
+        _int8_program(model, data) if isinstance(model, Int8Student) else _torchscript(model, data)
+    )
     if not data.real_validation:
         return _write_unscored(model, reloaded, spec, recorded, dest, name, program, data, number, study)
     eager = score(predict(model, data.x_val), data.y_val)["accuracy"]
     scripted = score(predict(reloaded, data.x_val), data.y_val)["accuracy"]
     check = {"accuracy": recorded.get("accuracy"), "reproduced": eager, "program": name, "program_accuracy": scripted}
     target = recorded.get("accuracy")
-    if target is not None and (abs(eager - target) > REPRODUCE_TOLERANCE or abs(scripted - target) > REPRODUCE_TOLERANCE):
-        raise NaskdError(f"trial {number}: the reloaded student scores {eager:.4f} ({name} {scripted:.4f}), "
-                         f"recorded {target:.4f}")
+    if target is not None and (
+        abs(eager - target) > REPRODUCE_TOLERANCE or abs(scripted - target) > REPRODUCE_TOLERANCE
+    ):
+        raise NaskdError(
+            f"trial {number}: the reloaded student scores {eager:.4f} ({name} {scripted:.4f}), recorded {target:.4f}"
+        )
     _write(model, spec, recorded, dest, name, program, data, number, study)
     return check
 
 
-def _write_unscored(model: nn.Module, reloaded: nn.Module, spec: dict[str, Any], recorded: dict[str, float],
-                    dest: Path, name: str, program: bytes, data: Data, number: int, study: str) -> dict[str, Any]:
+def _write_unscored(
+    model: nn.Module,
+    reloaded: nn.Module,
+    spec: dict[str, Any],
+    recorded: dict[str, float],
+    dest: Path,
+    name: str,
+    program: bytes,
+    data: Data,
+    number: int,
+    study: str,
+) -> dict[str, Any]:
     """A study with no real data has no accuracy to reproduce: the reloaded program must give
     the rebuilt student's outputs on seeded random inputs instead."""
     probe = torch.randn((8, *data.input_shape), generator=torch.Generator().manual_seed(0))
     gap = (predict(model, probe).float() - predict(reloaded, probe).float()).abs().max().item()
     if gap > OUTPUT_TOLERANCE:
-        raise NaskdError(f"trial {number}: the reloaded {name} differs from the rebuilt student by {gap:.3g} on "
-                         "random inputs")
+        raise NaskdError(
+            f"trial {number}: the reloaded {name} differs from the rebuilt student by {gap:.3g} on random inputs"
+        )
     _write(model, spec, recorded, dest, name, program, data, number, study)
     return {"accuracy": None, "reproduced": None, "program": name, "program_accuracy": None, "output_gap": gap}
 
 
-def _write(model: nn.Module, spec: dict[str, Any], recorded: dict[str, float], dest: Path, name: str,
-           program: bytes, data: Data, number: int, study: str) -> None:
+def _write(
+    model: nn.Module,
+    spec: dict[str, Any],
+    recorded: dict[str, float],
+    dest: Path,
+    name: str,
+    program: bytes,
+    data: Data,
+    number: int,
+    study: str,
+) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     save_student(model, dest / "model.pt")
     atomic_write_bytes(dest / name, program)
-    payload = {"study": study, "trial": number, "spec": spec, "metrics": recorded,
-               "input_shape": list(data.input_shape), "num_classes": data.num_classes}
+    payload = {
+        "study": study,
+        "trial": number,
+        "spec": spec,
+        "metrics": recorded,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+    }
     atomic_write_bytes(dest / "spec.json", (json.dumps(payload, indent=2) + "\n").encode())
     atomic_write_bytes(dest / "README.md", _readme(payload, name).encode())
 
@@ -146,10 +188,10 @@ def _readme(payload: dict[str, Any], program: str) -> str:
     m = payload["metrics"]
     if program.endswith(".pt2"):
         return _int8_readme(payload, shape, m)
-    return f"""# Student {payload['trial']} of study `{payload['study']}`
+    return f"""# Student {payload["trial"]} of study `{payload["study"]}`
 
-Validation accuracy {m.get('accuracy', float('nan')):.4f}, {int(m.get('params', 0))} parameters,
-{int(m.get('flops', 0))} FLOPs per sample, latency p50 {m.get('latency_p50_ms', float('nan')):.3f} ms.
+Validation accuracy {m.get("accuracy", float("nan")):.4f}, {int(m.get("params", 0))} parameters,
+{int(m.get("flops", 0))} FLOPs per sample, latency p50 {m.get("latency_p50_ms", float("nan")):.3f} ms.
 
 Files: `model.torchscript.pt` (needs only torch), `model.pt` (state_dict), `spec.json`
 (architecture, distillation recipe and metrics).
@@ -177,10 +219,11 @@ model.eval()
 
 
 def _int8_readme(payload: dict[str, Any], shape: str, m: dict[str, float]) -> str:
-    return f"""# Student {payload['trial']} of study `{payload['study']}` (int8)
+    return f"""# Student {payload["trial"]} of study `{payload["study"]}` (int8)
 
-Validation accuracy {m.get('accuracy', float('nan')):.4f} as an int8 model, {int(m.get('params', 0))} parameters,
-{int(m.get('model_bytes', 0))} bytes, latency p50 {m.get('latency_p50_ms', float('nan')):.3f} ms (Inductor-lowered int8).
+Validation accuracy {m.get("accuracy", float("nan")):.4f} as an int8 model, {int(m.get("params", 0))} parameters,
+{int(m.get("model_bytes", 0))} bytes, latency p50 {m.get("latency_p50_ms", float("nan")):.3f} ms
+(Inductor-lowered int8).
 
 Files: `model.int8.pt2` (a `torch.export` program of the int8 graph, quantized with torchao's PT2E
 x86 flow), `model.pt` (its tensors, for naskd), `spec.json` (architecture, recipe and metrics).

@@ -61,8 +61,9 @@ class RungPlan:
     def label(self, steps: int) -> str:
         return budget_label(steps, self.steps_per_epoch)
 
-    def verdict(self, metrics: dict[str, float], peers: Sequence[dict[str, float]],
-                objectives: Sequence[str]) -> Decision:
+    def verdict(
+        self, metrics: dict[str, float], peers: Sequence[dict[str, float]], objectives: Sequence[str]
+    ) -> Decision:
         """The rule with this plan's factor and margins; always go on when it does not judge."""
         if not self.judge:
             return Decision(True)
@@ -87,13 +88,20 @@ def plan_rungs(fidelity: FidelityConfig, recipe: DistillConfig, n_train: int) ->
     unit = 1 if recipe.steps else per_epoch
     budget = target // unit
     factor = fidelity.reduction_factor
-    first = fidelity.first_rung or max(1, budget // factor ** 2)
+    first = fidelity.first_rung or max(1, budget // factor**2)
     rungs, at = [], first
     while at < budget:
         rungs.append(at * unit)
         at *= factor
-    return RungPlan(target, tuple(rungs), per_epoch, factor, fidelity.margin, judge=fidelity.rule == "pareto",
-                    latency_margin=fidelity.latency_margin)
+    return RungPlan(
+        target,
+        tuple(rungs),
+        per_epoch,
+        factor,
+        fidelity.margin,
+        judge=fidelity.rule == "pareto",
+        latency_margin=fidelity.latency_margin,
+    )
 
 
 @dataclass(frozen=True)
@@ -102,8 +110,14 @@ class Decision:
     reason: str = ""
 
 
-def judge(own: dict[str, float], peers: Sequence[dict[str, float]], objectives: Sequence[str],
-          reduction_factor: int, margin: float = 0.0, latency_margin: float = 0.0) -> Decision:
+def judge(
+    own: dict[str, float],
+    peers: Sequence[dict[str, float]],
+    objectives: Sequence[str],
+    reduction_factor: int,
+    margin: float = 0.0,
+    latency_margin: float = 0.0,
+) -> Decision:
     """Whether a student with metrics ``own`` at a rung goes on, given the metrics ``peers``
     recorded there by other students (see the module docstring).
 
@@ -125,11 +139,16 @@ def judge(own: dict[str, float], peers: Sequence[dict[str, float]], objectives: 
         return Decision(True)
     better = int(np.sum(_dominators(points, objectives, margin, latency_margin)[0]))
     clearly = " clearly (by the margins)" if margin or latency_margin else ""
-    return Decision(False, f"Pareto rank {ranks[0]} of {len(ranks)} students at this rung (going on: rank <= {cut}); "
-                           f"{better} of them at least as cheap and more accurate{clearly}")
+    return Decision(
+        False,
+        f"Pareto rank {ranks[0]} of {len(ranks)} students at this rung (going on: rank <= {cut}); "
+        f"{better} of them at least as cheap and more accurate{clearly}",
+    )
 
 
-def _dominators(points: np.ndarray, objectives: Sequence[str], margin: float, latency_margin: float = 0.0) -> np.ndarray:
+def _dominators(
+    points: np.ndarray, objectives: Sequence[str], margin: float, latency_margin: float = 0.0
+) -> np.ndarray:
     """``d[i, j]``: row ``j`` dominates row ``i`` as ``judge`` says (``i`` given the margins)."""
     signs = np.array([1.0 if direction(o) == "minimize" else -1.0 for o in objectives])
     costs = points * signs  # lower is better everywhere
@@ -143,8 +162,9 @@ def _dominators(points: np.ndarray, objectives: Sequence[str], margin: float, la
     return d
 
 
-def margin_ranks(points: np.ndarray, objectives: Sequence[str], margin: float = 0.0,
-                 latency_margin: float = 0.0) -> np.ndarray:
+def margin_ranks(
+    points: np.ndarray, objectives: Sequence[str], margin: float = 0.0, latency_margin: float = 0.0
+) -> np.ndarray:
     """Non-domination ranks (0 = not dominated) under the margin rule of ``judge``; with both
     margins 0 the usual Pareto ranks (``naskd.front.pareto_ranks``)."""
     d = _dominators(points, objectives, margin, latency_margin)
@@ -173,8 +193,9 @@ class RungLedger(Protocol):
         ...
 
 
-def with_rung(entries: Sequence[dict[str, Any]], rung: int, steps: int,
-              metrics: dict[str, float]) -> list[dict[str, Any]]:
+def with_rung(
+    entries: Sequence[dict[str, Any]], rung: int, steps: int, metrics: dict[str, float]
+) -> list[dict[str, Any]]:
     """``entries`` up to ``rung`` (exclusive), then this rung's ``{"rung", "steps", "metrics"}``:
     a rung judged again replaces its entry and any after it."""
     return [e for e in entries if e["rung"] < rung] + [{"rung": rung, "steps": steps, "metrics": dict(metrics)}]

@@ -221,10 +221,7 @@ def objective_bounds(
     """
     _signs(directions)
     if len(names) != len(directions):
-        raise ValueError(
-            f"expected one direction per name, got {len(names)} names "
-            f"and {len(directions)} directions"
-        )
+        raise ValueError(f"expected one direction per name, got {len(names)} names and {len(directions)} directions")
     values = np.asarray(observed, dtype=np.float64)
     if values.size == 0:
         values = values.reshape(0, len(names))
@@ -278,9 +275,7 @@ def _as_costs(points: np.ndarray, directions: Sequence[Direction]) -> np.ndarray
         # Accept `np.array([])` as well as `np.empty((0, k))` for "no trials yet".
         return values.reshape(0, len(signs))
     if values.ndim != 2 or values.shape[1] != len(signs):
-        raise ValueError(
-            f"expected points of shape (n, {len(signs)}) to match directions, got {values.shape}"
-        )
+        raise ValueError(f"expected points of shape (n, {len(signs)}) to match directions, got {values.shape}")
     if not np.all(np.isfinite(values)):
         raise ValueError("points must be finite; drop failed or infeasible trials first")
     return values * signs
@@ -311,9 +306,7 @@ def _scale(costs: np.ndarray, signs: np.ndarray, low: np.ndarray, high: np.ndarr
     return np.clip((costs - best) / safe, 0.0, 1.0)
 
 
-def _bounds(
-    lower: Sequence[float], upper: Sequence[float], k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _bounds(lower: Sequence[float], upper: Sequence[float], k: int) -> tuple[np.ndarray, np.ndarray]:
     """``lower`` and ``upper`` as float vectors of length ``k``."""
     return _vector(lower, k, "lower"), _vector(upper, k, "upper")
 

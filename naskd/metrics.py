@@ -85,35 +85,115 @@ class Metric:
 
 
 #: Every metric, trial metrics first in the order of the front's columns (CSV, summary).
-METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("accuracy", "maximize", "accuracy", format="share", objective=True, unit_range=True,
-           rung_margin="accuracy", teacher_summary=True),
-    Metric("teacher_agreement", "maximize", "teacher agreement", format="share", objective=True, unit_range=True,
-           rung_margin="accuracy"),
-    Metric("kl_to_teacher", "minimize", "KL to teacher", objective=True),
-    Metric("params", "minimize", "params", format="count", objective=True, budget_key="max_params",
-           budget_rank=1, teacher_bounded=True, log_axis=True, teacher_summary=True),
-    Metric("flops", "minimize", "FLOPs", format="count", objective=True, budget_key="max_flops", budget_rank=2,
-           teacher_bounded=True, log_axis=True, teacher_summary=True),
-    Metric("latency_p50_ms", "minimize", "latency p50", unit="ms", objective=True, budget_key="max_latency_ms",
-           budget_rank=0, teacher_bounded=True, rung_margin="latency", teacher_summary=True),
-    Metric("latency_p95_ms", "minimize", "latency p95", unit="ms", objective=True, teacher_bounded=True,
-           rung_margin="latency"),
-    Metric("train_seconds", "minimize", "train time", unit="s", objective=True),
-    Metric("capacity_ratio", "maximize", "capacity ratio", objective=True, log_axis=True),
-    Metric("model_bytes", "minimize", "model size", unit="bytes", format="count", objective=True,
-           budget_key="max_model_bytes", budget_rank=3, teacher_bounded=True, log_axis=True, teacher_summary=True),
-    Metric("scratch_accuracy", "maximize", "scratch accuracy", format="share", kind="diagnostic", unit_range=True),
-    Metric("long_accuracy", "maximize", "long-run accuracy", format="share", kind="diagnostic", unit_range=True),
-    Metric("long_teacher_agreement", "maximize", "long-run agreement", format="share", kind="diagnostic",
-           unit_range=True),
-    Metric("long_steps", None, "long-run steps", format="count", kind="diagnostic"),
-    # A study with no real data (``[data] dataset = "none"``) cannot score accuracy; its trials
-    # record instead how often the student agrees with the teacher on held-out synthesized
-    # inputs (present only there, so listed with the metrics that appear once recorded).
-    Metric("synthetic_agreement", "maximize", "agreement on held-out synthetic inputs", format="share",
-           kind="diagnostic", objective=True, unit_range=True, rung_margin="accuracy"),
-)}
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(
+            "accuracy",
+            "maximize",
+            "accuracy",
+            format="share",
+            objective=True,
+            unit_range=True,
+            rung_margin="accuracy",
+            teacher_summary=True,
+        ),
+        Metric(
+            "teacher_agreement",
+            "maximize",
+            "teacher agreement",
+            format="share",
+            objective=True,
+            unit_range=True,
+            rung_margin="accuracy",
+        ),
+        Metric("kl_to_teacher", "minimize", "KL to teacher", objective=True),
+        Metric(
+            "params",
+            "minimize",
+            "params",
+            format="count",
+            objective=True,
+            budget_key="max_params",
+            budget_rank=1,
+            teacher_bounded=True,
+            log_axis=True,
+            teacher_summary=True,
+        ),
+        Metric(
+            "flops",
+            "minimize",
+            "FLOPs",
+            format="count",
+            objective=True,
+            budget_key="max_flops",
+            budget_rank=2,
+            teacher_bounded=True,
+            log_axis=True,
+            teacher_summary=True,
+        ),
+        Metric(
+            "latency_p50_ms",
+            "minimize",
+            "latency p50",
+            unit="ms",
+            objective=True,
+            budget_key="max_latency_ms",
+            budget_rank=0,
+            teacher_bounded=True,
+            rung_margin="latency",
+            teacher_summary=True,
+        ),
+        Metric(
+            "latency_p95_ms",
+            "minimize",
+            "latency p95",
+            unit="ms",
+            objective=True,
+            teacher_bounded=True,
+            rung_margin="latency",
+        ),
+        Metric("train_seconds", "minimize", "train time", unit="s", objective=True),
+        Metric("capacity_ratio", "maximize", "capacity ratio", objective=True, log_axis=True),
+        Metric(
+            "model_bytes",
+            "minimize",
+            "model size",
+            unit="bytes",
+            format="count",
+            objective=True,
+            budget_key="max_model_bytes",
+            budget_rank=3,
+            teacher_bounded=True,
+            log_axis=True,
+            teacher_summary=True,
+        ),
+        Metric("scratch_accuracy", "maximize", "scratch accuracy", format="share", kind="diagnostic", unit_range=True),
+        Metric("long_accuracy", "maximize", "long-run accuracy", format="share", kind="diagnostic", unit_range=True),
+        Metric(
+            "long_teacher_agreement",
+            "maximize",
+            "long-run agreement",
+            format="share",
+            kind="diagnostic",
+            unit_range=True,
+        ),
+        Metric("long_steps", None, "long-run steps", format="count", kind="diagnostic"),
+        # A study with no real data (``[data] dataset = "none"``) cannot score accuracy; its trials
+        # record instead how often the student agrees with the teacher on held-out synthesized
+        # inputs (present only there, so listed with the metrics that appear once recorded).
+        Metric(
+            "synthetic_agreement",
+            "maximize",
+            "agreement on held-out synthetic inputs",
+            format="share",
+            kind="diagnostic",
+            objective=True,
+            unit_range=True,
+            rung_margin="accuracy",
+        ),
+    )
+}
 
 #: What a study without real validation data cannot measure (``[data] dataset = "none"``).
 NEEDS_REAL_VALIDATION: tuple[str, ...] = ("accuracy", "teacher_agreement", "kl_to_teacher")
@@ -122,6 +202,7 @@ NEEDS_REAL_VALIDATION: tuple[str, ...] = ("accuracy", "teacher_agreement", "kl_t
 # --- views of a table ----------------------------------------------------------------------
 # Functions of the table (not only of METRICS) so a test can check that a new row reaches
 # every view without patching this module.
+
 
 def names_where(where: Callable[[Metric], Any], table: Mapping[str, Metric] | None = None) -> tuple[str, ...]:
     """Names of the metrics ``where`` holds for, in table order."""
@@ -167,8 +248,9 @@ def budget_limits(cost_config: Any) -> dict[str, float | None]:
     return {key: getattr(cost_config, key) for key in BUDGETS}
 
 
-def budget_violations(metrics: Mapping[str, float],
-                      limits: Mapping[str, float | None]) -> tuple[dict[str, float], list[str]]:
+def budget_violations(
+    metrics: Mapping[str, float], limits: Mapping[str, float | None]
+) -> tuple[dict[str, float], list[str]]:
     """Constraint values per set budget (feasible when every value <= 0) and a sentence for each
     broken one (``"latency_p50_ms 1.2 > budget 1"``).
 

@@ -50,7 +50,7 @@ class Int8Student(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph(x)
 
-    def train(self, mode: bool = True) -> "Int8Student":
+    def train(self, mode: bool = True) -> Int8Student:
         _quiet()
         from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
@@ -76,7 +76,9 @@ def _quiet() -> None:
 
 def _quantizer():  # type: ignore[no-untyped-def]
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
 
     return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
 
@@ -99,8 +101,9 @@ def fold_batchnorm(student: nn.Module, example: torch.Tensor) -> nn.Module:
     try:
         graph = torch.export.export(model, (example,)).graph
     except Exception as exc:  # noqa: BLE001  (export refuses many model shapes)
-        raise InvalidSpec(f"int8: this student cannot be exported for quantization ({type(exc).__name__}: "
-                          f"{_first_line(exc)})") from None
+        raise InvalidSpec(
+            f"int8: this student cannot be exported for quantization ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
     for node in graph.nodes:
         source = node.args[0] if node.op == "call_function" and "batch_norm" in str(node.target) else None
         if not (isinstance(source, torch.fx.Node) and "conv" in str(source.target) and len(source.users) == 1):
@@ -135,8 +138,9 @@ def prepare(student: nn.Module, example: torch.Tensor) -> Int8Student:
         graph = torch.export.export(folded, (example,), dynamic_shapes=({0: batch},)).module()
         prepared = prepare_qat_pt2e(graph, _quantizer())  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001  (export and annotation refuse many model shapes)
-        raise InvalidSpec(f"int8: the x86 quantizer cannot take this student ({type(exc).__name__}: "
-                          f"{_first_line(exc)})") from None
+        raise InvalidSpec(
+            f"int8: the x86 quantizer cannot take this student ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
     return Int8Student(prepared).train()
 
 
@@ -188,8 +192,9 @@ def int8_bytes(model: Int8Student) -> int:
     return buffer.getbuffer().nbytes
 
 
-def measure_int8_cost(student: nn.Module, input_shape: tuple[int, ...], *, batch_size: int, threads: int,
-                      warmup: int, repeats: int) -> Cost:
+def measure_int8_cost(
+    student: nn.Module, input_shape: tuple[int, ...], *, batch_size: int, threads: int, warmup: int, repeats: int
+) -> Cost:
     """Cost of ``student`` deployed as int8 on this CPU: its parameter count and FLOPs (those
     of the float architecture: int8 does the same multiply-adds), the latency of the lowered
     int8 model, and the int8 model's size.
@@ -209,12 +214,19 @@ def measure_int8_cost(student: nn.Module, input_shape: tuple[int, ...], *, batch
         try:
             lowered = _Lowered(lower(int8, timed))
         except Exception as exc:  # noqa: BLE001  (Inductor refuses some graphs; the student cannot ship as int8)
-            raise InvalidSpec(f"int8: Inductor cannot lower this student's int8 graph ({type(exc).__name__}: "
-                              f"{_first_line(exc)})") from None
-        latency = measure_latency(lowered, input_shape, batch_size=batch_size, threads=threads, warmup=warmup,
-                                  repeats=repeats, device="cpu")
-    return Cost(params=count_params(student), flops=count_flops(student, input_shape),
-                latency_p50_ms=latency.p50_ms, latency_p95_ms=latency.p95_ms, model_bytes=int8_bytes(int8))
+            raise InvalidSpec(
+                f"int8: Inductor cannot lower this student's int8 graph ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
+        latency = measure_latency(
+            lowered, input_shape, batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats, device="cpu"
+        )
+    return Cost(
+        params=count_params(student),
+        flops=count_flops(student, input_shape),
+        latency_p50_ms=latency.p50_ms,
+        latency_p95_ms=latency.p95_ms,
+        model_bytes=int8_bytes(int8),
+    )
 
 
 class _Conv1dAs2d(nn.Module):
@@ -224,10 +236,17 @@ class _Conv1dAs2d(nn.Module):
         super().__init__()
         # "same" / "valid" mean the same over a height of 1; a number pads the length only.
         padding = conv.padding if isinstance(conv.padding, str) else (0, conv.padding[0])
-        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, (1, conv.kernel_size[0]),
-                              stride=(1, conv.stride[0]), padding=padding,
-                              dilation=(1, conv.dilation[0]), groups=conv.groups, bias=conv.bias is not None,
-                              padding_mode=conv.padding_mode)
+        self.conv = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            (1, conv.kernel_size[0]),
+            stride=(1, conv.stride[0]),
+            padding=padding,
+            dilation=(1, conv.dilation[0]),
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+        )
         with torch.no_grad():
             self.conv.weight.copy_(conv.weight.unsqueeze(2))
             if conv.bias is not None:
@@ -254,7 +273,7 @@ class _Lowered(nn.Module):
         super().__init__()
         self.fn = fn
 
-    def train(self, mode: bool = True) -> "_Lowered":
+    def train(self, mode: bool = True) -> _Lowered:
         self.training = mode  # the compiled graph is an inference graph; it has no mode to switch
         return self
 
@@ -287,9 +306,14 @@ _QDQ = ("quantize_per_tensor", "dequantize_per_tensor")
 
 
 def _qdq_nodes(model: Int8Student) -> list[torch.fx.Node]:
-    return [n for n in model.graph.graph.nodes
-            if n.op == "call_function" and any(k in str(n.target) for k in _QDQ) and len(n.args) >= 3
-            and isinstance(n.args[1], float)]
+    return [
+        n
+        for n in model.graph.graph.nodes
+        if n.op == "call_function"
+        and any(k in str(n.target) for k in _QDQ)
+        and len(n.args) >= 3
+        and isinstance(n.args[1], float)
+    ]
 
 
 def int8_state(model: Int8Student) -> dict[str, torch.Tensor]:
@@ -297,8 +321,10 @@ def int8_state(model: Int8Student) -> dict[str, torch.Tensor]:
     weights_only=True)`` reads it back): its state_dict, plus the activations' scales and zero
     points, which convert writes into the graph as constants rather than as tensors."""
     qparams = [(float(n.args[1]), float(n.args[2])) for n in _qdq_nodes(model)]
-    return {**{f"graph.{k}": v for k, v in model.graph.state_dict().items()},
-            "qparams": torch.tensor(qparams, dtype=torch.float64).reshape(-1, 2)}
+    return {
+        **{f"graph.{k}": v for k, v in model.graph.state_dict().items()},
+        "qparams": torch.tensor(qparams, dtype=torch.float64).reshape(-1, 2),
+    }
 
 
 def load_int8_state(model: Int8Student, state: dict[str, torch.Tensor]) -> Int8Student:
@@ -308,8 +334,10 @@ def load_int8_state(model: Int8Student, state: dict[str, torch.Tensor]) -> Int8S
     qparams = state.pop("qparams", None)
     nodes = _qdq_nodes(model)
     if not isinstance(qparams, torch.Tensor) or qparams.shape != (len(nodes), 2):
-        raise ValueError(f"the saved int8 state holds {None if qparams is None else tuple(qparams.shape)} activation "
-                         f"quantization parameters, this student's graph has {len(nodes)}")
+        raise ValueError(
+            f"the saved int8 state holds {None if qparams is None else tuple(qparams.shape)} activation "
+            f"quantization parameters, this student's graph has {len(nodes)}"
+        )
     for node, (scale, zero_point) in zip(nodes, qparams.tolist()):
         node.args = (node.args[0], scale, int(zero_point), *node.args[3:])
     model.graph.recompile()

@@ -9,15 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Mapping
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
+from naskd.front import hypervolume, knee, non_dominated, objective_bounds
 from naskd.metrics import DIAGNOSTIC_METRICS, TRIAL_METRICS, direction, names_where
 from naskd.terminal import printable
-from naskd.front import hypervolume, knee, non_dominated, objective_bounds
 
 State = Literal["complete", "infeasible", "failed", "pruned", "running"]
 
@@ -83,7 +83,9 @@ def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str
     """
     directions = [direction(o) for o in facts.objectives]
     done = [r for r in records if r.state == "complete"]
-    points = np.array([[r.metrics[o] for o in facts.objectives] for r in done], dtype=float).reshape(-1, len(directions))
+    points = np.array([[r.metrics[o] for o in facts.objectives] for r in done], dtype=float).reshape(
+        -1, len(directions)
+    )
     idx = non_dominated(points, directions) if len(done) else np.array([], dtype=int)
     lower, upper = objective_bounds(facts.objectives, facts.teacher, points, directions)
     hv = hypervolume(points[idx], directions, lower, upper) if len(idx) else 0.0
@@ -97,15 +99,25 @@ def front_summary(facts: StudyFacts, records: Sequence[TrialRecord]) -> dict[str
         "counts": counts(records),
         "hypervolume": hv,
         "knee": done[idx[knee_at]].number if knee_at is not None else None,
-        "front": [{"number": r.number, "spec": r.spec,
-                   "metrics": {k: r.metrics.get(k) for k in (*FRONT_COLUMNS, *DIAGNOSTIC_COLUMNS)
-                               if k in FRONT_COLUMNS or k in r.metrics},
-                   "steps": r.steps,
-                   "loss_terms": dict(r.terms or {}),
-                   "rungs": [{"rung": e["rung"], "steps": e["steps"],
-                              "metrics": {k: e["metrics"].get(k) for k in FRONT_COLUMNS}} for e in r.rungs],
-                   **({"continued_from": r.continued_from} if r.continued_from is not None else {})}
-                  for r in front],
+        "front": [
+            {
+                "number": r.number,
+                "spec": r.spec,
+                "metrics": {
+                    k: r.metrics.get(k)
+                    for k in (*FRONT_COLUMNS, *DIAGNOSTIC_COLUMNS)
+                    if k in FRONT_COLUMNS or k in r.metrics
+                },
+                "steps": r.steps,
+                "loss_terms": dict(r.terms or {}),
+                "rungs": [
+                    {"rung": e["rung"], "steps": e["steps"], "metrics": {k: e["metrics"].get(k) for k in FRONT_COLUMNS}}
+                    for e in r.rungs
+                ],
+                **({"continued_from": r.continued_from} if r.continued_from is not None else {}),
+            }
+            for r in front
+        ],
     }
 
 
@@ -122,7 +134,11 @@ def _teacher_summary(teacher: dict[str, Any]) -> dict[str, Any]:
 def rung_progress(fidelity: dict[str, Any], records: Sequence[TrialRecord]) -> tuple[str, str]:
     """For a progress bar: ``("rungs 1/3/9/27ep", "40>14>8>6")``, how many students reached
     each rung and the target (complete); empty strings when the study has no rungs."""
-    rungs, per_epoch, target = fidelity.get("rungs") or [], fidelity.get("steps_per_epoch"), fidelity.get("target_steps")
+    rungs, per_epoch, target = (
+        fidelity.get("rungs") or [],
+        fidelity.get("steps_per_epoch"),
+        fidelity.get("target_steps"),
+    )
     if not rungs or not target:
         return "", ""
     budgets = [*rungs, target]
@@ -144,8 +160,9 @@ def _fmt(value: Any) -> str:
 def arch_summary(spec: dict[str, Any]) -> str:
     """``cnn1d(stages=2, ...)``, prefixed ``int8`` for an int8 student (a shrink student's
     teacher fingerprint is left out: it is the study's teacher)."""
-    arch = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in spec.get("arch", {}).items()
-                     if k != "teacher")
+    arch = ", ".join(
+        f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in spec.get("arch", {}).items() if k != "teacher"
+    )
     prefix = "int8 " if spec.get("precision") == "int8" else ""
     return f"{prefix}{spec.get('family', '?')}({arch})"
 
@@ -154,45 +171,94 @@ def render_table(summary: dict[str, Any]) -> str:
     """The front as an aligned text table, teacher first, knee marked with '*'; scratch and
     long-run accuracy columns appear once diagnostics have recorded them."""
     extra = [k for k in ("scratch_accuracy", "long_accuracy") if any(k in e["metrics"] for e in summary["front"])]
-    cols = ["trial", "accuracy", "agreement", "latency_p50_ms", "params", "flops", "model_bytes", "capacity_ratio",
-            *extra, "spec"]
+    cols = [
+        "trial",
+        "accuracy",
+        "agreement",
+        "latency_p50_ms",
+        "params",
+        "flops",
+        "model_bytes",
+        "capacity_ratio",
+        *extra,
+        "spec",
+    ]
     t = summary["teacher"]
-    rows = [["teacher", _fmt(t.get("accuracy")), "-", _fmt(t.get("latency_p50_ms")), _fmt(t.get("params")),
-             _fmt(t.get("flops")), _fmt(t.get("model_bytes", "-")), "1", *("-" for _ in extra),
-             "ensemble" if t.get("teachers") else ""]]
+    rows = [
+        [
+            "teacher",
+            _fmt(t.get("accuracy")),
+            "-",
+            _fmt(t.get("latency_p50_ms")),
+            _fmt(t.get("params")),
+            _fmt(t.get("flops")),
+            _fmt(t.get("model_bytes", "-")),
+            "1",
+            *("-" for _ in extra),
+            "ensemble" if t.get("teachers") else "",
+        ]
+    ]
     # Several teachers: a row each under the ensemble's (capacity ratios are against the largest).
     largest = t.get("params") or 1
-    rows += [[f"  {each.get('name')}", _fmt(each.get("accuracy")), "-", _fmt(each.get("latency_p50_ms")),
-              _fmt(each.get("params")), _fmt(each.get("flops")), _fmt(each.get("model_bytes", "-")),
-              _fmt(largest / max(1, each.get("params") or 1)),
-              *("-" for _ in extra), f"weight {_fmt(each.get('weight'))}"] for each in t.get("teachers") or ()]
+    rows += [
+        [
+            f"  {each.get('name')}",
+            _fmt(each.get("accuracy")),
+            "-",
+            _fmt(each.get("latency_p50_ms")),
+            _fmt(each.get("params")),
+            _fmt(each.get("flops")),
+            _fmt(each.get("model_bytes", "-")),
+            _fmt(largest / max(1, each.get("params") or 1)),
+            *("-" for _ in extra),
+            f"weight {_fmt(each.get('weight'))}",
+        ]
+        for each in t.get("teachers") or ()
+    ]
     for entry in summary["front"]:
         m = entry["metrics"]
         mark = "*" if entry["number"] == summary["knee"] else ""
         agreement = m.get("teacher_agreement")
-        rows.append([f"{entry['number']}{mark}", _fmt(m.get("accuracy")),
-                     _fmt(agreement if agreement is not None else m.get("synthetic_agreement")),
-                     _fmt(m["latency_p50_ms"]), _fmt(m["params"]), _fmt(m["flops"]), _fmt(m.get("model_bytes", "-")),
-                     _fmt(m["capacity_ratio"]),
-                     *(_fmt(m[k]) if k in m else "-" for k in extra), arch_summary(entry["spec"])])
+        rows.append(
+            [
+                f"{entry['number']}{mark}",
+                _fmt(m.get("accuracy")),
+                _fmt(agreement if agreement is not None else m.get("synthetic_agreement")),
+                _fmt(m["latency_p50_ms"]),
+                _fmt(m["params"]),
+                _fmt(m["flops"]),
+                _fmt(m.get("model_bytes", "-")),
+                _fmt(m["capacity_ratio"]),
+                *(_fmt(m[k]) if k in m else "-" for k in extra),
+                arch_summary(entry["spec"]),
+            ]
+        )
     rows = [[printable(cell) for cell in row] for row in rows]  # a spec or name is user text
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     c = summary["counts"]
     budget = f" at the target budget of {summary['target_steps']} training steps" if summary.get("target_steps") else ""
-    head = (f"study {printable(summary['study'])}: {len(summary['front'])} students on the front{budget} "
-            f"({c['complete']} complete, {c['infeasible']} infeasible, {c['failed']} failed, "
-            f"{c['pruned']} stopped at a rung); hypervolume {summary['hypervolume']:.4f}; * = knee")
+    head = (
+        f"study {printable(summary['study'])}: {len(summary['front'])} students on the front{budget} "
+        f"({c['complete']} complete, {c['infeasible']} infeasible, {c['failed']} failed, "
+        f"{c['pruned']} stopped at a rung); hypervolume {summary['hypervolume']:.4f}; * = knee"
+    )
     lines = [head, line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)]
     if summary["front"] and all(e["metrics"].get("accuracy") is None for e in summary["front"]):
-        lines.append("accuracy: unavailable (no real validation data); agreement: with the teacher on held-out "
-                     "synthesized inputs")
+        lines.append(
+            "accuracy: unavailable (no real validation data); agreement: with the teacher on held-out "
+            "synthesized inputs"
+        )
     for v in summary.get("versions") or ():  # lifelong: every teacher version's front, in one line each
         teacher = v.get("teacher") or {}
         members = ", ".join(str(e["number"]) for e in v.get("front") or ()) or "empty"
-        lines.append(printable(f"teacher version {v['version']} (accuracy {_fmt(teacher.get('accuracy'))}, from "
-                               f"trial {v.get('first_trial')}): front {members}; hypervolume "
-                               f"{v.get('hypervolume', 0.0):.4f}"))
+        lines.append(
+            printable(
+                f"teacher version {v['version']} (accuracy {_fmt(teacher.get('accuracy'))}, from "
+                f"trial {v.get('first_trial')}): front {members}; hypervolume "
+                f"{v.get('hypervolume', 0.0):.4f}"
+            )
+        )
     return "\n".join(lines)
 
 
@@ -204,9 +270,16 @@ def render_csv(summary: dict[str, Any]) -> str:
     writer.writerow(["number", "knee", *FRONT_COLUMNS, "steps", *(f"loss_{t}" for t in terms), "spec"])
     for entry in summary["front"]:
         own = entry.get("loss_terms") or {}
-        writer.writerow([entry["number"], int(entry["number"] == summary["knee"]),
-                         *(entry["metrics"][k] for k in FRONT_COLUMNS), entry.get("steps"),
-                         *(own.get(t, "") for t in terms), json.dumps(entry["spec"], sort_keys=True)])
+        writer.writerow(
+            [
+                entry["number"],
+                int(entry["number"] == summary["knee"]),
+                *(entry["metrics"][k] for k in FRONT_COLUMNS),
+                entry.get("steps"),
+                *(own.get(t, "") for t in terms),
+                json.dumps(entry["spec"], sort_keys=True),
+            ]
+        )
     return buf.getvalue()
 
 

@@ -13,7 +13,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
 

@@ -33,22 +33,39 @@ def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The BatchNorm layers (1d/2d/3d) that hold running statistics, in module order.
 
     A layer built with ``track_running_stats=False`` keeps none, so it is left out."""
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, _BatchNorm) and m.running_mean is not None and m.running_var is not None]
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, _BatchNorm) and m.running_mean is not None and m.running_var is not None
+    ]
 
 
-def synthesis_key(teacher_fingerprint: str, input_shape: Sequence[int], num_classes: int,
-                  cfg: SynthesisConfig) -> str:
+def synthesis_key(teacher_fingerprint: str, input_shape: Sequence[int], num_classes: int, cfg: SynthesisConfig) -> str:
     """A content name for a cached transfer set: the teacher, the inputs' shape, the classes,
     every setting and the algorithm's version."""
-    src = json.dumps({"v": SYNTHESIS_VERSION, "teacher": teacher_fingerprint, "shape": [int(d) for d in input_shape],
-                      "classes": int(num_classes), "cfg": dataclasses.asdict(cfg)}, sort_keys=True)
+    src = json.dumps(
+        {
+            "v": SYNTHESIS_VERSION,
+            "teacher": teacher_fingerprint,
+            "shape": [int(d) for d in input_shape],
+            "classes": int(num_classes),
+            "cfg": dataclasses.asdict(cfg),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(src.encode()).hexdigest()[:16]
 
 
-def synthesize(teacher: nn.Module, input_shape: tuple[int, ...], num_classes: int, cfg: SynthesisConfig, *,
-               device: torch.device | str = "cpu", where: str = "the teacher",
-               progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+def synthesize(
+    teacher: nn.Module,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    cfg: SynthesisConfig,
+    *,
+    device: torch.device | str = "cpu",
+    where: str = "the teacher",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """``cfg.samples`` inputs of shape ``input_shape`` and their class-balanced targets.
 
     Each batch starts as standard normal noise and takes ``cfg.iterations`` Adam steps on
@@ -74,8 +91,10 @@ def synthesize(teacher: nn.Module, input_shape: tuple[int, ...], num_classes: in
     """
     layers = [m for _, m in batchnorm_layers(teacher)]
     if not layers:
-        raise NoBatchNorm(f"{where}: has no BatchNorm layer; DeepInversion matches the teacher's BatchNorm "
-                          'statistics (use a teacher with BatchNorm, or [data] transfer = "real")')
+        raise NoBatchNorm(
+            f"{where}: has no BatchNorm layer; DeepInversion matches the teacher's BatchNorm "
+            'statistics (use a teacher with BatchNorm, or [data] transfer = "real")'
+        )
     start = time.perf_counter()
     device = torch.device(device)
     home = next(iter(teacher.parameters()), None)
@@ -118,16 +137,23 @@ def _bn_hook(out: list[torch.Tensor], weight: float) -> Callable[..., None]:
     return hook
 
 
-def _run(teacher: nn.Module, shape: tuple[int, ...], num_classes: int, cfg: SynthesisConfig, device: torch.device,
-         bn_terms: list[torch.Tensor], progress: Callable[[int], None] | None,
-         start: float) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+def _run(
+    teacher: nn.Module,
+    shape: tuple[int, ...],
+    num_classes: int,
+    cfg: SynthesisConfig,
+    device: torch.device,
+    bn_terms: list[torch.Tensor],
+    progress: Callable[[int], None] | None,
+    start: float,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     # Every random draw comes from this CPU generator: the global RNGs stay untouched, and the
     # same seed gives the same set on any device.
     gen = torch.Generator().manual_seed(cfg.seed)
     y_all = (torch.arange(cfg.samples) % num_classes)[torch.randperm(cfg.samples, generator=gen)]
     xs, firsts, lasts, ces, hits = [], [], [], [], 0
     for lo in range(0, cfg.samples, cfg.batch_size):
-        y = y_all[lo:lo + cfg.batch_size].to(device)
+        y = y_all[lo : lo + cfg.batch_size].to(device)
         x = torch.randn((len(y), *shape), generator=gen).to(device).requires_grad_()
         opt = torch.optim.Adam([x], lr=cfg.lr, betas=_BETAS)
         for it in range(cfg.iterations):
@@ -137,8 +163,12 @@ def _run(teacher: nn.Module, shape: tuple[int, ...], num_classes: int, cfg: Synt
             bn = torch.stack(bn_terms).sum()
             # L2 prior: the mean of per-sample norms (the paper takes the whole batch's norm),
             # so its weight means the same at any batch size.
-            loss = (cfg.bn_weight * bn + F.cross_entropy(logits, y)
-                    + cfg.tv_weight * _tv(x) + cfg.l2_weight * x.flatten(1).norm(dim=1).mean())
+            loss = (
+                cfg.bn_weight * bn
+                + F.cross_entropy(logits, y)
+                + cfg.tv_weight * _tv(x)
+                + cfg.l2_weight * x.flatten(1).norm(dim=1).mean()
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -152,9 +182,13 @@ def _run(teacher: nn.Module, shape: tuple[int, ...], num_classes: int, cfg: Synt
         xs.append(x.detach().float().cpu())
         if progress is not None:
             progress(lo + len(y))
-    stats = {"bn_loss_first": float(torch.stack(firsts).mean()), "bn_loss_last": float(torch.stack(lasts).mean()),
-             "ce_loss_last": float(torch.stack(ces).mean()), "teacher_accuracy": hits / cfg.samples,
-             "seconds": time.perf_counter() - start}
+    stats = {
+        "bn_loss_first": float(torch.stack(firsts).mean()),
+        "bn_loss_last": float(torch.stack(lasts).mean()),
+        "ce_loss_last": float(torch.stack(ces).mean()),
+        "teacher_accuracy": hits / cfg.samples,
+        "seconds": time.perf_counter() - start,
+    }
     return torch.cat(xs), y_all, stats
 
 

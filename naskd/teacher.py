@@ -21,8 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from naskd.cache import (atomic_write_bytes, cache_root, is_code_refusal, load_entry, load_error_reason, save_entry,
-                         state_fingerprint)
+from naskd.cache import (
+    atomic_write_bytes,
+    cache_root,
+    is_code_refusal,
+    load_entry,
+    load_error_reason,
+    save_entry,
+    state_fingerprint,
+)
 from naskd.config import CostConfig, DistillConfig, TeacherConfig
 from naskd.data import Data
 from naskd.distill import Scratch, train
@@ -63,9 +70,13 @@ class Teacher:
         """What student builders receive from this teacher: its architecture's factory, its
         trained weights and its fingerprint (families derived from the teacher read them)."""
         rebuildable = self.rebuild is not None
-        return BuildContext(input_shape, num_classes, teacher=self.rebuild,
-                            trained_teacher=self.trained_copy if rebuildable else None,
-                            teacher_fingerprint=self.fingerprint)
+        return BuildContext(
+            input_shape,
+            num_classes,
+            teacher=self.rebuild,
+            trained_teacher=self.trained_copy if rebuildable else None,
+            teacher_fingerprint=self.fingerprint,
+        )
 
 
 class _ConvTeacher(nn.Module):
@@ -153,8 +164,9 @@ def load_teacher(cfg: TeacherConfig, data: Data, *, dataset_key: str) -> Teacher
             rebuild = lambda: _builtin_model(arch, data)  # noqa: E731
         fingerprint = state_fingerprint(model)
     model.eval()
-    return Teacher(model=model, source=source, fingerprint=fingerprint, name=cfg.name, weight=cfg.weight,
-                   rebuild=rebuild)
+    return Teacher(
+        model=model, source=source, fingerprint=fingerprint, name=cfg.name, weight=cfg.weight, rebuild=rebuild
+    )
 
 
 def load_teachers(cfgs: Sequence[TeacherConfig], data: Data, *, dataset_key: str) -> list[Teacher]:
@@ -165,10 +177,18 @@ def load_teachers(cfgs: Sequence[TeacherConfig], data: Data, *, dataset_key: str
 def describe_teacher(teacher: Teacher, val_logits: torch.Tensor, data: Data, cost: CostConfig) -> dict[str, Any]:
     """The teacher's accuracy (from its cached validation outputs) and its measured cost."""
     if val_logits.ndim != 2 or val_logits.shape[1] < data.num_classes:  # (its outputs on the scored inputs)
-        raise NaskdError(f"teacher {teacher.source}: outputs have shape {tuple(val_logits.shape)}, "
-                         f"expected (N, {data.num_classes})")
-    measured = measure_cost(teacher.model, data.input_shape, batch_size=cost.batch_size, threads=cost.threads,
-                            warmup=cost.warmup, repeats=cost.repeats, device=cost.device)
+        raise NaskdError(
+            f"teacher {teacher.source}: outputs have shape {tuple(val_logits.shape)}, expected (N, {data.num_classes})"
+        )
+    measured = measure_cost(
+        teacher.model,
+        data.input_shape,
+        batch_size=cost.batch_size,
+        threads=cost.threads,
+        warmup=cost.warmup,
+        repeats=cost.repeats,
+        device=cost.device,
+    )
     info = {
         "source": teacher.source,
         "fingerprint": teacher.fingerprint,
@@ -176,8 +196,13 @@ def describe_teacher(teacher: Teacher, val_logits: torch.Tensor, data: Data, cos
         "accuracy": score(val_logits, data.y_val)["accuracy"] if data.real_validation else None,
         **measured.metrics(),
     }
-    log.info("teacher %s: accuracy %s, %d params, %d FLOPs", teacher.source,
-             "unavailable" if info["accuracy"] is None else f"{info['accuracy']:.4f}", info["params"], info["flops"])
+    log.info(
+        "teacher %s: accuracy %s, %d params, %d FLOPs",
+        teacher.source,
+        "unavailable" if info["accuracy"] is None else f"{info['accuracy']:.4f}",
+        info["params"],
+        info["flops"],
+    )
     return info
 
 
@@ -185,8 +210,17 @@ def _builtin(cfg: TeacherConfig, data: Data, dataset_key: str) -> nn.Module:
     arch, default_epochs, settings = _BUILTIN.get(dataset_key, _BUILTIN["synthetic"])
     epochs = cfg.epochs or default_epochs
     recipe = DistillConfig(epochs=epochs, seed=cfg.seed, alpha=0.0, **settings)
-    key_src = json.dumps({"v": BUILTIN_VERSION, "data": data.fingerprint, "arch": arch, "epochs": epochs,
-                          "seed": cfg.seed, "train": settings}, sort_keys=True)
+    key_src = json.dumps(
+        {
+            "v": BUILTIN_VERSION,
+            "data": data.fingerprint,
+            "arch": arch,
+            "epochs": epochs,
+            "seed": cfg.seed,
+            "train": settings,
+        },
+        sort_keys=True,
+    )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     path = cache_root(cfg.cache_dir) / "teachers" / f"{key}.pt"
     torch.manual_seed(cfg.seed)
@@ -197,8 +231,11 @@ def _builtin(cfg: TeacherConfig, data: Data, dataset_key: str) -> nn.Module:
             try:
                 model.load_state_dict(state)
             except RuntimeError as exc:
-                log.warning("built-in teacher cache %s: does not fit the model (%s); retraining the teacher",
-                            path, str(exc).splitlines()[0])
+                log.warning(
+                    "built-in teacher cache %s: does not fit the model (%s); retraining the teacher",
+                    path,
+                    str(exc).splitlines()[0],
+                )
             else:
                 log.info("built-in teacher loaded from cache %s", path)
                 return model
@@ -255,8 +292,9 @@ def _load_user(ref: str, checkpoint: Path | None) -> nn.Module:
                 "(torch.load weights_only=True); save model.state_dict() instead"
             ) from None
         # Random bytes, a truncated or empty file, another format: nothing torch can parse.
-        raise NaskdError(f"{checkpoint}: not a readable torch checkpoint ({load_error_reason(exc, checkpoint)})"
-                         ) from None
+        raise NaskdError(
+            f"{checkpoint}: not a readable torch checkpoint ({load_error_reason(exc, checkpoint)})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

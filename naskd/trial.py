@@ -13,8 +13,8 @@ import dataclasses
 import logging
 import math
 import traceback
-from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -23,12 +23,23 @@ from torch import nn
 from naskd.cache import TeacherCache, cache_root, load_entry, save_entry
 from naskd.config import DistillConfig, StudyConfig
 from naskd.data import Data, load_data
-from naskd.distill import (Diverged, DistillResult, Placement, SchemeInputs, Scratch, TeacherSource,
-                           TrainState, make_distiller, recipe_dict, recipe_from_dict, train)
-from naskd.distill.loop import RungCallback
+from naskd.distill import (
+    DistillResult,
+    Diverged,
+    Placement,
+    SchemeInputs,
+    Scratch,
+    TeacherSource,
+    TrainState,
+    make_distiller,
+    recipe_dict,
+    recipe_from_dict,
+    train,
+)
 from naskd.distill.lifelong import Lifelong
-from naskd.distill.recipe import total_steps
+from naskd.distill.loop import RungCallback
 from naskd.distill.quantized import quantization_aware
+from naskd.distill.recipe import total_steps
 from naskd.distill.teachers import combine
 from naskd.errors import ConfigError, InvalidSpec
 from naskd.fidelity import CheckpointFile, Decision, RungPlan, plan_rungs, with_rung
@@ -36,8 +47,9 @@ from naskd.knowledge.functional import LOSSES
 from naskd.knowledge.hooks import module_names, stage_names
 from naskd.knowledge.terms import EMBEDDING
 from naskd.measure import measure_cost
+from naskd.metrics import TRIAL_METRICS, budget_limits
+from naskd.metrics import budget_violations as _violations
 from naskd.quantize import measure_int8_cost
-from naskd.metrics import TRIAL_METRICS, budget_limits, budget_violations as _violations
 from naskd.scoring import predict, score
 from naskd.spaces import BuildContext, build_student, check_spec
 from naskd.spaces.recipe import apply_recipe_choices
@@ -82,13 +94,16 @@ class StudyContext:
         self.x_val = scored.to(on)  # type: ignore[union-attr]
         self.x_teacher_train = self.data.x_teacher_train.to(on) if self.data.x_teacher_train is not None else None
 
-    def to(self, placement: Placement) -> "StudyContext":
+    def to(self, placement: Placement) -> StudyContext:
         """This context training on ``placement``'s device (teachers moved in place)."""
         for t in self.teachers:
             t.model.to(placement.device)
-        return dataclasses.replace(self, placement=placement, _values={},
-                                   train_logits=[z.to(placement.device) if z is not None else None
-                                                 for z in self.train_logits])
+        return dataclasses.replace(
+            self,
+            placement=placement,
+            _values={},
+            train_logits=[z.to(placement.device) if z is not None else None for z in self.train_logits],
+        )
 
     @property
     def teacher(self) -> Teacher:
@@ -103,11 +118,19 @@ class StudyContext:
     def describe(self) -> dict[str, Any]:
         """Facts recorded with the study: data splits, the teachers' figures and the rungs."""
         plan = self.plan
-        return {"data": self.data.describe(), "teacher": dict(self.teacher_info),
-                "fidelity": {"rule": self.config.fidelity.rule, "target_steps": plan.target_steps,
-                             "rungs": list(plan.rungs), "steps_per_epoch": plan.steps_per_epoch,
-                             "reduction_factor": plan.reduction_factor, "margin": plan.margin,
-                             "latency_margin": plan.latency_margin}}
+        return {
+            "data": self.data.describe(),
+            "teacher": dict(self.teacher_info),
+            "fidelity": {
+                "rule": self.config.fidelity.rule,
+                "target_steps": plan.target_steps,
+                "rungs": list(plan.rungs),
+                "steps_per_epoch": plan.steps_per_epoch,
+                "reduction_factor": plan.reduction_factor,
+                "margin": plan.margin,
+                "latency_margin": plan.latency_margin,
+            },
+        }
 
     @property
     def plan(self) -> RungPlan:
@@ -117,8 +140,9 @@ class StudyContext:
     def feature_teacher(self, recipe: DistillConfig) -> Teacher:
         return feature_teacher(self.teachers, recipe.feature_teacher)
 
-    def teacher_values(self, terms: Sequence[dict[str, Any]], teacher: Teacher | None = None
-                       ) -> dict[str, torch.Tensor] | None:
+    def teacher_values(
+        self, terms: Sequence[dict[str, Any]], teacher: Teacher | None = None
+    ) -> dict[str, torch.Tensor] | None:
         """Cached features/embeddings of ``teacher`` (default: the first) over the training set
         for these knowledge terms, on the training device; None when they need none, the cache
         is off, or they exceed ``feature_cache_mb``."""
@@ -134,9 +158,14 @@ class StudyContext:
         key = f"{teacher.fingerprint}|{sorted(names)}"
         if key not in self._values:
             seen = self.x_teacher_train if self.x_teacher_train is not None else self.x_train
-            values = self.cache.values(teacher.model, teacher.fingerprint, seen,
-                                       f"{self.data.teacher_view().fingerprint}:train", names,
-                                       budget_bytes=self.config.distill.feature_cache_mb * 2**20)
+            values = self.cache.values(
+                teacher.model,
+                teacher.fingerprint,
+                seen,
+                f"{self.data.teacher_view().fingerprint}:train",
+                names,
+                budget_bytes=self.config.distill.feature_cache_mb * 2**20,
+            )
             on = self.placement.device
             self._values[key] = {k: v.to(on) for k, v in values.items()} if values is not None else None
         return self._values[key]
@@ -144,14 +173,22 @@ class StudyContext:
     def sources(self, recipe: DistillConfig) -> list[TeacherSource]:
         """The study's teachers as a scheme reads them, with what the cache holds of each."""
         feature = self.feature_teacher(recipe)
-        return [TeacherSource(t.name, t.model, logits,
-                              self.teacher_values(recipe.knowledge or (), t) if t is feature else None, t.weight,
-                              inputs=self.x_teacher_train)
-                for t, logits in zip(self.teachers, self.train_logits)]
+        return [
+            TeacherSource(
+                t.name,
+                t.model,
+                logits,
+                self.teacher_values(recipe.knowledge or (), t) if t is feature else None,
+                t.weight,
+                inputs=self.x_teacher_train,
+            )
+            for t, logits in zip(self.teachers, self.train_logits)
+        ]
 
 
-def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = None,
-                  device: str | None = None) -> StudyContext:
+def build_context(
+    config: StudyConfig, *, teacher_info: dict[str, Any] | None = None, device: str | None = None
+) -> StudyContext:
     """Load the data and teachers, and compute (or load from the cache) the teachers' outputs.
 
     Args:
@@ -177,15 +214,17 @@ def build_context(config: StudyConfig, *, teacher_info: dict[str, Any] | None = 
     val_logits = combine(vals, [t.weight for t in teachers], config.distill.combine)
     train_logits: list[torch.Tensor | None] = [None] * len(teachers)
     if config.distill.cache_teacher:
-        train_logits = [cache.logits(t.model, t.fingerprint, seen.x_train, f"{seen.fingerprint}:train")
-                        for t in teachers]
+        train_logits = [
+            cache.logits(t.model, t.fingerprint, seen.x_train, f"{seen.fingerprint}:train") for t in teachers
+        ]
     else:
         log.info("teacher cache off: the teachers run on every training batch")
     if teacher_info is None:
         teacher_info = _describe_teachers(teachers, vals, val_logits, seen, config)
     # Teachers were measured on [cost].device above; training reads them on its own device.
     return StudyContext(config, data, teachers, teacher_info, cache, train_logits, val_logits).to(
-        Placement.from_config(config.distill, device))
+        Placement.from_config(config.distill, device)
+    )
 
 
 def transfer_set(config: StudyConfig, data: Data, teacher: Teacher) -> Data:
@@ -201,8 +240,12 @@ def transfer_set(config: StudyConfig, data: Data, teacher: Teacher) -> Data:
     from tqdm.auto import tqdm
 
     if data.cross_modal:
-        raise ConfigError(str(config.file), "[data].transfer", '"deepinversion" synthesizes inputs in the teacher\'s '
-                          "view, but this data gives the students another view (x_teacher); use one view")
+        raise ConfigError(
+            str(config.file),
+            "[data].transfer",
+            '"deepinversion" synthesizes inputs in the teacher\'s '
+            "view, but this data gives the students another view (x_teacher); use one view",
+        )
     cfg = config.synthesis
     key = synthesis_key(teacher.fingerprint, data.input_shape, data.num_classes, cfg)
     path = cache_root(config.teacher.cache_dir) / "transfer" / f"{key}.pt"
@@ -212,29 +255,52 @@ def transfer_set(config: StudyConfig, data: Data, teacher: Teacher) -> Data:
         log.info("transfer set %s: %d samples loaded from the cache", key, len(y))
         stats = {k.removeprefix("stat_"): float(v) for k, v in entry.items() if k.startswith("stat_")}
     else:
-        log.info("synthesizing the transfer set (DeepInversion, %d samples x %d iterations); cached at %s",
-                 cfg.samples, cfg.iterations, path)
+        log.info(
+            "synthesizing the transfer set (DeepInversion, %d samples x %d iterations); cached at %s",
+            cfg.samples,
+            cfg.iterations,
+            path,
+        )
         place = Placement.from_config(config.distill)
         # disable=None: a bar on a terminal, nothing in logs and captured output.
         with tqdm(total=cfg.samples, desc="DeepInversion", unit="sample", disable=None) as bar:
-            x, y, stats = synthesize(teacher.model, data.input_shape, data.num_classes, cfg, device=place.device,
-                                     where=f"[teacher] {teacher.source}", progress=lambda n: bar.update(n - bar.n))
+            x, y, stats = synthesize(
+                teacher.model,
+                data.input_shape,
+                data.num_classes,
+                cfg,
+                device=place.device,
+                where=f"[teacher] {teacher.source}",
+                progress=lambda n: bar.update(n - bar.n),
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         save_entry(path, key, {"x": x, "y": y, **{f"stat_{k}": torch.tensor(v) for k, v in stats.items()}})
-    split = {**data.split, "transfer": "deepinversion", "synthesis_key": key, "real_train": len(data.y_train),
-             **{f"synthesis_{k}": round(v, 6) for k, v in stats.items()}}
+    split = {
+        **data.split,
+        "transfer": "deepinversion",
+        "synthesis_key": key,
+        "real_train": len(data.y_train),
+        **{f"synthesis_{k}": round(v, 6) for k, v in stats.items()},
+    }
     holdout = None
     if not data.real_validation:
         # No real data to score on: a tenth of the set is held out, for agreement with the teacher.
         keep = len(y) - max(1, len(y) // 10)
         x, y, holdout = x[:keep], y[:keep], x[keep:].contiguous()
         split["synthetic_holdout"] = len(holdout)
-    return dataclasses.replace(data, name=f"{data.name} (DeepInversion transfer set)", x_train=x.contiguous(),
-                               y_train=y, split=split, x_holdout=holdout)
+    return dataclasses.replace(
+        data,
+        name=f"{data.name} (DeepInversion transfer set)",
+        x_train=x.contiguous(),
+        y_train=y,
+        split=split,
+        x_holdout=holdout,
+    )
 
 
-def _describe_teachers(teachers: list[Teacher], vals: list[torch.Tensor], combined: torch.Tensor, data: Data,
-                       config: StudyConfig) -> dict[str, Any]:
+def _describe_teachers(
+    teachers: list[Teacher], vals: list[torch.Tensor], combined: torch.Tensor, data: Data, config: StudyConfig
+) -> dict[str, Any]:
     """The teacher's figures; for several, the largest one's cost (``capacity_ratio`` is
     against it), the ensemble's accuracy, and every teacher's own figures under ``teachers``."""
     infos = [describe_teacher(t, z, data, config.cost) for t, z in zip(teachers, vals)]
@@ -243,8 +309,12 @@ def _describe_teachers(teachers: list[Teacher], vals: list[torch.Tensor], combin
     for info, t in zip(infos, teachers):
         info.update(name=t.name, weight=t.weight)
     largest = max(infos, key=lambda i: i["params"])
-    return {**largest, "source": f"{len(teachers)} teachers, {config.distill.combine} (largest: {largest['name']})",
-            "accuracy": score(combined, data.y_val)["accuracy"] if data.real_validation else None, "teachers": infos}
+    return {
+        **largest,
+        "source": f"{len(teachers)} teachers, {config.distill.combine} (largest: {largest['name']})",
+        "accuracy": score(combined, data.y_val)["accuracy"] if data.real_validation else None,
+        "teachers": infos,
+    }
 
 
 def feature_teacher(teachers: Sequence[Teacher], name: str | None) -> Teacher:
@@ -257,8 +327,11 @@ def _check_teacher_pairs(config: StudyConfig, teachers: list[Teacher]) -> None:
     available = module_names(feature_teacher(teachers, config.distill.feature_teacher).model)
     for i, (name, _) in enumerate(config.distill.pairs):
         if name not in available:
-            raise ConfigError(str(config.file), f"[distill.pairs[{i}]].teacher",
-                              f"the teacher has no module {name!r} (available: {', '.join(available)})")
+            raise ConfigError(
+                str(config.file),
+                f"[distill.pairs[{i}]].teacher",
+                f"the teacher has no module {name!r} (available: {', '.join(available)})",
+            )
 
 
 def _check_shrink_counts(config: StudyConfig, teacher: Teacher, data: Data) -> None:
@@ -280,8 +353,7 @@ def _check_shrink_counts(config: StudyConfig, teacher: Teacher, data: Data) -> N
             raise ConfigError(space.source, f"{at}.{name}", f"is {value} but the teacher has {count} {name} ({listed})")
 
 
-def build(spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *, seed: int | None = None
-          ) -> nn.Module:
+def build(spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *, seed: int | None = None) -> nn.Module:
     """The spec's untrained student (on the CPU), its weights drawn from ``seed`` (default: the
     recipe's): the same spec and seed give the same student.
 
@@ -292,10 +364,19 @@ def build(spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *,
     return build_student(spec, context.build)
 
 
-def fit(student: nn.Module, spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *,
-        scratch: bool = False, rungs: Sequence[int] = (), on_rung: RungCallback | None = None,
-        resume: TrainState | None = None, steps: int | None = None,
-        previous: nn.Module | None = None) -> DistillResult:
+def fit(
+    student: nn.Module,
+    spec: dict[str, Any],
+    context: StudyContext,
+    recipe: DistillConfig,
+    *,
+    scratch: bool = False,
+    rungs: Sequence[int] = (),
+    on_rung: RungCallback | None = None,
+    resume: TrainState | None = None,
+    steps: int | None = None,
+    previous: nn.Module | None = None,
+) -> DistillResult:
     """Train ``student`` by the recipe's scheme (or from the labels alone: ``scratch``) on the
     study's training set, on the study's device, for ``steps`` (default: the recipe's
     epochs); the student stays there, in eval mode. ``previous``: the same student as an
@@ -310,17 +391,37 @@ def fit(student: nn.Module, spec: dict[str, Any], context: StudyContext, recipe:
     if scratch:
         distiller = Scratch(student)
     else:
+
         def new_student(seed: int) -> nn.Module:
             with torch.random.fork_rng(devices=[]):  # a peer's weights must not move the student's RNG
                 return build(spec, context, recipe, seed=seed)
 
-        distiller = make_distiller(SchemeInputs(
-            student, recipe, context.sources(recipe), context.config.distill.pairs, new_student=new_student,
-            teacher_copy=context.build.trained_teacher, x=context.x_train, y=context.y_train, device=place.device))
+        distiller = make_distiller(
+            SchemeInputs(
+                student,
+                recipe,
+                context.sources(recipe),
+                context.config.distill.pairs,
+                new_student=new_student,
+                teacher_copy=context.build.trained_teacher,
+                x=context.x_train,
+                y=context.y_train,
+                device=place.device,
+            )
+        )
         if previous is not None:
             distiller = Lifelong(distiller, recipe, previous)
-    return train(distiller, context.x_train, context.y_train, recipe, rungs=rungs, on_rung=on_rung,  # type: ignore[arg-type]
-                 resume=resume, placement=place, steps=steps)
+    return train(
+        distiller,
+        context.x_train,
+        context.y_train,
+        recipe,
+        rungs=rungs,
+        on_rung=on_rung,  # type: ignore[arg-type]
+        resume=resume,
+        placement=place,
+        steps=steps,
+    )
 
 
 def float_steps(spec: dict[str, Any], recipe: DistillConfig, total: int) -> int | None:
@@ -331,8 +432,9 @@ def float_steps(spec: dict[str, Any], recipe: DistillConfig, total: int) -> int 
     return total - min(total - 1, max(1, round(recipe.qat_fraction * total)))
 
 
-def train_as_trial(spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *, scratch: bool = False
-                   ) -> tuple[nn.Module, DistillResult]:
+def train_as_trial(
+    spec: dict[str, Any], context: StudyContext, recipe: DistillConfig, *, scratch: bool = False
+) -> tuple[nn.Module, DistillResult]:
     """The spec's student built and trained to the recipe's budget as a trial trains it (an
     int8 student: its float phase, then quantization-aware training; ``scratch``: no teacher
     in either), for the diagnostics."""
@@ -345,8 +447,15 @@ def train_as_trial(spec: dict[str, Any], context: StudyContext, recipe: DistillC
     return student, result
 
 
-def quantize_trained(student: nn.Module, context: StudyContext, recipe: DistillConfig, result: DistillResult,
-                     steps: int, *, scratch: bool = False) -> tuple[nn.Module, DistillResult]:
+def quantize_trained(
+    student: nn.Module,
+    context: StudyContext,
+    recipe: DistillConfig,
+    result: DistillResult,
+    steps: int,
+    *,
+    scratch: bool = False,
+) -> tuple[nn.Module, DistillResult]:
     """The int8 student of a float-trained one after ``steps`` of quantized distillation,
     and the whole run's result (steps, time, curve and terms of both phases; the QAT phase's
     terms are named ``qat_<term>``).
@@ -357,12 +466,16 @@ def quantize_trained(student: nn.Module, context: StudyContext, recipe: DistillC
     """
     if scratch:  # labels only in the QAT phase too
         recipe = dataclasses.replace(recipe, alpha=0.0)
-    int8, phase = quantization_aware(student, recipe, context.sources(recipe), context.x_train, context.y_train,
-                                     steps, context.placement)
+    int8, phase = quantization_aware(
+        student, recipe, context.sources(recipe), context.x_train, context.y_train, steps, context.placement
+    )
     return int8, DistillResult(
-        steps=result.steps + phase.steps, train_seconds=result.train_seconds + phase.train_seconds,
-        final_loss=phase.final_loss, curve=result.curve + [(result.steps + k, v) for k, v in phase.curve],
-        terms={**result.terms, **{f"qat_{k}": v for k, v in phase.terms.items()}})
+        steps=result.steps + phase.steps,
+        train_seconds=result.train_seconds + phase.train_seconds,
+        final_loss=phase.final_loss,
+        curve=result.curve + [(result.steps + k, v) for k, v in phase.curve],
+        terms={**result.terms, **{f"qat_{k}": v for k, v in phase.terms.items()}},
+    )
 
 
 def validate(student: nn.Module, context: StudyContext) -> dict[str, float]:
@@ -417,9 +530,16 @@ def budget_violations(metrics: dict[str, float], config: StudyConfig) -> tuple[d
     return _violations(metrics, budget_limits(config.cost))
 
 
-def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None = None,
-             checkpoint: CheckpointFile | None = None, carried: Sequence[dict[str, Any]] = (),
-             plan: RungPlan | None = None, previous: dict[str, torch.Tensor] | None = None) -> TrialResult:
+def evaluate(
+    spec: dict[str, Any],
+    context: StudyContext,
+    *,
+    gate: Gate | None = None,
+    checkpoint: CheckpointFile | None = None,
+    carried: Sequence[dict[str, Any]] = (),
+    plan: RungPlan | None = None,
+    previous: dict[str, torch.Tensor] | None = None,
+) -> TrialResult:
     """Run one trial. Never raises for a trial's own failure: the reason goes on the result.
 
     The student is scored on the validation set at every rung of the study's plan
@@ -458,8 +578,11 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
     judged = [r for r in plan.rungs if until is None or r < until]
     resume = checkpoint.load() if checkpoint is not None else None
     if resume is not None and int(resume["step"]) not in judged:
-        log.warning("%s: saved at step %s, which is not a rung of this study; the student starts again",
-                    checkpoint.path, resume["step"])  # type: ignore[union-attr]
+        log.warning(
+            "%s: saved at step %s, which is not a rung of this study; the student starts again",
+            checkpoint.path,
+            resume["step"],
+        )  # type: ignore[union-attr]
         resume = None
     rungs = [dict(e) for e in carried if resume is not None and e["steps"] < int(resume["step"])]
     stopped: list[tuple[int, str]] = []  # the rung a student stopped at, and why
@@ -468,8 +591,10 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
         earlier = None
         if previous is not None:
             if int8:
-                raise InvalidSpec("an int8 student is not continued under a new teacher version (its float "
-                                  "weights are not kept); it is searched afresh")
+                raise InvalidSpec(
+                    "an int8 student is not continued under a new teacher version (its float "
+                    "weights are not kept); it is searched afresh"
+                )
             student.load_state_dict(previous)
             earlier = build(spec, context, recipe)
             earlier.load_state_dict(previous)
@@ -479,18 +604,31 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
         else:
             cost = config.cost
             if int8:  # the lowered int8 model, on this CPU (the x86 quantizer's target)
-                measured = measure_int8_cost(student, data.input_shape, batch_size=cost.batch_size,
-                                             threads=cost.threads, warmup=cost.warmup, repeats=cost.repeats)
+                measured = measure_int8_cost(
+                    student,
+                    data.input_shape,
+                    batch_size=cost.batch_size,
+                    threads=cost.threads,
+                    warmup=cost.warmup,
+                    repeats=cost.repeats,
+                )
             else:
-                measured = measure_cost(student, data.input_shape, batch_size=cost.batch_size, threads=cost.threads,
-                                        warmup=cost.warmup, repeats=cost.repeats, device=cost.device)
-            metrics = {**measured.metrics(),
-                       "capacity_ratio": context.teacher_info["params"] / max(1, measured.params)}
+                measured = measure_cost(
+                    student,
+                    data.input_shape,
+                    batch_size=cost.batch_size,
+                    threads=cost.threads,
+                    warmup=cost.warmup,
+                    repeats=cost.repeats,
+                    device=cost.device,
+                )
+            metrics = {**measured.metrics(), "capacity_ratio": context.teacher_info["params"] / max(1, measured.params)}
         cost_metrics = dict(metrics)
         constraints, broken = budget_violations(metrics, config)
         if broken:
-            return TrialResult("infeasible", spec, metrics, reason="over budget: " + "; ".join(broken),
-                               constraints=constraints)
+            return TrialResult(
+                "infeasible", spec, metrics, reason="over budget: " + "; ".join(broken), constraints=constraints
+            )
 
         def on_rung(rung: int, steps: int, seconds: float, state: Callable[[], dict[str, Any]]) -> bool:
             scored = {**metrics, **validate(student, context), "train_seconds": seconds}
@@ -503,8 +641,9 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
                 stopped.append((rung, decision.reason))
             return decision.goes_on
 
-        result = fit(student, spec, context, recipe, rungs=judged, on_rung=on_rung, resume=resume, steps=until,
-                     previous=earlier)
+        result = fit(
+            student, spec, context, recipe, rungs=judged, on_rung=on_rung, resume=resume, steps=until, previous=earlier
+        )
         if until is not None and not result.stopped:
             student, result = quantize_trained(student, context, recipe, result, plan.target_steps - until)
     except InvalidSpec as exc:
@@ -516,19 +655,42 @@ def evaluate(spec: dict[str, Any], context: StudyContext, *, gate: Gate | None =
         return _ended(checkpoint, TrialResult("failed", spec, reason=f"{type(exc).__name__}: {exc}", rungs=rungs))
     if result.stopped:
         rung, why = stopped[-1]
-        return _ended(checkpoint, TrialResult(
-            "pruned", spec, dict(rungs[-1]["metrics"]), constraints=constraints, steps=result.steps, rungs=rungs,
-            terms=result.terms,
-            reason=f"stopped at rung {rung} ({plan.label(result.steps)} of {plan.label(plan.target_steps)})"
-                   + (f": {why}" if why else "")))
+        return _ended(
+            checkpoint,
+            TrialResult(
+                "pruned",
+                spec,
+                dict(rungs[-1]["metrics"]),
+                constraints=constraints,
+                steps=result.steps,
+                rungs=rungs,
+                terms=result.terms,
+                reason=f"stopped at rung {rung} ({plan.label(result.steps)} of {plan.label(plan.target_steps)})"
+                + (f": {why}" if why else ""),
+            ),
+        )
     metrics.update(validate(student, context))
     metrics["train_seconds"] = result.train_seconds
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
-        return _ended(checkpoint, TrialResult("failed", spec, metrics, reason=f"non-finite metrics: {', '.join(bad)}",
-                                              rungs=rungs))
-    return _ended(checkpoint, TrialResult("complete", spec, metrics, constraints=constraints, student=student.cpu(),
-                                          curve=result.curve, steps=result.steps, rungs=rungs, terms=result.terms))
+        return _ended(
+            checkpoint,
+            TrialResult("failed", spec, metrics, reason=f"non-finite metrics: {', '.join(bad)}", rungs=rungs),
+        )
+    return _ended(
+        checkpoint,
+        TrialResult(
+            "complete",
+            spec,
+            metrics,
+            constraints=constraints,
+            student=student.cpu(),
+            curve=result.curve,
+            steps=result.steps,
+            rungs=rungs,
+            terms=result.terms,
+        ),
+    )
 
 
 def _ended(checkpoint: CheckpointFile | None, result: TrialResult) -> TrialResult:

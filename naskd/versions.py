@@ -21,8 +21,13 @@ VERSIONS_KEY = "teacher_versions"
 
 def version_entry(number: int, facts: Mapping[str, Any], first_trial: int) -> dict[str, Any]:
     """One version as the study records it: its teacher's figures, data and budget."""
-    return {"version": number, "first_trial": first_trial, "teacher": dict(facts.get("teacher", {})),
-            "data": dict(facts.get("data", {})), "fidelity": dict(facts.get("fidelity", {}))}
+    return {
+        "version": number,
+        "first_trial": first_trial,
+        "teacher": dict(facts.get("teacher", {})),
+        "data": dict(facts.get("data", {})),
+        "fidelity": dict(facts.get("fidelity", {})),
+    }
 
 
 def versions(facts: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -42,20 +47,35 @@ def of_version(records: Sequence[TrialRecord], version: int) -> list[TrialRecord
     return [r for r in records if r.teacher_version == version]
 
 
-def version_fronts(facts: StudyFacts, records: Sequence[TrialRecord],
-                   listed: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def version_fronts(
+    facts: StudyFacts, records: Sequence[TrialRecord], listed: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """The front of every version, each against its own teacher and budget (for the report's
     and the summary's ``versions``)."""
     out = []
     for entry in listed:
         number = int(entry["version"])
-        own = replace(facts, teacher=dict(entry.get("teacher") or facts.teacher),
-                      fidelity=dict(entry.get("fidelity") or facts.fidelity))
+        own = replace(
+            facts,
+            teacher=dict(entry.get("teacher") or facts.teacher),
+            fidelity=dict(entry.get("fidelity") or facts.fidelity),
+        )
         summary = front_summary(own, of_version(records, number))
-        out.append({"version": number, "first_trial": entry.get("first_trial", 0),
-                    "teacher": summary["teacher"] | {"source": (entry.get("teacher") or {}).get("source"),
-                                                     "fingerprint": (entry.get("teacher") or {}).get("fingerprint")},
-                    "data": (entry.get("data") or {}).get("fingerprint"),
-                    "target_steps": summary["target_steps"], "counts": summary["counts"],
-                    "hypervolume": summary["hypervolume"], "knee": summary["knee"], "front": summary["front"]})
+        out.append(
+            {
+                "version": number,
+                "first_trial": entry.get("first_trial", 0),
+                "teacher": summary["teacher"]
+                | {
+                    "source": (entry.get("teacher") or {}).get("source"),
+                    "fingerprint": (entry.get("teacher") or {}).get("fingerprint"),
+                },
+                "data": (entry.get("data") or {}).get("fingerprint"),
+                "target_steps": summary["target_steps"],
+                "counts": summary["counts"],
+                "hypervolume": summary["hypervolume"],
+                "knee": summary["knee"],
+                "front": summary["front"],
+            }
+        )
     return out

@@ -93,5 +93,7 @@ def tensor_dataset_with_nan_in_val():
     x, y = _xy()
     xv, yv = _xy(6)
     xv[2, 0] = np.inf
-    return (TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-            TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)))
+    return (
+        TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+        TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
+    )

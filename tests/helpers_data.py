@@ -23,8 +23,10 @@ def load():
 def load_dataset():
     """Map-style datasets of (x, y) pairs (the same numbers as ``load``)."""
     xt, yt, xv, yv = _arrays()
-    return (TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)),
-            TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)))
+    return (
+        TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)),
+        TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
+    )
 
 
 def load_one():

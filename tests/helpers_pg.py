@@ -13,9 +13,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 PG_ROOT = Path("/usr/lib/postgresql")
 
@@ -43,8 +43,19 @@ def ensure_postgres() -> Path:
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.write_text("create_main_cluster = false\n")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                                                    "-o", "Dpkg::Options::=--force-confold", "postgresql"]):
+    for cmd in (
+        ["apt-get", "update", "-q"],
+        [
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+            "postgresql",
+        ],
+    ):
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -77,9 +88,17 @@ class PgServer:
 
     def start(self) -> None:
         # fsync off: a test server whose data is thrown away need not survive a power cut.
-        self.run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o",
-                 f"-p {self.port} -k {self.temp} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
-                 "-l", str(self.temp / "log"), "-w", "start")
+        self.run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            f"-p {self.port} -k {self.temp} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+            "-l",
+            str(self.temp / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self.run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")

@@ -15,9 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 TESTS = Path(__file__).resolve().parent
 
@@ -52,12 +52,26 @@ def ray_cluster(num_cpus: int = 2, object_store_mb: int = 100, startup_s: float 
         raise RuntimeError("ray was imported before helpers_ray: it would not stay on 127.0.0.1")
     temp = Path(tempfile.mkdtemp(prefix="naskd-ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     port = free_port()
-    env = {**os.environ, **LOOPBACK_ENV,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)}
-    cmd = [_ray_bin(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-           f"--num-cpus={num_cpus}", "--num-gpus=0", "--include-dashboard=false",
-           f"--object-store-memory={object_store_mb * 2**20}", f"--temp-dir={temp}", "--disable-usage-stats",
-           f"--dashboard-agent-listen-port={free_port()}"]
+    env = {
+        **os.environ,
+        **LOOPBACK_ENV,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p),
+    }
+    cmd = [
+        _ray_bin(),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={num_cpus}",
+        "--num-gpus=0",
+        "--include-dashboard=false",
+        f"--object-store-memory={object_store_mb * 2**20}",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+        f"--dashboard-agent-listen-port={free_port()}",
+    ]
     log_path = temp / "ray-start.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

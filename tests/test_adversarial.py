@@ -1,5 +1,6 @@
 """Data-free adversarial distillation (DFAD): the generator trains on its schedule, widening the
-gap between student and teacher (and only its own optimizer moves it), no real sample reaches a model (an offline run on the same data is the control),
+gap between student and teacher (and only its own optimizer moves it), no real sample reaches a
+model (an offline run on the same data is the control),
 the student learns to agree with the teacher from generated inputs alone, a run continued
 from a rung ends bit-identical, the teacher is left as it was, and the generator makes
 exactly the input shape for 1-D, 2-D, odd-sized and flat inputs."""
@@ -78,11 +79,18 @@ def run(data, teacher):
         return True
 
     result = train(distiller, data.x_train, data.y_train, RECIPE, rungs=[STEPS // 2], on_rung=on_rung)
-    return {"distiller": distiller, "student": student, "result": result, "generator_before": generator_before,
-            "teacher_before": teacher_before, "during": during}
+    return {
+        "distiller": distiller,
+        "student": student,
+        "result": result,
+        "generator_before": generator_before,
+        "teacher_before": teacher_before,
+        "during": during,
+    }
 
 
 # --- the schedule -----------------------------------------------------------------------------
+
 
 def test_the_generator_trains_once_every_generator_every_student_steps(run):
     distiller = run["distiller"]
@@ -156,10 +164,15 @@ def test_the_generator_step_leaves_no_gradient_behind(data, teacher):
 
 # --- data-free ----------------------------------------------------------------------------------
 
+
 def _record(models: dict[str, nn.Module]) -> tuple[list[tuple[str, bool, torch.Tensor]], list]:
     seen: list[tuple[str, bool, torch.Tensor]] = []
-    handles = [m.register_forward_pre_hook(lambda mod, args, name=name: seen.append(
-        (name, mod.training, args[0].detach().clone()))) for name, m in models.items()]
+    handles = [
+        m.register_forward_pre_hook(
+            lambda mod, args, name=name: seen.append((name, mod.training, args[0].detach().clone()))
+        )
+        for name, m in models.items()
+    ]
     return seen, handles
 
 
@@ -209,6 +222,7 @@ def test_the_student_learns_to_agree_with_the_teacher_from_generated_inputs(run,
 
 # --- checkpoints ---------------------------------------------------------------------------------
 
+
 def test_a_run_continued_from_a_rung_ends_bit_identical(data, teacher):
     """The rung (step 7) falls between generator steps (every 3): the counter, the noise
     stream and the generator's Adam moments must all come back from the checkpoint."""
@@ -241,6 +255,7 @@ def test_a_run_continued_from_a_rung_ends_bit_identical(data, teacher):
 
 # --- the teacher ----------------------------------------------------------------------------------
 
+
 def test_no_teacher_is_an_invalid_spec():
     with pytest.raises(InvalidSpec, match="needs a teacher") as err:
         make_distiller(SchemeInputs(_student(), RECIPE))
@@ -272,6 +287,7 @@ def test_mixed_requires_grad_flags_are_restored_exactly(data, teacher):
 
 # --- the generator --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [(1, 40), (2, 37), (3, 8, 8), (3, 7, 9), (16,), (2, 3, 4, 5)])
 def test_the_generator_makes_exactly_the_input_shape(shape):
     torch.manual_seed(0)
@@ -298,13 +314,29 @@ def test_building_the_generator_leaves_the_global_rng_alone(data, teacher):
 
 
 def test_an_adversarial_study_searches_with_rungs_and_exports(write_study, tmp_path):
-    study = write_study(distill={"scheme": "adversarial", "steps": 30, "batch_size": 32},
-                        fidelity={"first_rung": 3, "reduction_factor": 3})
+    study = write_study(
+        distill={"scheme": "adversarial", "steps": 30, "batch_size": 32},
+        fidelity={"first_rung": 3, "reduction_factor": 3},
+    )
     out = tmp_path / "out"
     assert main(["search", str(study), "--out", str(out), "--trials", "3", "--quiet"]) == 0
     front = json.loads((out / "front.json").read_text())
     entry = front["front"][0]
     assert set(entry["loss_terms"]) == {"adv_l1"} and [r["steps"] for r in entry["rungs"]] == [3, 9, 27]
-    assert main(["export", str(study), "--out", str(out), "--trial", str(entry["number"]), "-o",
-                 str(tmp_path / "exp"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(study),
+                "--out",
+                str(out),
+                "--trial",
+                str(entry["number"]),
+                "-o",
+                str(tmp_path / "exp"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert not any("generator" in k for k in torch.load(tmp_path / "exp" / "model.pt", weights_only=True))

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
+from conftest import small_study, toml_text
 
 import naskd.data
-from conftest import small_study, toml_text
 from naskd.cli import main
 from naskd.config import DataConfig
 from naskd.data import load_data
@@ -25,9 +26,11 @@ CASES: list[Any] = []
 
 def case(id: str, *phrases: str) -> Callable[[Case], Case]:
     """Register a broken input: a function writing it under tmp_path and returning the [data] table."""
+
     def register(fn: Case) -> Case:
         CASES.append(pytest.param(fn, phrases, id=id))
         return fn
+
     return register
 
 
@@ -47,6 +50,7 @@ def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: 
 
 
 # --- .npz files: values ---------------------------------------------------------------------
+
 
 @case("npz-nan-x", NPZ, "array 'x'", "NaN or inf", "sample 4")
 def _(tmp_path, mp):
@@ -104,6 +108,7 @@ def _(tmp_path, mp):
 
 # --- .npz files: shapes and labels ---------------------------------------------------------
 
+
 @case("npz-x-val-width", NPZ, "array 'x_val'", "(5,)", "(3,)", "one sample shape")
 def _(tmp_path, mp):
     return _npz(tmp_path, **_xy(), x_val=np.zeros((4, 5), dtype=np.float32), y_val=np.array([0, 1, 0, 1]))
@@ -147,7 +152,7 @@ def _(tmp_path, mp):
 
 @case("npz-label-1e6-in-y-val", NPZ, "array 'y_val'", "limit of 10000 classes")
 def _(tmp_path, mp):
-    return _npz(tmp_path, **_xy(), x_val=np.zeros((2, 3), dtype=np.float32), y_val=np.array([0, 10 ** 6]))
+    return _npz(tmp_path, **_xy(), x_val=np.zeros((2, 3), dtype=np.float32), y_val=np.array([0, 10**6]))
 
 
 @case("npz-one-class", NPZ, "array 'y'", "only class 3", "at least two classes")
@@ -157,8 +162,13 @@ def _(tmp_path, mp):
 
 @case("npz-one-class-given-split", NPZ, "array 'y'", "only class 0", "at least two classes")
 def _(tmp_path, mp):
-    return _npz(tmp_path, x=np.ones((20, 3), dtype=np.float32), y=np.zeros(20, dtype=np.int64),
-                x_val=np.zeros((2, 3), dtype=np.float32), y_val=np.array([0, 1]))
+    return _npz(
+        tmp_path,
+        x=np.ones((20, 3), dtype=np.float32),
+        y=np.zeros(20, dtype=np.int64),
+        x_val=np.zeros((2, 3), dtype=np.float32),
+        y_val=np.array([0, 1]),
+    )
 
 
 @case("npz-empty-x", NPZ, "empty", "0 samples")
@@ -189,6 +199,7 @@ def _(tmp_path, mp):
 
 # --- .npz files: not readable ---------------------------------------------------------------
 
+
 @case("npz-random-bytes", NPZ, "not readable as an .npz", "not a zip archive")
 def _(tmp_path, mp):
     (tmp_path / NPZ).write_bytes(np.random.default_rng(1).bytes(4096))
@@ -215,7 +226,7 @@ def _(tmp_path, mp):
     raw = (tmp_path / NPZ).read_bytes()
     value = struct.pack("<d", 7.25)
     at = raw.index(value) + 10 * len(value)
-    (tmp_path / NPZ).write_bytes(raw[:at] + struct.pack("<d", 1.5) + raw[at + len(value):])
+    (tmp_path / NPZ).write_bytes(raw[:at] + struct.pack("<d", 1.5) + raw[at + len(value) :])
     return {"path": NPZ}
 
 
@@ -234,6 +245,7 @@ def _(tmp_path, mp):
 
 # --- user loaders ----------------------------------------------------------------------------
 
+
 @case("loader-module-missing", "[data].loader", "cannot import", "no_such_module_naskd")
 def _(tmp_path, mp):
     return {"loader": "no_such_module_naskd:load"}
@@ -244,9 +256,16 @@ def _(tmp_path, mp):
 LOADER_CASES = [
     (("loader-function-missing", "[data].loader", "cannot import", "has no attribute 'nothing'"), "nothing"),
     (("loader-not-callable", "[data].loader", "helpers_broken_loaders:NOT_CALLABLE", "not callable"), "NOT_CALLABLE"),
-    (("loader-raises-at-call",
-      "[data].loader: helpers_broken_loaders:raises_at_call raised RuntimeError: cannot reach the data share second line",
-      "calling it", "-vv"), "raises_at_call"),
+    (
+        (
+            "loader-raises-at-call",
+            "[data].loader: helpers_broken_loaders:raises_at_call raised RuntimeError: "
+            "cannot reach the data share second line",
+            "calling it",
+            "-vv",
+        ),
+        "raises_at_call",
+    ),
     (("loader-returns-none", "[data].loader", "must return (train, val)", "NoneType"), "returns_none"),
     (("loader-returns-three", "[data].loader", "must return (train, val)"), "returns_three"),
     (("loader-string-labels", "[data].loader", "train item 0", "'dog'", "integer class label"), "string_labels"),
@@ -256,8 +275,15 @@ LOADER_CASES = [
     (("loader-inf-in-val-dataset", "[data].loader", "val x", "NaN or inf"), "tensor_dataset_with_nan_in_val"),
     (("loader-width-mismatch", "[data].loader", "val x", "(5,)", "one sample shape"), "width_mismatch"),
     (("loader-empty-train", "[data].loader", "train set is empty"), "empty_train"),
-    (("loader-getitem-raises", "[data].loader: helpers_broken_loaders:getitem_raises raised KeyError",
-      "sample 0 not found", "reading its train set"), "getitem_raises"),
+    (
+        (
+            "loader-getitem-raises",
+            "[data].loader: helpers_broken_loaders:getitem_raises raised KeyError",
+            "sample 0 not found",
+            "reading its train set",
+        ),
+        "getitem_raises",
+    ),
     (("loader-items-not-pairs", "[data].loader", "train item 0 is dict", "(x, y) pair"), "not_pairs"),
     (("loader-ragged-samples", "[data].loader", "train item 5", "(3,)", "one sample shape"), "ragged"),
     (("loader-one-class", "[data].loader", "train y", "only class 0", "at least two classes"), "one_class"),
@@ -267,8 +293,12 @@ for _phrases, _name in LOADER_CASES:
     case(*_phrases)(lambda tmp_path, mp, ref=f"helpers_broken_loaders:{_name}": {"loader": ref})
 
 
-@case("loader-module-raises-at-import", "[data].loader: boom_at_import:load raised ValueError",
-      "bad setting line two", "importing boom_at_import")
+@case(
+    "loader-module-raises-at-import",
+    "[data].loader: boom_at_import:load raised ValueError",
+    "bad setting line two",
+    "importing boom_at_import",
+)
 def _(tmp_path, mp):
     _module(tmp_path, mp, "boom_at_import", 'raise ValueError("bad setting\\nline two")\n\ndef load():\n    pass\n')
     return {"loader": "boom_at_import:load"}
@@ -280,8 +310,11 @@ def _(tmp_path, mp):
     return {"loader": "syntax_broken:load"}
 
 
-@case("loader-module-missing-dependency", "[data].loader: needs_missing_dep:load raised ModuleNotFoundError",
-      "not_installed_dep_naskd")
+@case(
+    "loader-module-missing-dependency",
+    "[data].loader: needs_missing_dep:load raised ModuleNotFoundError",
+    "not_installed_dep_naskd",
+)
 def _(tmp_path, mp):
     _module(tmp_path, mp, "needs_missing_dep", "import not_installed_dep_naskd\n\ndef load():\n    pass\n")
     return {"loader": "needs_missing_dep:load"}
@@ -289,15 +322,16 @@ def _(tmp_path, mp):
 
 # --- synthetic ---------------------------------------------------------------------------------
 
+
 @case("synthetic-would-exhaust-memory", "[data].samples x [data].shape", "as float32", "MAX_SYNTHETIC_BYTES")
 def _(tmp_path, mp):
-    return {"dataset": "synthetic", "samples": 10 ** 9, "shape": [1000, 1000], "classes": 4}
+    return {"dataset": "synthetic", "samples": 10**9, "shape": [1000, 1000], "classes": 4}
 
 
 @case("synthetic-just-over-the-cap", "[data].samples x [data].shape", "1,074,790,400 bytes", "1,073,741,824 bytes")
 def _(tmp_path, mp):
     # 4 bytes x 2^18 x (2^10 + 1) is just over 2^30: refused without allocating the 1 GiB.
-    return {"dataset": "synthetic", "samples": 2 ** 18, "shape": [2 ** 10 + 1], "classes": 4}
+    return {"dataset": "synthetic", "samples": 2**18, "shape": [2**10 + 1], "classes": 4}
 
 
 @case("synthetic-too-many-classes", "[data].classes", "10001")
@@ -305,13 +339,13 @@ def _(tmp_path, mp):
     return {"dataset": "synthetic", "samples": 20002, "shape": [2], "classes": 10001}
 
 
-@case("synthetic-one-class-in-training-split", "synthetic", "only class", "training samples",
-      "at least two classes")
+@case("synthetic-one-class-in-training-split", "synthetic", "only class", "training samples", "at least two classes")
 def _(tmp_path, mp):
     return {"dataset": "synthetic", "samples": 8, "shape": [2], "classes": 4, "val_fraction": 0.85}
 
 
 # --- the test ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("build", "phrases"), CASES)
 def test_broken_data_is_refused_in_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys, build, phrases):
@@ -352,5 +386,7 @@ def test_extra_arrays_in_an_npz_are_ignored(tmp_path):
     np.savez(path, **a, notes=np.array([{"who": "me"}], dtype=object))
     plain = tmp_path / "plain.npz"
     np.savez(plain, **a)
-    assert load_data(DataConfig(dataset="", path=path)).fingerprint == \
-        load_data(DataConfig(dataset="", path=plain)).fingerprint
+    assert (
+        load_data(DataConfig(dataset="", path=path)).fingerprint
+        == load_data(DataConfig(dataset="", path=plain)).fingerprint
+    )

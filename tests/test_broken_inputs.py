@@ -9,12 +9,12 @@ import os
 import sqlite3
 from pathlib import Path
 
-import optuna
-import torch
-import pytest
-
 import helpers_teacher
+import optuna
+import pytest
+import torch
 from conftest import small_study, toml_text
+
 from naskd.cli import main
 
 
@@ -40,16 +40,23 @@ STUDY_FILES = [
     ("seed-past-2**32", _study(seed=2**32), "seed: must be in [0, 2**32)"),
     ("data-seed-negative", _study(data={"seed": -1}), "[data].seed: must be in [0, 2**32)"),
     ("threads-past-cores", _study(cost={"threads": 10_000}), "[cost].threads: must be at most this machine's"),
-    ("toml-syntax", "name = \"x\nseed = ", "(toml)"),
+    ("toml-syntax", 'name = "x\nseed = ', "(toml)"),
     ("unknown-section", _study() + "\n[distil]\nepochs = 1\n", "distil: unknown key"),
     ("escape-sequence-key", _study() + '\n"\\u001b[2J\\n" = 1\n', "\\x1b[2J\\x0a"),
     ("epochs-a-string", _study(distill={"epochs": "ten"}), "[distill].epochs: must be an integer"),
     ("negative-lr", _study(distill={"lr": -0.1}), "[distill].lr: must be > 0"),
     ("cuda-without-cuda", _study(distill={"device": "cuda"}), "[distill].device"),
     ("unknown-scheme", _study(distill={"scheme": "dml"}), "[distill].scheme: must be one of"),
-    ("mutual-with-features", _study(distill={"scheme": "mutual", "knowledge": [{"kind": "fitnet"}]}),
-     "[distill].knowledge: scheme = \"mutual\" exchanges predictions only"),
-    ("feature-teacher-unknown", _study(distill={"feature_teacher": "nobody"}), "[distill].feature_teacher: names no teacher"),
+    (
+        "mutual-with-features",
+        _study(distill={"scheme": "mutual", "knowledge": [{"kind": "fitnet"}]}),
+        '[distill].knowledge: scheme = "mutual" exchanges predictions only',
+    ),
+    (
+        "feature-teacher-unknown",
+        _study(distill={"feature_teacher": "nobody"}),
+        "[distill].feature_teacher: names no teacher",
+    ),
     ("teacher-and-teachers", _study() + '\n[[teachers]]\nname = "a"\n', "give either [teacher] or [[teachers]]"),
     ("precision-unknown", _study(distill={"precision": "fp8"}), "[distill].precision: must be one of"),
     ("channels-last-word", _study(distill={"channels_last": "maybe"}), "[distill].channels_last"),
@@ -57,17 +64,34 @@ STUDY_FILES = [
     ("repeated-objective", _study(search={"objectives": ["accuracy", "accuracy"]}), "must not repeat a metric"),
     ("space-file-missing", _study(space={"path": "nowhere.toml"}), 'no such file "nowhere.toml"'),
     ("unknown-family", _study(space={"family": "resnet", "params": {}}), "unknown family"),
-    ("recipe-scheme-unknown", _study(space={**small_study()["space"], "recipe": {
-        "scheme": {"type": "categorical", "choices": ["offline", "dml"]}}}), "recipe scheme"),
+    (
+        "recipe-scheme-unknown",
+        _study(
+            space={
+                **small_study()["space"],
+                "recipe": {"scheme": {"type": "categorical", "choices": ["offline", "dml"]}},
+            }
+        ),
+        "recipe scheme",
+    ),
     ("first-rung-past-target", _study(fidelity={"first_rung": 30}), "[fidelity].first_rung: must be below the target"),
     ("gpus-for-a-cpu-run", _study(distill={"device": "cpu"}, ray={"gpus_per_trial": 1}), "[ray].gpus_per_trial"),
     ("val-fraction-past-one", _study(data={"val_fraction": 1.5}), "[data].val_fraction: must be between 0 and 1"),
     ("moved-ray-key", _study(ray={"scheduler": "asha"}), "[ray].scheduler: early stopping moved to [fidelity]"),
     ("generations-zero", _study(distill={"generations": 0}), "[distill].generations: must be > 0"),
-    ("per-count-huge", _study(space={"family": "mlp", "params": {"depth": {"type": "int", "low": 1, "high": 10**9},
-                                                               "width": {"type": "int", "low": 4, "high": 8,
-                                                                         "per": "depth"}}}),
-     "whose high 1000000000 is over 256"),
+    (
+        "per-count-huge",
+        _study(
+            space={
+                "family": "mlp",
+                "params": {
+                    "depth": {"type": "int", "low": 1, "high": 10**9},
+                    "width": {"type": "int", "low": 4, "high": 8, "per": "depth"},
+                },
+            }
+        ),
+        "whose high 1000000000 is over 256",
+    ),
 ]
 
 
@@ -80,11 +104,14 @@ def test_a_broken_study_file_is_one_line_and_writes_nothing(tmp_path, capsys, te
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args, phrase", [
-    pytest.param(["--trials", "0"], "--trials: must be > 0", id="zero-trials"),
-    pytest.param(["--workers", "0"], "--workers: must be > 0", id="zero-workers"),
-    pytest.param(["--seed", str(2**40)], "--seed: must be in [0, 2**32)", id="huge-seed"),
-])
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        pytest.param(["--trials", "0"], "--trials: must be > 0", id="zero-trials"),
+        pytest.param(["--workers", "0"], "--workers: must be > 0", id="zero-workers"),
+        pytest.param(["--seed", str(2**40)], "--seed: must be in [0, 2**32)", id="huge-seed"),
+    ],
+)
 def test_a_bad_argument_is_one_line(write_study, tmp_path, capsys, args, phrase):
     out = tmp_path / "out"
     assert phrase in _one_line_error(capsys, main(["search", str(write_study()), "--out", str(out), "-q", *args]))
@@ -109,15 +136,19 @@ def test_out_and_export_destination_that_are_files(write_study, tmp_path, capsys
     assert "--out" in _one_line_error(capsys, main(["search", str(study), "--out", str(a_file), "-q"]))
     out = tmp_path / "out"
     out.mkdir()
-    assert "-o" in _one_line_error(capsys, main(["export", str(study), "--out", str(out), "--trial", "0",
-                                                   "-o", str(a_file)]))
+    assert "-o" in _one_line_error(
+        capsys, main(["export", str(study), "--out", str(out), "--trial", "0", "-o", str(a_file)])
+    )
     assert a_file.read_text() == "keep me"
 
 
-@pytest.mark.parametrize("content, phrase", [
-    pytest.param(b"", "is empty (0 bytes)", id="zero-bytes"),
-    pytest.param(os.urandom(4096), "is not an SQLite database", id="garbage"),
-])
+@pytest.mark.parametrize(
+    "content, phrase",
+    [
+        pytest.param(b"", "is empty (0 bytes)", id="zero-bytes"),
+        pytest.param(os.urandom(4096), "is not an SQLite database", id="garbage"),
+    ],
+)
 def test_a_damaged_study_db_is_refused_not_restarted(write_study, tmp_path, capsys, content, phrase):
     out = tmp_path / "out"
     out.mkdir()
@@ -228,8 +259,10 @@ def test_a_truncated_study_db_is_one_line_and_kept(write_study, tmp_path, capsys
 
 
 def test_a_failed_data_load_creates_no_output_folder(tmp_path, capsys):
-    study = _write(tmp_path, _study(data={"dataset": "synthetic", "samples": 400, "shape": [16], "classes": 4,
-                                          "val_fraction": 0.999}))
+    study = _write(
+        tmp_path,
+        _study(data={"dataset": "synthetic", "samples": 400, "shape": [16], "classes": 4, "val_fraction": 0.999}),
+    )
     out = tmp_path / "out"
     _one_line_error(capsys, main(["search", str(study), "--out", str(out), "-q"]))
     assert not out.exists()

@@ -18,11 +18,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+import helpers_teacher
+import helpers_torch
 import pytest
 import torch
 
-import helpers_teacher
-import helpers_torch
 from naskd.cache import content_sha256, load_entry
 from naskd.cli import main
 from naskd.config import load_study
@@ -35,11 +35,15 @@ KINDS = ("teacher", "logits", "values")
 
 # --- helpers ----------------------------------------------------------------------------------
 
+
 def _study(write_study, tmp_path: Path, **sections: Any) -> Path:
     """A small synthetic study with its own cache folder and a feature term (so teacher values
     are cached too)."""
-    return write_study(teacher={"epochs": 3, "cache_dir": str(tmp_path / "cache")},
-                       distill={"knowledge": [{"kind": "fitnet"}]}, **sections)
+    return write_study(
+        teacher={"epochs": 3, "cache_dir": str(tmp_path / "cache")},
+        distill={"knowledge": [{"kind": "fitnet"}]},
+        **sections,
+    )
 
 
 def _run(path: Path):
@@ -112,6 +116,7 @@ def _same_outputs(a, a_values, b, b_values) -> None:
 
 
 # --- damaged caches ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("how", list(EXPECTED))
 @pytest.mark.parametrize("kind", KINDS)
@@ -202,6 +207,7 @@ def test_a_valid_entry_is_read_without_any_warning(write_study, tmp_path, caplog
 
 # --- [teacher].cache_dir that is a file -------------------------------------------------------
 
+
 @pytest.mark.parametrize("below", ["", "sub"])
 def test_cache_dir_that_is_a_file_is_one_line(write_study, tmp_path, capsys, below):
     blocker = tmp_path / "cache-file"
@@ -218,6 +224,7 @@ def test_cache_dir_that_is_a_file_is_one_line(write_study, tmp_path, capsys, bel
 
 
 # --- user checkpoints and TorchScript files ---------------------------------------------------
+
 
 def _user_study(write_study, tmp_path: Path, teacher: dict[str, Any]) -> Path:
     from conftest import small_study, toml_text
@@ -296,14 +303,24 @@ def test_a_torchscript_file_torch_cannot_parse_is_not_readable(write_study, tmp_
 
 # --- user teacher code that raises ------------------------------------------------------------
 
-@pytest.mark.parametrize("ref, expected", [
-    ("helpers_broken_import:build",
-     "[teacher].model: helpers_broken_import:build raised RuntimeError: the teacher module is broken at import"),
-    ("helpers_broken_teachers:build_raises",
-     "[teacher].model: helpers_broken_teachers:build_raises raised ValueError: no teacher of width 7"),
-    ("helpers_broken_teachers:build_key_error",
-     "[teacher].model: helpers_broken_teachers:build_key_error raised KeyError: 'missing'"),
-])
+
+@pytest.mark.parametrize(
+    "ref, expected",
+    [
+        (
+            "helpers_broken_import:build",
+            "[teacher].model: helpers_broken_import:build raised RuntimeError: the teacher module is broken at import",
+        ),
+        (
+            "helpers_broken_teachers:build_raises",
+            "[teacher].model: helpers_broken_teachers:build_raises raised ValueError: no teacher of width 7",
+        ),
+        (
+            "helpers_broken_teachers:build_key_error",
+            "[teacher].model: helpers_broken_teachers:build_key_error raised KeyError: 'missing'",
+        ),
+    ],
+)
 def test_teacher_code_that_raises_is_one_line(write_study, tmp_path, capsys, caplog, ref, expected):
     ckpt = tmp_path / "t.pt"
     torch.save(helpers_teacher.build().state_dict(), ckpt)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ROOT, small_study, toml_text
+
 from naskd.cli import main
 from naskd.config import (
     CostConfig,
@@ -24,8 +24,9 @@ from naskd.config import (
 from naskd.errors import ConfigError, NaskdError
 
 
-def _study_without(tmp_path: Path, drop: dict[str, list[str]] | None = None, filename: str = "study.toml",
-                   **sections: Any) -> Path:
+def _study_without(
+    tmp_path: Path, drop: dict[str, list[str]] | None = None, filename: str = "study.toml", **sections: Any
+) -> Path:
     """Like ``write_study``, but keys listed in ``drop`` (section -> keys) are removed first."""
     doc = small_study(**sections)
     for section, keys in (drop or {}).items():
@@ -47,50 +48,111 @@ def _error(path: Path, **overrides: Any) -> ConfigError:
 
 # --- broken study files: exact messages -------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("sections", "key", "message"),
     [
-        pytest.param({"distill": {"temperature": -1.5}}, "[distill].temperature", "must be > 0, got -1.5",
-                     id="negative-temperature"),
+        pytest.param(
+            {"distill": {"temperature": -1.5}},
+            "[distill].temperature",
+            "must be > 0, got -1.5",
+            id="negative-temperature",
+        ),
         pytest.param({"distill": {"alpha": 1.5}}, "[distill].alpha", "must be between 0 and 1, got 1.5", id="alpha"),
-        pytest.param({"data": {"val_fraction": 0.0}}, "[data].val_fraction",
-                     "must be between 0 and 1 (exclusive), got 0.0", id="val-fraction-0"),
-        pytest.param({"data": {"val_fraction": 1.0}}, "[data].val_fraction",
-                     "must be between 0 and 1 (exclusive), got 1.0", id="val-fraction-1"),
-        pytest.param({"distill": {"batch_size": "32"}}, "[distill].batch_size",
-                     "must be an integer, got a string '32'", id="string-for-int"),
-        pytest.param({"distill": {"batch_size": True}}, "[distill].batch_size",
-                     "must be an integer, got a boolean True", id="bool-for-int"),
-        pytest.param({"distill": {"temperature": True}}, "[distill].temperature",
-                     "must be a number, got a boolean True", id="bool-for-float"),
-        pytest.param({"distill": {"steps": 10, "epochs": 2}}, "[distill].epochs", "give steps or epochs, not both",
-                     id="steps-and-epochs"),
-        pytest.param({"distill": {"steps": 0, "epochs": 0}}, "[distill].steps", "one of steps or epochs must be > 0",
-                     id="neither-steps-nor-epochs"),
-        pytest.param({"search": {"sampler": "grid"}}, "[search].sampler",
-                     "must be one of 'tpe', 'nsga2', 'random', got 'grid'", id="unknown-sampler"),
-        pytest.param({"search": {"sampler": "nsga"}}, "[search].sampler",
-                     "must be one of 'tpe', 'nsga2', 'random', got 'nsga' (did you mean 'nsga2'?)",
-                     id="unknown-sampler-did-you-mean"),
+        pytest.param(
+            {"data": {"val_fraction": 0.0}},
+            "[data].val_fraction",
+            "must be between 0 and 1 (exclusive), got 0.0",
+            id="val-fraction-0",
+        ),
+        pytest.param(
+            {"data": {"val_fraction": 1.0}},
+            "[data].val_fraction",
+            "must be between 0 and 1 (exclusive), got 1.0",
+            id="val-fraction-1",
+        ),
+        pytest.param(
+            {"distill": {"batch_size": "32"}},
+            "[distill].batch_size",
+            "must be an integer, got a string '32'",
+            id="string-for-int",
+        ),
+        pytest.param(
+            {"distill": {"batch_size": True}},
+            "[distill].batch_size",
+            "must be an integer, got a boolean True",
+            id="bool-for-int",
+        ),
+        pytest.param(
+            {"distill": {"temperature": True}},
+            "[distill].temperature",
+            "must be a number, got a boolean True",
+            id="bool-for-float",
+        ),
+        pytest.param(
+            {"distill": {"steps": 10, "epochs": 2}},
+            "[distill].epochs",
+            "give steps or epochs, not both",
+            id="steps-and-epochs",
+        ),
+        pytest.param(
+            {"distill": {"steps": 0, "epochs": 0}},
+            "[distill].steps",
+            "one of steps or epochs must be > 0",
+            id="neither-steps-nor-epochs",
+        ),
+        pytest.param(
+            {"search": {"sampler": "grid"}},
+            "[search].sampler",
+            "must be one of 'tpe', 'nsga2', 'random', got 'grid'",
+            id="unknown-sampler",
+        ),
+        pytest.param(
+            {"search": {"sampler": "nsga"}},
+            "[search].sampler",
+            "must be one of 'tpe', 'nsga2', 'random', got 'nsga' (did you mean 'nsga2'?)",
+            id="unknown-sampler-did-you-mean",
+        ),
         pytest.param({"seed": -3}, "seed", "must be in [0, 2**32), got -3", id="negative-top-seed"),
         pytest.param({"cost": {"repeats": 2}}, "[cost].repeats", "must be >= 3 to give a p95, got 2", id="repeats"),
         pytest.param({"data": {"classes": 1}}, "[data].classes", "must be >= 2, got 1", id="classes"),
-        pytest.param({"fidelity": {"rule": "asha"}}, "[fidelity].rule", "must be one of 'pareto', 'off', got 'asha'",
-                     id="fidelity-rule"),
-        pytest.param({"fidelity": {"reduction_factor": 1}}, "[fidelity].reduction_factor", "must be >= 2, got 1",
-                     id="fidelity-factor"),
-        pytest.param({"fidelity": {"first_rung": 0}}, "[fidelity].first_rung", "must be > 0, got 0",
-                     id="fidelity-first-rung"),
-        pytest.param({"fidelity": {"first_rung": 30}}, "[fidelity].first_rung",
-                     'must be below the target budget ([distill].steps = 30), got 30; or set rule = "off" to train '
-                     "every student to the target", id="fidelity-first-rung-at-target"),
-        pytest.param({"fidelity": {"margin": 1.0}}, "[fidelity].margin", "must be in [0, 1), got 1.0",
-                     id="fidelity-margin"),
-        pytest.param({"fidelity": {"latency_margin": -0.1}}, "[fidelity].latency_margin", "must be in [0, 1), got -0.1",
-                     id="fidelity-latency-margin"),
-        pytest.param({"fidelity": {"rungs": [1, 2]}}, "[fidelity].rungs",
-                     "unknown key (known keys: rule, first_rung, reduction_factor, margin, latency_margin)",
-                     id="fidelity-unknown"),
+        pytest.param(
+            {"fidelity": {"rule": "asha"}},
+            "[fidelity].rule",
+            "must be one of 'pareto', 'off', got 'asha'",
+            id="fidelity-rule",
+        ),
+        pytest.param(
+            {"fidelity": {"reduction_factor": 1}},
+            "[fidelity].reduction_factor",
+            "must be >= 2, got 1",
+            id="fidelity-factor",
+        ),
+        pytest.param(
+            {"fidelity": {"first_rung": 0}}, "[fidelity].first_rung", "must be > 0, got 0", id="fidelity-first-rung"
+        ),
+        pytest.param(
+            {"fidelity": {"first_rung": 30}},
+            "[fidelity].first_rung",
+            'must be below the target budget ([distill].steps = 30), got 30; or set rule = "off" to train '
+            "every student to the target",
+            id="fidelity-first-rung-at-target",
+        ),
+        pytest.param(
+            {"fidelity": {"margin": 1.0}}, "[fidelity].margin", "must be in [0, 1), got 1.0", id="fidelity-margin"
+        ),
+        pytest.param(
+            {"fidelity": {"latency_margin": -0.1}},
+            "[fidelity].latency_margin",
+            "must be in [0, 1), got -0.1",
+            id="fidelity-latency-margin",
+        ),
+        pytest.param(
+            {"fidelity": {"rungs": [1, 2]}},
+            "[fidelity].rungs",
+            "unknown key (known keys: rule, first_rung, reduction_factor, margin, latency_margin)",
+            id="fidelity-unknown",
+        ),
     ],
 )
 def test_bad_value_names_file_key_and_problem(write_study, sections, key, message):
@@ -136,8 +198,9 @@ def test_repeated_objective_is_rejected(write_study):
 
 def test_missing_data_path(tmp_path):
     path = _study_without(tmp_path, drop={"data": ["dataset"]}, data={"path": "nope.npz"})
-    assert str(_error(path)) == (f"{path}: [data].path: no such file 'nope.npz' "
-                                 f"(looked in {tmp_path} and the working directory)")
+    assert str(_error(path)) == (
+        f"{path}: [data].path: no such file 'nope.npz' (looked in {tmp_path} and the working directory)"
+    )
 
 
 def test_data_path_that_is_a_directory_is_not_readable(tmp_path):
@@ -155,14 +218,17 @@ def test_two_data_sources_are_rejected(tmp_path):
 
 def test_missing_teacher_checkpoint(write_study, tmp_path):
     path = write_study(teacher={"model": "helpers_teacher:build", "checkpoint": "missing.pt"})
-    assert str(_error(path)) == (f"{path}: [teacher].checkpoint: no such file 'missing.pt' "
-                                 f"(looked in {tmp_path} and the working directory)")
+    assert str(_error(path)) == (
+        f"{path}: [teacher].checkpoint: no such file 'missing.pt' (looked in {tmp_path} and the working directory)"
+    )
 
 
 def test_model_without_checkpoint(write_study):
     path = write_study(teacher={"model": "helpers_teacher:build"})
-    assert str(_error(path)) == (f"{path}: [teacher].checkpoint: a user teacher needs both model "
-                                 f"('module:callable') and checkpoint (a state_dict file)")
+    assert str(_error(path)) == (
+        f"{path}: [teacher].checkpoint: a user teacher needs both model "
+        f"('module:callable') and checkpoint (a state_dict file)"
+    )
 
 
 def test_checkpoint_without_model(write_study, tmp_path):
@@ -174,13 +240,14 @@ def test_checkpoint_without_model(write_study, tmp_path):
 
 def test_bad_model_reference(write_study):
     path = write_study(teacher={"model": "helpers_teacher.build"})
-    assert str(_error(path)) == (f"{path}: [teacher].model: must look like 'package.module:function', "
-                                 f"got 'helpers_teacher.build'")
+    assert str(_error(path)) == (
+        f"{path}: [teacher].model: must look like 'package.module:function', got 'helpers_teacher.build'"
+    )
 
 
 def test_section_that_is_not_a_table(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text('distill = 3\n')
+    path.write_text("distill = 3\n")
     assert str(_error(path)) == f"{path}: [distill]: must be a table, got int"
 
 
@@ -217,6 +284,7 @@ def test_config_error_is_a_naskd_error():
 
 # --- defaults and overrides ---------------------------------------------------------------
 
+
 def test_almost_empty_study_gets_every_documented_default(tmp_path):
     path = tmp_path / "plain.toml"
     path.write_text('description = "nothing but defaults"\n')
@@ -229,7 +297,11 @@ def test_almost_empty_study_gets_every_documented_default(tmp_path):
     assert config.teacher == TeacherConfig()
     assert config.distill == DistillConfig()
     assert (config.distill.temperature, config.distill.alpha, config.distill.epochs, config.distill.steps) == (
-        4.0, 0.9, 5, 0)
+        4.0,
+        0.9,
+        5,
+        0,
+    )
     assert config.distill.optimizer == "adam" and config.distill.cache_teacher is True
     assert config.cost == CostConfig()
     assert (config.cost.device, config.cost.batch_size, config.cost.threads) == ("cpu", 1, 1)
@@ -238,7 +310,11 @@ def test_almost_empty_study_gets_every_documented_default(tmp_path):
     assert config.search.objectives == ("accuracy", "latency_p50_ms", "params")
     assert config.search.directions == ("maximize", "minimize", "minimize")
     assert (config.search.sampler, config.search.trials, config.search.workers, config.search.storage) == (
-        "tpe", 30, 1, None)
+        "tpe",
+        30,
+        1,
+        None,
+    )
     assert config.space.family == "mlp"  # the default space file
     assert config.default_out_dir() == Path("reports") / "plain"
 
@@ -282,6 +358,7 @@ def test_steps_replace_default_epochs(write_study):
 
 
 # --- the command line --------------------------------------------------------------------
+
 
 def _assert_one_line(err: str, *must_contain: str) -> None:
     lines = err.splitlines()
@@ -329,7 +406,10 @@ def test_cli_subprocess_exit_status_2_without_traceback(write_study, tmp_path):
     path = write_study(distill={"alpha": 1.5})
     proc = subprocess.run(
         [sys.executable, "-m", "naskd.cli", "search", str(path), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
     _assert_one_line(proc.stderr, str(path), "[distill].alpha", "must be between 0 and 1, got 1.5")
@@ -349,8 +429,19 @@ def test_cli_help_mentions_every_option(capsys):
         main(["search", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("STUDY.toml", "--out", "--storage", "-q", "--quiet", "-v", "--verbose", "--trials",
-                   "--workers", "--seed", "--help"):
+    for option in (
+        "STUDY.toml",
+        "--out",
+        "--storage",
+        "-q",
+        "--quiet",
+        "-v",
+        "--verbose",
+        "--trials",
+        "--workers",
+        "--seed",
+        "--help",
+    ):
         assert option in text, option
 
     with pytest.raises(SystemExit) as info:

@@ -10,8 +10,16 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from naskd.config import (DistillConfig, FidelityConfig, RayConfig, SearchConfig, CostConfig, TeacherConfig,
-                          DataConfig, parse_study)
+from naskd.config import (
+    CostConfig,
+    DataConfig,
+    DistillConfig,
+    FidelityConfig,
+    RayConfig,
+    SearchConfig,
+    TeacherConfig,
+    parse_study,
+)
 from naskd.errors import NaskdError
 
 TESTS = Path(__file__).resolve().parent
@@ -28,28 +36,85 @@ SECTION_KEYS = {
     "report": ["scratch_baseline"],
 }
 #: Values that pass a first check, mixed with arbitrary ones, so deeper checks run too.
-PLAUSIBLE = st.sampled_from([
-    "digits", "synthetic", "mnist1d", "kd", "offline", "mutual", "self", "born_again", "peers", "teacher", "auto",
-    "cpu", "cuda", "bf16", "fp16", "tpe", "random", "pareto", "off", "accuracy", "params", "mlp", "cnn1d", "teacher",
-    "mean_probs", 0, 1, 2, 3, 27, 64, 2**32, -1, 0.5, 1e-3, 1e9, True, False, [16], [1, 8, 8], [],
-    ["accuracy", "params"], [{"kind": "kd"}], [{"kind": "fitnet", "weight": 1.0}], [{"teacher": "x", "student": "y"}],
-])
-SCALARS = (st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats(allow_nan=True)
-           | st.text(max_size=12))
-VALUES = st.recursive(SCALARS | PLAUSIBLE,
-                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                      max_leaves=6)
+PLAUSIBLE = st.sampled_from(
+    [
+        "digits",
+        "synthetic",
+        "mnist1d",
+        "kd",
+        "offline",
+        "mutual",
+        "self",
+        "born_again",
+        "peers",
+        "teacher",
+        "auto",
+        "cpu",
+        "cuda",
+        "bf16",
+        "fp16",
+        "tpe",
+        "random",
+        "pareto",
+        "off",
+        "accuracy",
+        "params",
+        "mlp",
+        "cnn1d",
+        "teacher",
+        "mean_probs",
+        0,
+        1,
+        2,
+        3,
+        27,
+        64,
+        2**32,
+        -1,
+        0.5,
+        1e-3,
+        1e9,
+        True,
+        False,
+        [16],
+        [1, 8, 8],
+        [],
+        ["accuracy", "params"],
+        [{"kind": "kd"}],
+        [{"kind": "fitnet", "weight": 1.0}],
+        [{"teacher": "x", "student": "y"}],
+    ]
+)
+SCALARS = (
+    st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=True) | st.text(max_size=12)
+)
+VALUES = st.recursive(
+    SCALARS | PLAUSIBLE,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
 # Space files and builders are imported by name: only names whose import is harmless.
-SPACE = st.fixed_dictionaries({}, optional={
-    "family": st.sampled_from(["mlp", "cnn1d", "cnn2d", "transformer", "teacher", "user", "resnet", 3]),
-    "builder": st.sampled_from(["user_models:build_mlp", "nope_module:fn", "not a ref", 7]),
-    "params": st.dictionaries(st.sampled_from(["depth", "width", "activation", "dropout", "stages", "x"]),
-                              st.dictionaries(st.sampled_from(["type", "low", "high", "choices", "value", "per", "log",
-                                                               "step", "when"]), VALUES, max_size=4), max_size=3),
-    "recipe": st.dictionaries(st.sampled_from(["scheme", "knowledge", "temperature", "lr", "generations", "bogus"]),
-                              st.dictionaries(st.sampled_from(["type", "low", "high", "choices", "value"]), VALUES,
-                                              max_size=3), max_size=2),
-})
+SPACE = st.fixed_dictionaries(
+    {},
+    optional={
+        "family": st.sampled_from(["mlp", "cnn1d", "cnn2d", "transformer", "teacher", "user", "resnet", 3]),
+        "builder": st.sampled_from(["user_models:build_mlp", "nope_module:fn", "not a ref", 7]),
+        "params": st.dictionaries(
+            st.sampled_from(["depth", "width", "activation", "dropout", "stages", "x"]),
+            st.dictionaries(
+                st.sampled_from(["type", "low", "high", "choices", "value", "per", "log", "step", "when"]),
+                VALUES,
+                max_size=4,
+            ),
+            max_size=3,
+        ),
+        "recipe": st.dictionaries(
+            st.sampled_from(["scheme", "knowledge", "temperature", "lr", "generations", "bogus"]),
+            st.dictionaries(st.sampled_from(["type", "low", "high", "choices", "value"]), VALUES, max_size=3),
+            max_size=2,
+        ),
+    },
+)
 
 
 def _section(name: str) -> st.SearchStrategy:
@@ -57,13 +122,18 @@ def _section(name: str) -> st.SearchStrategy:
     return st.dictionaries(keys, VALUES, max_size=5)
 
 
-STUDIES = st.fixed_dictionaries({}, optional={
-    **{name: _section(name) for name in SECTION_KEYS},
-    "space": SPACE,
-    "name": VALUES, "seed": VALUES, "description": VALUES,
-    "teachers": st.lists(_section("teacher"), max_size=3) | VALUES,
-    "bogus": VALUES,
-})
+STUDIES = st.fixed_dictionaries(
+    {},
+    optional={
+        **{name: _section(name) for name in SECTION_KEYS},
+        "space": SPACE,
+        "name": VALUES,
+        "seed": VALUES,
+        "description": VALUES,
+        "teachers": st.lists(_section("teacher"), max_size=3) | VALUES,
+        "bogus": VALUES,
+    },
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

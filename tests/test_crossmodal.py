@@ -33,15 +33,23 @@ def _views(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 def npz(tmp_path):
     train, val = _views(400), _views(100, seed=1)
     path = tmp_path / "views.npz"
-    np.savez(path, x=train["x"], x_teacher=train["x_teacher"], y=train["y"], x_val=val["x"],
-             x_teacher_val=val["x_teacher"], y_val=val["y"])
+    np.savez(
+        path,
+        x=train["x"],
+        x_teacher=train["x_teacher"],
+        y=train["y"],
+        x_val=val["x"],
+        x_teacher_val=val["x_teacher"],
+        y_val=val["y"],
+    )
     return path
 
 
 def _write(write_study, path, **distill):
     doc = write_study(distill={"steps": 40, "batch_size": 32, **distill})
-    text = doc.read_text().replace('dataset = "synthetic"\nsamples = 400\nshape = [16]\nclasses = 4',
-                                   f'path = "{path}"')
+    text = doc.read_text().replace(
+        'dataset = "synthetic"\nsamples = 400\nshape = [16]\nclasses = 4', f'path = "{path}"'
+    )
     doc.write_text(text)
     return doc
 
@@ -67,16 +75,25 @@ def test_a_split_npz_splits_both_views_with_the_same_rows(tmp_path):
     assert len(data.x_teacher_val) == len(data.y_val)
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"x_teacher_val": 1}, "'x_teacher_val' is given without 'x_teacher'"),
-    ({"x_teacher": 1, "x_val": 1, "y_val": 1}, "'x_val' is given but 'x_teacher_val' is not"),
-    ({"x_teacher": 1, "x_teacher_val": 1}, "'x_teacher_val' is given but 'x_val' is not"),
-    ({"x_teacher": 2}, "expected array 'x_teacher' of shape (N, ...)"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x_teacher_val": 1}, "'x_teacher_val' is given without 'x_teacher'"),
+        ({"x_teacher": 1, "x_val": 1, "y_val": 1}, "'x_val' is given but 'x_teacher_val' is not"),
+        ({"x_teacher": 1, "x_teacher_val": 1}, "'x_teacher_val' is given but 'x_val' is not"),
+        ({"x_teacher": 2}, "expected array 'x_teacher' of shape (N, ...)"),
+    ],
+)
 def test_mismatched_teacher_views_are_one_line_errors_naming_the_file(tmp_path, arrays, message):
     train, val = _views(100), _views(40, seed=1)
-    values = {"x": train["x"], "y": train["y"], "x_teacher": train["x_teacher"], "x_val": val["x"],
-              "y_val": val["y"], "x_teacher_val": val["x_teacher"]}
+    values = {
+        "x": train["x"],
+        "y": train["y"],
+        "x_teacher": train["x_teacher"],
+        "x_val": val["x"],
+        "y_val": val["y"],
+        "x_teacher_val": val["x_teacher"],
+    }
     chosen = {k: values[k] for k in ("x", "y")}
     for name, how in arrays.items():
         chosen[name] = values[name] if how == 1 else values[name][:-3]
@@ -96,7 +113,8 @@ def test_a_loader_may_return_both_views(tmp_path, monkeypatch):
         "    return (x, t, y), [(x[i], t[i], int(y[i])) for i in range(8)]\n"
         "def one_sided():\n"
         "    x = np.zeros((20, 5), 'f4'); t = np.ones((20, 2, 3), 'f4'); y = np.arange(20) % 2\n"
-        "    return (x, t, y), (x, y)\n")
+        "    return (x, t, y), (x, y)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     data = load_data(DataConfig(dataset="", loader="views_loader:both"))
     assert data.input_shape == (5,) and data.teacher_view().input_shape == (2, 3) and len(data.y_val) == 8
@@ -161,7 +179,9 @@ def test_a_crossmodal_study_runs_end_to_end_and_exports(write_study, npz, tmp_pa
     assert main(["search", str(study), "--trials", "2", "--out", str(out), "--quiet"]) == 0
     front = json.loads((out / "front.json").read_text())
     number = front["front"][0]["number"]
-    assert main(["export", str(study), "--out", str(out), "--trial", str(number), "-o", str(tmp_path / "exp"),
-                 "--quiet"]) == 0
+    assert (
+        main(["export", str(study), "--out", str(out), "--trial", str(number), "-o", str(tmp_path / "exp"), "--quiet"])
+        == 0
+    )
     check = json.loads((tmp_path / "exp" / "spec.json").read_text())
     assert check["input_shape"] == list(STUDENT)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import helpers_data
 import numpy as np
 import pytest
 import torch
-
-import helpers_data
-from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
 from conftest import small_study, toml_text
+from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
+
 from naskd.config import DataConfig, load_study
 from naskd.data import Data, load_data
 from naskd.errors import NaskdError
@@ -31,6 +31,7 @@ def _ids(d: Data) -> set[bytes]:
 
 
 # --- digits ------------------------------------------------------------------------------
+
 
 def test_digits_shapes_and_split_sizes():
     d = load_data(DataConfig(dataset="digits"))
@@ -82,6 +83,7 @@ def test_train_and_val_do_not_overlap():
 
 # --- mnist1d -----------------------------------------------------------------------------
 
+
 def test_mnist1d_canonical_split_and_leaves_global_rngs_alone():
     np.random.seed(1234)
     random.seed(99)
@@ -104,6 +106,7 @@ def test_mnist1d_canonical_split_and_leaves_global_rngs_alone():
 
 
 # --- synthetic ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("shape", "classes", "samples"), [((16,), 4, 400), ((2, 3, 5), 3, 90), ((1, 12), 7, 70)])
 def test_synthetic_honours_shape_classes_and_samples(shape, classes, samples):
@@ -132,6 +135,7 @@ def test_describe_records_the_split():
 
 
 # --- .npz ----------------------------------------------------------------------------------
+
 
 def test_npz_with_x_and_y_is_split_by_seed(tmp_path):
     rng = np.random.default_rng(0)
@@ -218,6 +222,7 @@ def test_npz_with_pickled_objects_is_refused(tmp_path):
 
 # --- loaders ------------------------------------------------------------------------------
 
+
 def _expected() -> tuple[torch.Tensor, ...]:
     xt, yt, xv, yv = helpers_data._arrays()
     return torch.from_numpy(xt), torch.from_numpy(yt).long(), torch.from_numpy(xv), torch.from_numpy(yv).long()
@@ -253,6 +258,7 @@ def test_loader_returning_the_wrong_thing():
 
 # --- fingerprint -----------------------------------------------------------------------------
 
+
 def test_fingerprint_changes_when_data_changes(tmp_path):
     x = np.arange(40, dtype=np.float32).reshape(20, 2)
     y = np.arange(20) % 2
@@ -264,8 +270,10 @@ def test_fingerprint_changes_when_data_changes(tmp_path):
     y2[3] = 1 - y2[3]
     np.savez(tmp_path / "c.npz", x=x, y=y2)
     np.savez(tmp_path / "a_again.npz", x=x, y=y)
-    prints = {name: load_data(DataConfig(dataset="", path=tmp_path / f"{name}.npz")).fingerprint
-              for name in ("a", "b", "c", "a_again")}
+    prints = {
+        name: load_data(DataConfig(dataset="", path=tmp_path / f"{name}.npz")).fingerprint
+        for name in ("a", "b", "c", "a_again")
+    }
     assert prints["a"] == prints["a_again"]
     assert len({prints["a"], prints["b"], prints["c"]}) == 3
     assert len(prints["a"]) == 16
@@ -273,8 +281,14 @@ def test_fingerprint_changes_when_data_changes(tmp_path):
 
 def test_fingerprint_sees_shape_not_only_bytes():
     base = load_data(DataConfig(dataset="synthetic", samples=40, shape=(6,), classes=2))
-    reshaped = Data(base.name, base.x_train.reshape(-1, 2, 3), base.y_train, base.x_val.reshape(-1, 2, 3),
-                    base.y_val, base.num_classes)
+    reshaped = Data(
+        base.name,
+        base.x_train.reshape(-1, 2, 3),
+        base.y_train,
+        base.x_val.reshape(-1, 2, 3),
+        base.y_val,
+        base.num_classes,
+    )
     assert base.fingerprint != reshaped.fingerprint
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import logging
 
+import helpers_teacher
 import pytest
 import torch
-
-import helpers_teacher
 from conftest import small_study, toml_text
+
 from naskd.cli import main
 from naskd.config import DataConfig, DistillConfig, load_study
 from naskd.data import load_data
@@ -37,8 +37,11 @@ def checkpoint(tmp_path_factory):
 
 def _study(tmp_path, checkpoint, transfer="deepinversion", **sections):
     sections = {"synthesis": dict(SYNTHESIS), **sections}
-    doc = small_study(teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(checkpoint)},
-                      data={"transfer": transfer}, **sections)
+    doc = small_study(
+        teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(checkpoint)},
+        data={"transfer": transfer},
+        **sections,
+    )
     path = tmp_path / "study.toml"
     path.write_text(toml_text(doc))
     return path
@@ -63,7 +66,7 @@ class RealRows:
         self.inputs += len(rows)
         self.seen += sum(bytes(r.numpy().tobytes()) in self.real for r in rows)
 
-    def __enter__(self) -> "RealRows":
+    def __enter__(self) -> RealRows:
         self.handle = torch.nn.modules.module.register_module_forward_pre_hook(self)
         return self
 
@@ -106,8 +109,11 @@ def test_the_transfer_set_is_made_once_and_read_from_its_cache(tmp_path, checkpo
     third = build_context(other)
     assert len(calls) == 2 and third.data.split["synthesis_key"] != first.data.split["synthesis_key"]
     # A damaged file is detected, said, and made again; never used.
-    path = next(p for p in (first.cache.directory.parent / "transfer").glob("*.pt")
-                if p.stem == first.data.split["synthesis_key"])
+    path = next(
+        p
+        for p in (first.cache.directory.parent / "transfer").glob("*.pt")
+        if p.stem == first.data.split["synthesis_key"]
+    )
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
@@ -129,10 +135,16 @@ def test_crossmodal_data_cannot_use_a_synthesized_transfer_set(tmp_path, checkpo
 
     rng = np.random.default_rng(0)
     npz = tmp_path / "views.npz"
-    np.savez(npz, x=rng.normal(size=(100, 16)).astype("f4"), x_teacher=rng.normal(size=(100, 16)).astype("f4"),
-             y=np.arange(100) % 4)
-    doc = small_study(teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(checkpoint)},
-                      data={"path": str(npz), "transfer": "deepinversion"})
+    np.savez(
+        npz,
+        x=rng.normal(size=(100, 16)).astype("f4"),
+        x_teacher=rng.normal(size=(100, 16)).astype("f4"),
+        y=np.arange(100) % 4,
+    )
+    doc = small_study(
+        teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(checkpoint)},
+        data={"path": str(npz), "transfer": "deepinversion"},
+    )
     del doc["data"]["dataset"], doc["data"]["samples"], doc["data"]["shape"], doc["data"]["classes"]
     path = tmp_path / "cm.toml"
     path.write_text(toml_text(doc))
@@ -146,22 +158,26 @@ def test_a_datafree_study_searches_and_exports(tmp_path, checkpoint):
     front = json.loads((out / "front.json").read_text())
     assert front["front"]
     number = front["front"][0]["number"]
-    assert main(["export", str(study), "--out", str(out), "--trial", str(number), "-o", str(tmp_path / "exp"),
-                 "--quiet"]) == 0
+    assert (
+        main(["export", str(study), "--out", str(out), "--trial", str(number), "-o", str(tmp_path / "exp"), "--quiet"])
+        == 0
+    )
 
 
 def _no_data_study(tmp_path, checkpoint, **extra):
-    doc = small_study(teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(checkpoint)},
-                      data={"dataset": "none", "transfer": "deepinversion", "shape": [16], "classes": 4},
-                      synthesis=dict(SYNTHESIS), **extra)
+    doc = small_study(
+        teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(checkpoint)},
+        data={"dataset": "none", "transfer": "deepinversion", "shape": [16], "classes": 4},
+        synthesis=dict(SYNTHESIS),
+        **extra,
+    )
     del doc["data"]["samples"]
     path = tmp_path / "none.toml"
     path.write_text(toml_text(doc))
     return path
 
 
-def test_with_no_real_data_accuracy_is_unavailable_and_never_scored_on_synthetic_inputs(tmp_path, checkpoint,
-                                                                                         capsys):
+def test_with_no_real_data_accuracy_is_unavailable_and_never_scored_on_synthetic_inputs(tmp_path, checkpoint, capsys):
     study, out = _no_data_study(tmp_path, checkpoint), tmp_path / "out"
     config = load_study(study)
     assert config.search.objectives == ("synthetic_agreement", "latency_p50_ms", "params")
@@ -183,16 +199,20 @@ def test_with_no_real_data_accuracy_is_unavailable_and_never_scored_on_synthetic
     assert err.count("\n") == 1 and "[data].dataset" in err
 
 
-@pytest.mark.parametrize("change, key", [
-    ({"data": {"transfer": "real"}}, "[data].transfer"),
-    ({"teacher": {"epochs": 5}}, "[teacher]"),
-    ({"search": {"objectives": ["accuracy", "params"]}}, "[search].objectives"),
-])
-def test_no_real_data_needs_a_transfer_set_an_own_teacher_and_a_measurable_objective(tmp_path, checkpoint, change,
-                                                                                      key):
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"data": {"transfer": "real"}}, "[data].transfer"),
+        ({"teacher": {"epochs": 5}}, "[teacher]"),
+        ({"search": {"objectives": ["accuracy", "params"]}}, "[search].objectives"),
+    ],
+)
+def test_no_real_data_needs_a_transfer_set_an_own_teacher_and_a_measurable_objective(tmp_path, checkpoint, change, key):
     path = _no_data_study(tmp_path, checkpoint)
-    doc = small_study(teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(checkpoint)},
-                      data={"dataset": "none", "transfer": "deepinversion", "shape": [16], "classes": 4})
+    doc = small_study(
+        teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(checkpoint)},
+        data={"dataset": "none", "transfer": "deepinversion", "shape": [16], "classes": 4},
+    )
     del doc["data"]["samples"]
     for section, values in change.items():
         doc[section] = values if section == "teacher" else {**doc[section], **values}

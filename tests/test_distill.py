@@ -8,16 +8,15 @@ import json
 
 import pytest
 import torch
-from torch import nn
-
 from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
+from torch import nn
 
 from naskd.config import DataConfig, DistillConfig
 from naskd.data import Data, load_data
 from naskd.distill import (
     RECIPE_KEYS,
-    Diverged,
     DistillResult,
+    Diverged,
     Scratch,
     distill,
     make_optimizer,
@@ -80,8 +79,7 @@ def test_distillation_lowers_the_loss_and_beats_chance(data, teacher_logits):
     student = _student()
     with torch.no_grad():
         before = score(predict(student, data.x_val), data.y_val)["accuracy"]
-    result = distill(student, data.x_train, data.y_train, _recipe(steps=150),
-                     teacher_logits=teacher_logits)
+    result = distill(student, data.x_train, data.y_train, _recipe(steps=150), teacher_logits=teacher_logits)
     assert isinstance(result, DistillResult)
     assert result.steps == 150
     first, last = result.curve[0][1], result.curve[-1][1]
@@ -126,8 +124,9 @@ def test_on_rung_sees_every_rung_and_changes_nothing(data, teacher_logits):
         calls.append((rung, steps, seconds, watched.training, accuracy))
         return True
 
-    result = distill(watched, data.x_train, data.y_train, RECIPE, teacher_logits=teacher_logits,
-                     rungs=(10, 30), on_rung=on_rung)
+    result = distill(
+        watched, data.x_train, data.y_train, RECIPE, teacher_logits=teacher_logits, rungs=(10, 30), on_rung=on_rung
+    )
     assert [c[:2] for c in calls] == [(0, 10), (1, 30)] and result.steps == 60 and not result.stopped
     assert 0 < calls[0][2] < calls[1][2] <= result.train_seconds
     assert all(c[3] for c in calls)  # called in training mode, as the loop left it
@@ -138,8 +137,15 @@ def test_on_rung_sees_every_rung_and_changes_nothing(data, teacher_logits):
 
 def test_a_rung_that_says_no_stops_the_run_there(data, teacher_logits):
     student = _student()
-    result = distill(student, data.x_train, data.y_train, RECIPE, teacher_logits=teacher_logits,
-                     rungs=(10, 30), on_rung=lambda rung, steps, seconds, state: rung == 0)
+    result = distill(
+        student,
+        data.x_train,
+        data.y_train,
+        RECIPE,
+        teacher_logits=teacher_logits,
+        rungs=(10, 30),
+        on_rung=lambda rung, steps, seconds, state: rung == 0,
+    )
     assert result.stopped and result.steps == 30 and not student.training
     # The stopped student is exactly the 30-step student.
     same = _student()
@@ -172,15 +178,33 @@ def test_a_continued_run_ends_bit_identical_to_a_straight_one(data, teacher, tea
 
     first = _dropout_student()
     torch.manual_seed(7)
-    stopped = distill(first, data.x_train, data.y_train, recipe, teacher_logits=teacher_logits, teacher=teacher,
-                      pairs=pairs, rungs=(15,), on_rung=save_and_stop)
+    stopped = distill(
+        first,
+        data.x_train,
+        data.y_train,
+        recipe,
+        teacher_logits=teacher_logits,
+        teacher=teacher,
+        pairs=pairs,
+        rungs=(15,),
+        on_rung=save_and_stop,
+    )
     assert stopped.stopped and stopped.steps == 15
     torch.manual_seed(123)  # whatever the global generator holds now, the state restores it
     continued = _dropout_student()
     seen = []
-    result = distill(continued, data.x_train, data.y_train, recipe, teacher_logits=teacher_logits, teacher=teacher,
-                     pairs=pairs, rungs=(15,), on_rung=lambda *args: seen.append(args[:2]) or True,
-                     resume=saved.load())
+    result = distill(
+        continued,
+        data.x_train,
+        data.y_train,
+        recipe,
+        teacher_logits=teacher_logits,
+        teacher=teacher,
+        pairs=pairs,
+        rungs=(15,),
+        on_rung=lambda *args: seen.append(args[:2]) or True,
+        resume=saved.load(),
+    )
     assert seen == [(0, 15)]  # the rung it was saved at is judged again
     assert result.steps == 60 and result.train_seconds >= stopped.train_seconds
     assert _same(_state(straight), _state(continued))
@@ -274,11 +298,11 @@ def test_steps_and_epochs_give_the_expected_number_of_steps(data, recipe, expect
         per_epoch = expected // recipe.epochs
         rows = {r.numpy().tobytes() for r in data.x_train}
         for e in range(recipe.epochs):
-            epoch = torch.cat(seen[e * per_epoch:(e + 1) * per_epoch])
+            epoch = torch.cat(seen[e * per_epoch : (e + 1) * per_epoch])
             assert len(epoch) == N_TRAIN
             assert {r.numpy().tobytes() for r in epoch} == rows
         if recipe.epochs > 1 and per_epoch > 1:  # each epoch is reshuffled
-            assert not torch.equal(torch.cat(seen[:per_epoch]), torch.cat(seen[per_epoch:2 * per_epoch]))
+            assert not torch.equal(torch.cat(seen[:per_epoch]), torch.cat(seen[per_epoch : 2 * per_epoch]))
 
 
 def test_alpha_zero_ignores_the_teacher(data):
@@ -330,8 +354,19 @@ def test_make_optimizer_follows_the_recipe():
 
 
 def test_recipe_round_trips_through_json(data, teacher_logits):
-    recipe = DistillConfig(temperature=2.5, alpha=0.3, steps=40, epochs=0, optimizer="sgd", lr=0.05,
-                           weight_decay=1e-3, momentum=0.8, batch_size=16, seed=7, cache_teacher=False)
+    recipe = DistillConfig(
+        temperature=2.5,
+        alpha=0.3,
+        steps=40,
+        epochs=0,
+        optimizer="sgd",
+        lr=0.05,
+        weight_decay=1e-3,
+        momentum=0.8,
+        batch_size=16,
+        seed=7,
+        cache_teacher=False,
+    )
     plain = recipe_dict(recipe)
     assert set(RECIPE_KEYS) <= set(plain)
     assert "cache_teacher" not in plain
@@ -346,4 +381,3 @@ def test_recipe_round_trips_through_json(data, teacher_logits):
     assert _same(_state(a), _state(b))
     # Missing keys take the defaults; unknown keys are ignored.
     assert recipe_from_dict({"lr": 0.5, "not_a_key": 1}) == DistillConfig(lr=0.5)
-

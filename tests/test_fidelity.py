@@ -21,16 +21,24 @@ def m(accuracy: float, params: float, **extra: float) -> dict[str, float]:
     return {"accuracy": accuracy, "params": params, **extra}
 
 
-@pytest.mark.parametrize("fidelity, distill, n_train, rungs, target", [
-    # 27 epochs of 40 steps (4000 rows, batch 100): rungs at 1, 3, 9 epochs.
-    (FidelityConfig(first_rung=1), DistillConfig(epochs=27, batch_size=100), 4000, (40, 120, 360), 1080),
-    # No first rung given: the target divided by factor**2 (30 // 9 = 3 steps), in steps.
-    (FidelityConfig(), DistillConfig(steps=30, epochs=0, batch_size=32), 320, (3, 9, 27), 30),
-    (FidelityConfig(first_rung=2, reduction_factor=2), DistillConfig(epochs=20, batch_size=50), 100, (4, 8, 16, 32),
-     40),
-    # A target no rung fits below: single fidelity, whatever the rule.
-    (FidelityConfig(), DistillConfig(epochs=1, batch_size=10), 100, (), 10),
-])
+@pytest.mark.parametrize(
+    "fidelity, distill, n_train, rungs, target",
+    [
+        # 27 epochs of 40 steps (4000 rows, batch 100): rungs at 1, 3, 9 epochs.
+        (FidelityConfig(first_rung=1), DistillConfig(epochs=27, batch_size=100), 4000, (40, 120, 360), 1080),
+        # No first rung given: the target divided by factor**2 (30 // 9 = 3 steps), in steps.
+        (FidelityConfig(), DistillConfig(steps=30, epochs=0, batch_size=32), 320, (3, 9, 27), 30),
+        (
+            FidelityConfig(first_rung=2, reduction_factor=2),
+            DistillConfig(epochs=20, batch_size=50),
+            100,
+            (4, 8, 16, 32),
+            40,
+        ),
+        # A target no rung fits below: single fidelity, whatever the rule.
+        (FidelityConfig(), DistillConfig(epochs=1, batch_size=10), 100, (), 10),
+    ],
+)
 def test_rungs_sit_at_first_times_factor_powers_below_the_target(fidelity, distill, n_train, rungs, target):
     plan = plan_rungs(fidelity, distill, n_train)
     assert plan.rungs == rungs and plan.target_steps == target and plan.judge
@@ -129,8 +137,10 @@ def test_gate_records_every_rung_then_judges_against_the_others():
     assert entries == [{"rung": 0, "steps": 10, "metrics": m(0.4, 50)}] and gate(entries).goes_on
     verdict = gate(with_rung(entries, 1, 30, m(0.6, 50)))
     assert not verdict.goes_on and "Pareto rank 1" in verdict.reason
-    assert ledger.recorded[-1] == [{"rung": 0, "steps": 10, "metrics": m(0.4, 50)},
-                                   {"rung": 1, "steps": 30, "metrics": m(0.6, 50)}]
+    assert ledger.recorded[-1] == [
+        {"rung": 0, "steps": 10, "metrics": m(0.4, 50)},
+        {"rung": 1, "steps": 30, "metrics": m(0.6, 50)},
+    ]
 
 
 def test_latency_margin_protects_a_student_within_measurement_noise():

@@ -12,14 +12,22 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import small_study, toml_text
+
 from naskd.cli import main
 from naskd.config import load_study
 from naskd.errors import ConfigError
 from naskd.export import load_student, save_student
-from naskd.quantize import (Int8Student, _conv1d_as_2d, fold_batchnorm, int8_bytes, int8_state, load_int8_state, lower,
-                            quantize_untrained)
+from naskd.quantize import (
+    Int8Student,
+    _conv1d_as_2d,
+    fold_batchnorm,
+    int8_bytes,
+    int8_state,
+    load_int8_state,
+    lower,
+    quantize_untrained,
+)
 from naskd.spaces import BuildContext, build_student
 from naskd.spaces.space import load_space
 from naskd.trial import build_context, evaluate, full_spec, validate
@@ -63,8 +71,12 @@ def test_the_int8_model_has_int8_weights_and_its_state_reloads_bit_for_bit():
     rebuilt = load_int8_state(quantize_untrained(student, torch.zeros(2, 1, 40)), int8_state(int8))
     assert torch.equal(rebuilt(x), int8(x))
     with pytest.raises(ValueError, match="activation quantization parameters"):
-        load_int8_state(quantize_untrained(build_student({"family": "mlp", "arch": {}}, BuildContext((1, 40), 10)),
-                                           torch.zeros(2, 1, 40)), int8_state(int8))
+        load_int8_state(
+            quantize_untrained(
+                build_student({"family": "mlp", "arch": {}}, BuildContext((1, 40), 10)), torch.zeros(2, 1, 40)
+            ),
+            int8_state(int8),
+        )
 
 
 def test_the_lowered_int8_model_computes_what_the_converted_one_does():
@@ -95,8 +107,12 @@ def context(write_study):
 
 
 def _spec(context, precision: str, family: str = "mlp", arch: dict | None = None, **extra):
-    sampled = {"family": family, "arch": {"depth": 2, "width": [32, 32]} if arch is None else arch,
-               "precision": precision, **extra}
+    sampled = {
+        "family": family,
+        "arch": {"depth": 2, "width": [32, 32]} if arch is None else arch,
+        "precision": precision,
+        **extra,
+    }
     return full_spec(sampled, context.config)
 
 
@@ -134,8 +150,14 @@ def test_a_student_the_quantizer_cannot_take_is_invalid_with_the_reason(context)
 
 
 def test_an_int8_student_is_judged_only_at_rungs_before_its_qat_phase(write_study):
-    context = build_context(load_study(write_study(distill={"steps": 90, "batch_size": 32, "qat_fraction": 0.5},
-                                                   fidelity={"first_rung": 10, "reduction_factor": 3})))
+    context = build_context(
+        load_study(
+            write_study(
+                distill={"steps": 90, "batch_size": 32, "qat_fraction": 0.5},
+                fidelity={"first_rung": 10, "reduction_factor": 3},
+            )
+        )
+    )
     seen: list[int] = []
 
     def gate(entries):
@@ -145,19 +167,28 @@ def test_an_int8_student_is_judged_only_at_rungs_before_its_qat_phase(write_stud
     result = evaluate(_spec(context, "int8"), context, gate=gate)
     assert result.status == "complete", result.reason
     assert list(context.plan.rungs) == [10, 30] and seen == [10, 30]
-    context = build_context(load_study(write_study(distill={"steps": 90, "batch_size": 32, "qat_fraction": 0.8},
-                                                   fidelity={"first_rung": 10, "reduction_factor": 3})))
+    context = build_context(
+        load_study(
+            write_study(
+                distill={"steps": 90, "batch_size": 32, "qat_fraction": 0.8},
+                fidelity={"first_rung": 10, "reduction_factor": 3},
+            )
+        )
+    )
     seen.clear()
     assert evaluate(_spec(context, "int8"), context, gate=gate).status == "complete"
     assert seen == [10]  # the QAT phase starts at step 18: the rung at 30 falls inside it
 
 
-@pytest.mark.parametrize("value, words", [
-    ("int4", 'must be one of "float32", "int8"'),
-    ([], "got an empty list"),
-    (["int8", "int8"], "repeats a value"),
-    (8, "got 8"),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("int4", 'must be one of "float32", "int8"'),
+        ([], "got an empty list"),
+        (["int8", "int8"], "repeats a value"),
+        (8, "got 8"),
+    ],
+)
 def test_a_bad_precision_in_the_space_names_the_key(value, words, tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_space({"family": "mlp", "params": {}, "precision": value}, "study.toml", tmp_path)
@@ -171,8 +202,10 @@ def test_the_space_samples_the_precision_and_specs_without_it_are_float32(tmp_pa
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     drawn = {space.sample(study.ask())["precision"] for _ in range(12)}
     assert drawn == {"float32", "int8"}
-    assert load_space({"family": "mlp", "params": {}, "precision": "int8"}, "s", tmp_path).sample(
-        study.ask())["precision"] == "int8"
+    assert (
+        load_space({"family": "mlp", "params": {}, "precision": "int8"}, "s", tmp_path).sample(study.ask())["precision"]
+        == "int8"
+    )
     assert "precision" not in load_space({"family": "mlp", "params": {}}, "s", tmp_path).sample(study.ask())
 
 
@@ -184,10 +217,16 @@ def test_qat_settings_are_checked(write_study, capsys):
 
 
 def test_an_int8_study_searches_both_precisions_and_exports_an_int8_program(tmp_path, capsys):
-    space = {"family": "mlp", "precision": ["float32", "int8"],
-             "params": {"depth": {"value": 1}, "width": {"type": "int", "low": 96, "high": 128, "per": "depth"}}}
-    doc = small_study(space=space, fidelity={"rule": "off"},
-                      search={"trials": 4, "sampler": "random", "objectives": ["accuracy", "model_bytes"]})
+    space = {
+        "family": "mlp",
+        "precision": ["float32", "int8"],
+        "params": {"depth": {"value": 1}, "width": {"type": "int", "low": 96, "high": 128, "per": "depth"}},
+    }
+    doc = small_study(
+        space=space,
+        fidelity={"rule": "off"},
+        search={"trials": 4, "sampler": "random", "objectives": ["accuracy", "model_bytes"]},
+    )
     study = tmp_path / "int8.toml"
     study.write_text(toml_text(doc))
     out = tmp_path / "out"
@@ -221,8 +260,11 @@ def test_an_int8_study_searches_both_precisions_and_exports_an_int8_program(tmp_
 def test_an_int8_trial_cut_short_continues_from_its_rung_to_the_same_int8_student(write_study, tmp_path):
     from naskd.fidelity import CheckpointFile
 
-    context = build_context(load_study(write_study(distill={"steps": 90, "batch_size": 32},
-                                                   fidelity={"first_rung": 10, "reduction_factor": 3})))
+    context = build_context(
+        load_study(
+            write_study(distill={"steps": 90, "batch_size": 32}, fidelity={"first_rung": 10, "reduction_factor": 3})
+        )
+    )
     spec = _spec(context, "int8")
     straight = evaluate(spec, context)
     checkpoint = CheckpointFile(tmp_path / "trial.pt")

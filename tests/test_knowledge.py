@@ -14,7 +14,6 @@ import math
 
 import pytest
 import torch
-
 from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from naskd.knowledge.functional import kd

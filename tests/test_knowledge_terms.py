@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from naskd.cli import main
 from naskd.config import load_study
 from naskd.errors import ConfigError
@@ -25,9 +24,15 @@ MLP = {"family": "mlp", "arch": {"depth": 2, "width": [16, 16]}}
 
 
 def _digits_study(write_study, filename="study.toml", **distill):
-    return load_study(write_study(filename, data={"dataset": "digits"}, teacher={"epochs": 2},
-                                  space={"path": str(ROOT / "search_spaces" / "cnn2d.toml")},
-                                  distill={"steps": 15, "batch_size": 32, **distill}))
+    return load_study(
+        write_study(
+            filename,
+            data={"dataset": "digits"},
+            teacher={"epochs": 2},
+            space={"path": str(ROOT / "search_spaces" / "cnn2d.toml")},
+            distill={"steps": 15, "batch_size": 32, **distill},
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +43,12 @@ def digits_contexts(tmp_path_factory):
     out = {}
     folder = tmp_path_factory.mktemp("kinds")
     for kind in LOSSES:
-        doc = small_study(data={"dataset": "digits"}, teacher={"epochs": 2},
-                          space={"path": str(ROOT / "search_spaces" / "cnn2d.toml")},
-                          distill={"steps": 15, "batch_size": 32, "knowledge": [{"kind": kind}]})
+        doc = small_study(
+            data={"dataset": "digits"},
+            teacher={"epochs": 2},
+            space={"path": str(ROOT / "search_spaces" / "cnn2d.toml")},
+            distill={"steps": 15, "batch_size": 32, "knowledge": [{"kind": kind}]},
+        )
         path = folder / f"{kind}.toml"
         path.write_text(toml_text(doc))
         out[kind] = build_context(load_study(path))
@@ -71,8 +79,12 @@ def test_relation_kinds_work_across_families(digits_contexts):
 def test_automatic_pairing_is_by_relative_depth():
     assert relative_pairs(["t0", "t1", "t2"], ["s0"]) == [("t0", "s0"), ("t1", "s0"), ("t2", "s0")]
     assert relative_pairs(["t0", "t1"], ["s0", "s1", "s2", "s3"]) == [("t0", "s1"), ("t1", "s3")]
-    assert relative_pairs(["t0", "t1", "t2", "t3"], ["s0", "s1"]) == [("t0", "s0"), ("t1", "s0"), ("t2", "s1"),
-                                                                        ("t3", "s1")]
+    assert relative_pairs(["t0", "t1", "t2", "t3"], ["s0", "s1"]) == [
+        ("t0", "s0"),
+        ("t1", "s0"),
+        ("t2", "s1"),
+        ("t3", "s1"),
+    ]
     student = build_student({"family": "cnn1d", "arch": {"stages": 3}}, BuildContext((1, 40), 10))
     assert stage_names(student) == ["stages.0", "stages.1", "stages.2"]
 
@@ -125,21 +137,24 @@ def test_features_over_budget_are_recomputed_each_step(write_study, caplog):
 
 
 def test_named_pairs_and_their_errors(write_study):
-    config = _digits_study(write_study, knowledge=[{"kind": "fitnet"}],
-                           pairs=[{"teacher": "stages.2", "student": "stages.0"}])
+    config = _digits_study(
+        write_study, knowledge=[{"kind": "fitnet"}], pairs=[{"teacher": "stages.2", "student": "stages.0"}]
+    )
     context = build_context(config)
     result = evaluate(full_spec(CNN2D, config), context)
     assert result.status == "complete", result.reason
 
     missing_student = evaluate(full_spec({"family": "cnn2d", "arch": {"stages": 1}}, config), context)
     assert missing_student.status == "complete"  # stages.0 exists in a one-stage student
-    bad = _digits_study(write_study, "bad.toml", knowledge=[{"kind": "fitnet"}],
-                        pairs=[{"teacher": "stages.0", "student": "blocks.9"}])
+    bad = _digits_study(
+        write_study, "bad.toml", knowledge=[{"kind": "fitnet"}], pairs=[{"teacher": "stages.0", "student": "blocks.9"}]
+    )
     result = evaluate(full_spec(CNN2D, bad), build_context(bad))
     assert result.status == "invalid" and "blocks.9" in result.reason and "stages.0" in result.reason
 
-    wrong_teacher = _digits_study(write_study, "wrong.toml", knowledge=[{"kind": "fitnet"}],
-                                  pairs=[{"teacher": "layer3", "student": "stages.0"}])
+    wrong_teacher = _digits_study(
+        write_study, "wrong.toml", knowledge=[{"kind": "fitnet"}], pairs=[{"teacher": "layer3", "student": "stages.0"}]
+    )
     with pytest.raises(ConfigError) as err:
         build_context(wrong_teacher)
     assert "[distill.pairs[0]].teacher" in str(err.value) and "stages.0" in str(err.value)
@@ -152,24 +167,39 @@ def test_knowledge_list_errors_name_the_key(write_study):
         load_study(write_study(distill={"steps": 5, "knowledge": [{"kind": "kd", "temprature": 2}]}))
     with pytest.raises(ConfigError, match=r"\[distill\].alpha: is the shorthand"):
         load_study(write_study(distill={"steps": 5, "alpha": 0.5, "knowledge": [{"kind": "kd"}]}))
-    config = load_study(write_study(distill={"steps": 5, "temperature": 2.0, "ce_weight": 0.3,
-                                             "knowledge": [{"kind": "kd", "weight": 0.7}, {"kind": "pkt"}]}))
-    assert config.distill.knowledge == ({"kind": "kd", "weight": 0.7, "temperature": 2.0},
-                                        {"kind": "pkt", "weight": 30000.0, "eps": 1e-7})
+    config = load_study(
+        write_study(
+            distill={
+                "steps": 5,
+                "temperature": 2.0,
+                "ce_weight": 0.3,
+                "knowledge": [{"kind": "kd", "weight": 0.7}, {"kind": "pkt"}],
+            }
+        )
+    )
+    assert config.distill.knowledge == (
+        {"kind": "kd", "weight": 0.7, "temperature": 2.0},
+        {"kind": "pkt", "weight": 30000.0, "eps": 1e-7},
+    )
     assert config.distill.ce_weight == 0.3
 
 
 def test_attention_distribution_between_transformers(write_study, tmp_path):
-    teacher = build_student({"family": "transformer", "arch": {"layers": 2, "d_model": 32, "heads": 4}}, BuildContext((4, 16), 4))
+    teacher = build_student(
+        {"family": "transformer", "arch": {"layers": 2, "d_model": 32, "heads": 4}}, BuildContext((4, 16), 4)
+    )
     torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
-    study = write_study(data={"dataset": "synthetic", "samples": 200, "shape": [4, 16], "classes": 4},
-                        teacher={"model": "helpers_teacher:build_transformer", "checkpoint": str(tmp_path / "teacher.pt")},
-                        space={"family": "transformer", "params": {"layers": {"value": 1}}},
-                        distill={"steps": 10, "batch_size": 32, "knowledge": [{"kind": "attention_distribution"}]})
+    study = write_study(
+        data={"dataset": "synthetic", "samples": 200, "shape": [4, 16], "classes": 4},
+        teacher={"model": "helpers_teacher:build_transformer", "checkpoint": str(tmp_path / "teacher.pt")},
+        space={"family": "transformer", "params": {"layers": {"value": 1}}},
+        distill={"steps": 10, "batch_size": 32, "knowledge": [{"kind": "attention_distribution"}]},
+    )
     config = load_study(study)
     context = build_context(config)
-    result = evaluate(full_spec({"family": "transformer", "arch": {"layers": 1, "d_model": 16, "heads": 2}}, config),
-                      context)
+    result = evaluate(
+        full_spec({"family": "transformer", "arch": {"layers": 1, "d_model": 16, "heads": 2}}, config), context
+    )
     assert result.status == "complete", result.reason
     result = evaluate(full_spec({"family": "mlp", "arch": {"depth": 1}}, config), context)
     assert result.status == "invalid" and "attention layers" in result.reason
@@ -177,12 +207,20 @@ def test_attention_distribution_between_transformers(write_study, tmp_path):
 
 def test_a_study_searches_the_recipe_with_the_architecture(write_study, tmp_path, capsys):
     study = write_study(
-        data={"dataset": "digits"}, teacher={"epochs": 2},
-        space={"family": "mlp", "params": {"depth": {"type": "int", "low": 1, "high": 2},
-                                           "width": {"type": "int", "low": 8, "high": 32, "per": "depth"}},
-               "recipe": {"knowledge": {"type": "categorical", "choices": ["kd", "kd+similarity_preserving", "pkt"]},
-                          "temperature": {"type": "float", "low": 1.0, "high": 8.0},
-                          "ce_weight": {"type": "float", "low": 0.0, "high": 1.0}}},
+        data={"dataset": "digits"},
+        teacher={"epochs": 2},
+        space={
+            "family": "mlp",
+            "params": {
+                "depth": {"type": "int", "low": 1, "high": 2},
+                "width": {"type": "int", "low": 8, "high": 32, "per": "depth"},
+            },
+            "recipe": {
+                "knowledge": {"type": "categorical", "choices": ["kd", "kd+similarity_preserving", "pkt"]},
+                "temperature": {"type": "float", "low": 1.0, "high": 8.0},
+                "ce_weight": {"type": "float", "low": 0.0, "high": 1.0},
+            },
+        },
         distill={"steps": 15, "batch_size": 32},
         search={"trials": 6, "sampler": "random", "seed": 1},
     )
@@ -197,11 +235,20 @@ def test_a_study_searches_the_recipe_with_the_architecture(write_study, tmp_path
     assert kinds <= {"kd", "kd+similarity_preserving", "pkt"}
     # The chosen recipe travels into the export.
     dest = tmp_path / "student"
-    assert main(["export", str(study), "--out", str(out), "--trial", str(front[0]["number"]), "-o", str(dest), "-q"]) == 0
+    assert (
+        main(["export", str(study), "--out", str(out), "--trial", str(front[0]["number"]), "-o", str(dest), "-q"]) == 0
+    )
     assert json.loads((dest / "spec.json").read_text())["spec"]["recipe"] == recipes[0]
 
 
 def test_recipe_space_errors_name_the_key(write_study):
     with pytest.raises(ConfigError, match=r"\[space\].recipe.knowledge: unknown knowledge kind \"kdd\""):
-        load_study(write_study(space={"family": "mlp", "params": {},
-                                      "recipe": {"knowledge": {"type": "categorical", "choices": ["kd", "kdd"]}}}))
+        load_study(
+            write_study(
+                space={
+                    "family": "mlp",
+                    "params": {},
+                    "recipe": {"knowledge": {"type": "categorical", "choices": ["kd", "kdd"]}},
+                }
+            )
+        )

@@ -8,12 +8,12 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import helpers_teacher
 import optuna
 import pytest
 import torch
-
-import helpers_teacher
 from conftest import small_study, toml_text
+
 from naskd.backends.optuna_backend import SQLITE_NAME, rung_peers
 from naskd.cli import main
 from naskd.config import load_study
@@ -100,8 +100,12 @@ def test_new_data_comes_with_a_new_version_but_not_alone(tmp_path, capsys):
 def test_rung_records_are_compared_within_a_version(two_versions):
     _, out, _, _ = two_versions
     study = _study(out)
-    ones = [m for t in study.trials if t.user_attrs.get("teacher_version", 1) == 1
-            for m in (e["metrics"] for e in t.user_attrs.get("rungs", ()) if e["rung"] == 0)]
+    ones = [
+        m
+        for t in study.trials
+        if t.user_attrs.get("teacher_version", 1) == 1
+        for m in (e["metrics"] for e in t.user_attrs.get("rungs", ()) if e["rung"] == 0)
+    ]
     assert rung_peers(study, 0, version=1) == ones
     twos = rung_peers(study, 0, version=2)
     assert twos and all(m not in ones for m in twos)

@@ -19,7 +19,6 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from naskd.knowledge import functional as kf

@@ -41,9 +41,7 @@ class Probe(nn.Module):
         self.seen: list[tuple[int, bool, bool, bool]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(
-            (torch.get_num_threads(), self.training, torch.is_inference_mode_enabled(), x.shape[0])
-        )
+        self.seen.append((torch.get_num_threads(), self.training, torch.is_inference_mode_enabled(), x.shape[0]))
         return self.linear(x)
 
 

@@ -33,10 +33,25 @@ def test_every_row_is_keyed_by_its_own_name():
 
 
 def test_trial_and_diagnostic_metrics_split_the_table_in_order():
-    assert TRIAL_METRICS == ("accuracy", "teacher_agreement", "kl_to_teacher", "params", "flops", "latency_p50_ms",
-                             "latency_p95_ms", "train_seconds", "capacity_ratio", "model_bytes")
-    assert DIAGNOSTIC_METRICS == ("scratch_accuracy", "long_accuracy", "long_teacher_agreement", "long_steps",
-                                  "synthetic_agreement")
+    assert TRIAL_METRICS == (
+        "accuracy",
+        "teacher_agreement",
+        "kl_to_teacher",
+        "params",
+        "flops",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "train_seconds",
+        "capacity_ratio",
+        "model_bytes",
+    )
+    assert DIAGNOSTIC_METRICS == (
+        "scratch_accuracy",
+        "long_accuracy",
+        "long_teacher_agreement",
+        "long_steps",
+        "synthetic_agreement",
+    )
     assert (*TRIAL_METRICS, *DIAGNOSTIC_METRICS) == tuple(METRICS)
 
 
@@ -71,18 +86,30 @@ def test_budget_keys_are_cost_config_fields_in_its_order():
     fields = [f.name for f in dataclasses.fields(CostConfig)]
     assert set(BUDGETS) <= set(fields)
     assert list(BUDGETS) == [f for f in fields if f in BUDGETS]
-    assert BUDGETS == {"max_latency_ms": "latency_p50_ms", "max_params": "params", "max_flops": "flops",
-                       "max_model_bytes": "model_bytes"}
+    assert BUDGETS == {
+        "max_latency_ms": "latency_p50_ms",
+        "max_params": "params",
+        "max_flops": "flops",
+        "max_model_bytes": "model_bytes",
+    }
     assert all(METRICS[metric].budget_key == key for key, metric in BUDGETS.items())
     assert all(METRICS[metric].kind == "trial" for metric in BUDGETS.values())
 
 
 def test_budget_limits_reads_the_cost_section():
-    assert budget_limits(CostConfig()) == {"max_latency_ms": None, "max_params": None, "max_flops": None,
-                                           "max_model_bytes": None}
+    assert budget_limits(CostConfig()) == {
+        "max_latency_ms": None,
+        "max_params": None,
+        "max_flops": None,
+        "max_model_bytes": None,
+    }
     cost = CostConfig(max_latency_ms=1.5, max_flops=1000)
-    assert budget_limits(cost) == {"max_latency_ms": 1.5, "max_params": None, "max_flops": 1000,
-                                   "max_model_bytes": None}
+    assert budget_limits(cost) == {
+        "max_latency_ms": 1.5,
+        "max_params": None,
+        "max_flops": 1000,
+        "max_model_bytes": None,
+    }
 
 
 def test_budget_violations_without_budgets_is_feasible():
@@ -114,8 +141,18 @@ def test_views_follow_the_table():
 
 
 def test_a_new_row_reaches_every_view():
-    row = Metric("peak_memory_bytes", "minimize", "peak memory", unit="bytes", format="count", objective=True,
-                 budget_key="max_peak_memory_bytes", budget_rank=4, teacher_bounded=True, log_axis=True)
+    row = Metric(
+        "peak_memory_bytes",
+        "minimize",
+        "peak memory",
+        unit="bytes",
+        format="count",
+        objective=True,
+        budget_key="max_peak_memory_bytes",
+        budget_rank=4,
+        teacher_bounded=True,
+        log_axis=True,
+    )
     table = {**METRICS, row.name: row}
     assert directions_of(table)["peak_memory_bytes"] == "minimize"
     assert row.label == "peak memory (bytes)"

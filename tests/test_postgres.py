@@ -16,7 +16,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from helpers_pg import postgres_server
 
 if not os.environ.get("CI"):  # in CI a missing driver fails the run rather than skipping it
@@ -77,14 +76,19 @@ class _Quick:
 def test_racing_workers_hold_exactly_the_requested_count(kind, postgres, fast_heartbeats, tmp_path):
     """Four workers race for the last slots of a study whose trials take milliseconds."""
     name, target = f"race-{kind}", 30
-    choice = ob.StorageChoice(postgres, "rdb") if kind == "rdb" else ob.StorageChoice(str(tmp_path / "s.journal"), "journal")
+    choice = (
+        ob.StorageChoice(postgres, "rdb") if kind == "rdb" else ob.StorageChoice(str(tmp_path / "s.journal"), "journal")
+    )
     optuna.create_study(study_name=name, storage=ob.open_storage(choice), directions=["maximize"])
     errors: list[BaseException] = []
 
     def worker(seed: int) -> None:
         try:
-            study = optuna.load_study(study_name=name, storage=ob.open_storage(choice),  # heartbeats on for rdb
-                                      sampler=optuna.samplers.RandomSampler(seed=seed))
+            study = optuna.load_study(
+                study_name=name,
+                storage=ob.open_storage(choice),  # heartbeats on for rdb
+                sampler=optuna.samplers.RandomSampler(seed=seed),
+            )
             ob._optimize_until(study, _Quick(), target, lock_path=ob._creation_lock_path(choice))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -109,8 +113,9 @@ def _naskd(*args: str) -> list[str]:
 
 def test_three_worker_processes_and_one_killed_mid_rung(postgres, fast_heartbeats, write_study, tmp_path, capsys):
     target = 6
-    study = write_study(name="pg3", distill={"steps": 1000, "batch_size": 32},
-                        search={"trials": target, "sampler": "tpe"})
+    study = write_study(
+        name="pg3", distill={"steps": 1000, "batch_size": 32}, search={"trials": target, "sampler": "tpe"}
+    )
     out = tmp_path / "out"
     build_context(load_study(study))  # the teacher and its outputs, once, before the workers start
     # One torch thread each: three processes sharing two cores would otherwise oversubscribe them.
@@ -136,8 +141,12 @@ def test_three_worker_processes_and_one_killed_mid_rung(postgres, fast_heartbeat
                 continue
             for t in trials:
                 pid = int(t.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
-                if t.state == State.RUNNING and pid in procs and t.user_attrs.get("rungs") \
-                        and Path(t.user_attrs.get("checkpoint", "")).is_file():
+                if (
+                    t.state == State.RUNNING
+                    and pid in procs
+                    and t.user_attrs.get("rungs")
+                    and Path(t.user_attrs.get("checkpoint", "")).is_file()
+                ):
                     os.kill(pid, signal.SIGKILL)
                     victim = (t.number, procs.pop(pid), t.user_attrs["rungs"])
                     break
@@ -158,13 +167,14 @@ def test_three_worker_processes_and_one_killed_mid_rung(postgres, fast_heartbeat
     # Its trial was failed by the survivors' heartbeat check and is not counted ...
     assert not ob.counts(dead) and "heartbeats" in ob.to_record(dead).reason
     counted = _check_exact(trials, target)
-    assert all(t.state in (State.COMPLETE, State.PRUNED) and t.user_attrs["status"] in ("complete", "pruned")
-               for t in counted)
+    assert all(
+        t.state in (State.COMPLETE, State.PRUNED) and t.user_attrs["status"] in ("complete", "pruned") for t in counted
+    )
     assert len({t.user_attrs["worker"] for t in counted}) >= 2  # the work was shared
     # ... and its student was continued by a survivor from its saved rung, losing no rung.
     (continued,) = [t for t in trials if t.user_attrs.get("continues") == number]
     assert continued.params == dead.params and ob.counts(continued)
-    assert continued.user_attrs["rungs"][:len(kept)] == kept
+    assert continued.user_attrs["rungs"][: len(kept)] == kept
     assert not list((out / "checkpoints").glob("*.pt"))
 
     capsys.readouterr()

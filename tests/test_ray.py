@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-
 from helpers_ray import ray_cluster  # noqa: E402  (before ray: it keeps Ray on 127.0.0.1)
 
 if not os.environ.get("CI"):  # in CI a missing Ray fails the run rather than skipping it
@@ -63,8 +62,26 @@ def test_ray_sweep_shares_one_study_with_the_optuna_backend(cluster, write_study
     # Started locally, continued on Ray, continued locally again.
     assert main(["search", str(study), "--out", str(out), "-q"]) == 0
     local = {t.number: (t.state, t.values) for t in _trials(out)}
-    assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster,
-                 "--trials", "5", "--concurrency", "2", "-q"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(study),
+                "--out",
+                str(out),
+                "--backend",
+                "ray",
+                "--address",
+                cluster,
+                "--trials",
+                "5",
+                "--concurrency",
+                "2",
+                "-q",
+            ]
+        )
+        == 0
+    )
     trials = _trials(out)
     assert [t.number for t in trials] == [0, 1, 2, 3, 4]
     assert all(t.state in done for t in trials)
@@ -73,7 +90,7 @@ def test_ray_sweep_shares_one_study_with_the_optuna_backend(cluster, write_study
         assert {"spec", "status", "metrics", "rungs", "steps"} <= set(t.user_attrs) and t.params
         # Every Ray trial reported at its rungs and was judged there; rung records sit in the
         # study storage beside the Optuna backend's.
-        assert [e["steps"] for e in t.user_attrs["rungs"]] == [3, 9, 27][:len(t.user_attrs["rungs"])]
+        assert [e["steps"] for e in t.user_attrs["rungs"]] == [3, 9, 27][: len(t.user_attrs["rungs"])]
         assert not (out / "checkpoints" / f"trial_{t.number}.pt").exists()  # no state left behind
         if t.state == State.PRUNED:
             assert t.user_attrs["status"] == "pruned" and "stopped at rung" in t.user_attrs["reason"]
@@ -99,17 +116,42 @@ def test_ray_sweep_shares_one_study_with_the_optuna_backend(cluster, write_study
 
 
 def test_every_scheme_runs_on_ray(cluster, write_study, tmp_path):
-    study = write_study(search={"trials": 4, "sampler": "random"}, fidelity={"rule": "off"},
-                        space={"family": "mlp", "params": {"depth": {"value": 2}, "width": {"value": 12}},
-                               "recipe": {"scheme": {"type": "categorical",
-                                                     "choices": ["offline", "mutual", "self", "born_again"]}}})
+    study = write_study(
+        search={"trials": 4, "sampler": "random"},
+        fidelity={"rule": "off"},
+        space={
+            "family": "mlp",
+            "params": {"depth": {"value": 2}, "width": {"value": 12}},
+            "recipe": {"scheme": {"type": "categorical", "choices": ["offline", "mutual", "self", "born_again"]}},
+        },
+    )
     out = tmp_path / "out"
-    assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster,
-                 "--concurrency", "2", "-q"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(study),
+                "--out",
+                str(out),
+                "--backend",
+                "ray",
+                "--address",
+                cluster,
+                "--concurrency",
+                "2",
+                "-q",
+            ]
+        )
+        == 0
+    )
     trials = _trials(out)
     assert len(trials) == 4 and all(t.state == State.COMPLETE for t in trials)
-    expected = {"offline": {"ce", "kd"}, "mutual": {"ce", "kd", "cohort_ce", "cohort_kd"},
-                "self": {"ce", "aux_ce", "aux_kd", "aux_feature"}, "born_again": {"ce", "kd"}}
+    expected = {
+        "offline": {"ce", "kd"},
+        "mutual": {"ce", "kd", "cohort_ce", "cohort_kd"},
+        "self": {"ce", "aux_ce", "aux_kd", "aux_feature"},
+        "born_again": {"ce", "kd"},
+    }
     for t in trials:
         assert set(t.user_attrs["loss_terms"]) == expected[t.user_attrs["spec"]["recipe"]["scheme"]]
         # Only the cohort copy of mutual learning ran on a worker, never the study's teacher.
@@ -119,15 +161,38 @@ def test_every_scheme_runs_on_ray(cluster, write_study, tmp_path):
 def test_shrink_and_int8_students_run_on_ray(cluster, write_study, tmp_path):
     """Students cut from the teacher (the spec records its fingerprint, set on the driver) and
     int8 students (quantized and lowered on the worker) through the Ray backend."""
-    study = write_study(search={"trials": 4, "sampler": "random"}, fidelity={"rule": "off"},
-                        space={"family": "shrink", "precision": ["float32", "int8"],
-                               "params": {"width": {"type": "categorical", "choices": [0.25, 0.5]}}})
+    study = write_study(
+        search={"trials": 4, "sampler": "random"},
+        fidelity={"rule": "off"},
+        space={
+            "family": "shrink",
+            "precision": ["float32", "int8"],
+            "params": {"width": {"type": "categorical", "choices": [0.25, 0.5]}},
+        },
+    )
     out = tmp_path / "out"
-    assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster,
-                 "--concurrency", "2", "-q"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(study),
+                "--out",
+                str(out),
+                "--backend",
+                "ray",
+                "--address",
+                cluster,
+                "--concurrency",
+                "2",
+                "-q",
+            ]
+        )
+        == 0
+    )
     trials = _trials(out)
-    assert len(trials) == 4 and all(t.state == State.COMPLETE for t in trials), [t.user_attrs.get("reason")
-                                                                              for t in trials]
+    assert len(trials) == 4 and all(t.state == State.COMPLETE for t in trials), [
+        t.user_attrs.get("reason") for t in trials
+    ]
     from naskd.config import load_study
 
     fingerprint = naskd.build_context(load_study(study)).teacher.fingerprint
@@ -141,9 +206,14 @@ def test_shrink_and_int8_students_run_on_ray(cluster, write_study, tmp_path):
 def test_failing_infeasible_and_dying_trials_on_ray(cluster, write_study, tmp_path, capsys):
     markers = tmp_path / "markers"
     study = write_study(
-        space={"family": "user", "builder": "helpers_ray_models:build",
-               "params": {"mode": {"type": "categorical", "choices": ["ok", "big", "raise", "die_once", "die_always"]},
-                          "markers": {"value": str(markers)}}},
+        space={
+            "family": "user",
+            "builder": "helpers_ray_models:build",
+            "params": {
+                "mode": {"type": "categorical", "choices": ["ok", "big", "raise", "die_once", "die_always"]},
+                "markers": {"value": str(markers)},
+            },
+        },
         cost={"warmup": 1, "repeats": 5, "max_params": 1000},
         search={"trials": 5, "sampler": "random"},
         ray={"max_failures": 1},
@@ -153,8 +223,9 @@ def test_failing_infeasible_and_dying_trials_on_ray(cluster, write_study, tmp_pa
     out.mkdir()
     # One trial of each kind, in a known order: Ray's OptunaSearch asks the study, which hands
     # out enqueued trials first.
-    pre = optuna.create_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}",
-                              directions=["maximize", "minimize", "minimize"])
+    pre = optuna.create_study(
+        study_name="tiny", storage=f"sqlite:///{out / 'study.db'}", directions=["maximize", "minimize", "minimize"]
+    )
     for mode in ("ok", "big", "raise", "die_once", "die_always"):
         pre.enqueue_trial({"mode": mode})
     assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster, "-q"]) == 0
@@ -195,11 +266,13 @@ def test_ray_trainable_in_a_users_tuner_with_a_stopper(ray_driver, write_study, 
             tune.report({"accuracy": 1.0, "latency_p50_ms": 0.0, "params": 0.0})
         trainable(config)
 
-    tune.Tuner(tune.with_resources(users_trainable, {"cpu": 1}),
-               tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=4,
-                                           max_concurrent_trials=2),
-               run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0,
-                                         stop=lambda trial_id, result: result.get("accuracy") == 1.0)).fit()
+    tune.Tuner(
+        tune.with_resources(users_trainable, {"cpu": 1}),
+        tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=4, max_concurrent_trials=2),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "ray"), verbose=0, stop=lambda trial_id, result: result.get("accuracy") == 1.0
+        ),
+    ).fit()
     trials = _trials(out)
     assert [t.state for t in trials[1::2]] == [State.PRUNED] * 2
     assert all(t.user_attrs["status"] == "pruned" and "partial" in t.user_attrs["reason"] for t in trials[1::2])
@@ -221,12 +294,15 @@ def test_ray_options_need_the_ray_backend(write_study, capsys):
     assert "--backend ray" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("ray_section, key, expected", [
-    ({"cpus_per_trial": 0}, "[ray].cpus_per_trial", "must be > 0"),
-    ({"scheduler": "asha"}, "[ray].scheduler", "early stopping moved to [fidelity]"),
-    ({"grace_epochs": 2}, "[ray].grace_epochs", "early stopping moved to [fidelity]"),
-    ({"concurrency": -1}, "[ray].concurrency", "must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "ray_section, key, expected",
+    [
+        ({"cpus_per_trial": 0}, "[ray].cpus_per_trial", "must be > 0"),
+        ({"scheduler": "asha"}, "[ray].scheduler", "early stopping moved to [fidelity]"),
+        ({"grace_epochs": 2}, "[ray].grace_epochs", "early stopping moved to [fidelity]"),
+        ({"concurrency": -1}, "[ray].concurrency", "must be >= 0"),
+    ],
+)
 def test_ray_section_is_validated(write_study, capsys, ray_section, key, expected):
     assert main(["search", str(write_study(ray=ray_section)), "--backend", "ray"]) == 2
     err = capsys.readouterr().err
@@ -238,8 +314,11 @@ def _three_students(write_study, out: Path, directions: list[str]) -> Path:
     after epochs 1, 2 and 4. After epoch 1: ok ~0.75 accuracy with 172 params, tiny ~0.5 with
     46, blind (input zeroed) ~0.21 with 172."""
     study = write_study(
-        space={"family": "user", "builder": "helpers_ray_models:build",
-               "params": {"mode": {"type": "categorical", "choices": ["ok", "tiny", "blind"]}}},
+        space={
+            "family": "user",
+            "builder": "helpers_ray_models:build",
+            "params": {"mode": {"type": "categorical", "choices": ["ok", "tiny", "blind"]}},
+        },
         distill={"steps": 60, "lr": 0.01},
         search={"trials": 3, "sampler": "random", "objectives": ["accuracy", "params"]},
         fidelity={"first_rung": 10, "reduction_factor": 2},
@@ -270,10 +349,16 @@ def test_the_rung_rule_stops_the_same_students_on_ray_as_on_the_optuna_backend(c
         assert set(blind.user_attrs["metrics"]) >= {"accuracy", "params", "latency_p50_ms"}
         assert not (out / "students" / f"trial_{blind.number}.pt").exists()
         for mode in ("ok", "tiny"):
-            assert by_mode[mode].state == State.COMPLETE and (out / "students" / f"trial_{by_mode[mode].number}.pt").is_file()
+            assert (
+                by_mode[mode].state == State.COMPLETE
+                and (out / "students" / f"trial_{by_mode[mode].number}.pt").is_file()
+            )
         assert not list((out / "checkpoints").glob("*.pt"))
-    assert outcome["ray"] == outcome["optuna"] == {"ok": (State.COMPLETE, 3, 60), "tiny": (State.COMPLETE, 3, 60),
-                                                    "blind": (State.PRUNED, 1, 10)}
+    assert (
+        outcome["ray"]
+        == outcome["optuna"]
+        == {"ok": (State.COMPLETE, 3, 60), "tiny": (State.COMPLETE, 3, 60), "blind": (State.PRUNED, 1, 10)}
+    )
 
 
 def test_where_knowledge_comes_from_runs_on_ray(cluster, write_study, tmp_path):
@@ -282,17 +367,37 @@ def test_where_knowledge_comes_from_runs_on_ray(cluster, write_study, tmp_path):
     import helpers_teacher
     import torch
 
-    from naskd.data import load_data
     from naskd.config import DataConfig, DistillConfig
+    from naskd.data import load_data
     from naskd.distill import Scratch, train
 
     def ray_search(study: Path, out: Path) -> list[optuna.trial.FrozenTrial]:
-        assert main(["search", str(study), "--out", str(out), "--backend", "ray", "--address", cluster,
-                     "--concurrency", "2", "-q"]) == 0
+        assert (
+            main(
+                [
+                    "search",
+                    str(study),
+                    "--out",
+                    str(out),
+                    "--backend",
+                    "ray",
+                    "--address",
+                    cluster,
+                    "--concurrency",
+                    "2",
+                    "-q",
+                ]
+            )
+            == 0
+        )
         return _trials(out)
 
-    adversarial = write_study("adv.toml", search={"trials": 2, "sampler": "random"}, fidelity={"rule": "off"},
-                              distill={"scheme": "adversarial"})
+    adversarial = write_study(
+        "adv.toml",
+        search={"trials": 2, "sampler": "random"},
+        fidelity={"rule": "off"},
+        distill={"scheme": "adversarial"},
+    )
     trials = ray_search(adversarial, tmp_path / "adv")
     assert all(t.state == State.COMPLETE and set(t.user_attrs["loss_terms"]) == {"adv_l1"} for t in trials)
 
@@ -301,9 +406,14 @@ def test_where_knowledge_comes_from_runs_on_ray(cluster, write_study, tmp_path):
     model = helpers_teacher.build_bn()
     train(Scratch(model), data.x_train, data.y_train, DistillConfig(epochs=10, batch_size=32))
     torch.save(model.state_dict(), tmp_path / "bn.pt")
-    datafree = write_study("free.toml", search={"trials": 2, "sampler": "random"}, fidelity={"rule": "off"},
-                           data={"transfer": "deepinversion"}, synthesis={"samples": 100, "iterations": 20},
-                           teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(tmp_path / "bn.pt")})
+    datafree = write_study(
+        "free.toml",
+        search={"trials": 2, "sampler": "random"},
+        fidelity={"rule": "off"},
+        data={"transfer": "deepinversion"},
+        synthesis={"samples": 100, "iterations": 20},
+        teacher={"model": "helpers_teacher:build_bn", "checkpoint": str(tmp_path / "bn.pt")},
+    )
     trials = ray_search(datafree, tmp_path / "free")
     assert len(trials) == 2 and all(t.state == State.COMPLETE for t in trials)
 
@@ -312,6 +422,7 @@ def test_where_knowledge_comes_from_runs_on_ray(cluster, write_study, tmp_path):
     write_study("life.toml", search={"trials": 2, "sampler": "random"}, teacher={"epochs": 7})
     trials = ray_search(lifelong, out)
     continued = [t for t in trials if t.user_attrs.get("lifelong_from") is not None]
-    assert continued and all(t.user_attrs["teacher_version"] == 2 and "lwf" in t.user_attrs["loss_terms"]
-                             for t in continued)
-    assert [t.user_attrs["metrics"] for t in trials[:len(first)]] == [t.user_attrs["metrics"] for t in first]
+    assert continued and all(
+        t.user_attrs["teacher_version"] == 2 and "lwf" in t.user_attrs["loss_terms"] for t in continued
+    )
+    assert [t.user_attrs["metrics"] for t in trials[: len(first)]] == [t.user_attrs["metrics"] for t in first]

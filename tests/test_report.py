@@ -11,9 +11,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -26,34 +26,88 @@ from naskd.report.view import study_view
 from naskd.results import FRONT_COLUMNS, StudyFacts, TrialRecord, front_summary, render_json
 
 ROOT = Path(__file__).resolve().parent.parent
-TEACHER = {"source": "built-in mlp", "fingerprint": "feedc0de", "accuracy": 0.97, "params": 20000, "flops": 40000,
-           "latency_p50_ms": 0.2, "latency_p95_ms": 0.3}
+TEACHER = {
+    "source": "built-in mlp",
+    "fingerprint": "feedc0de",
+    "accuracy": 0.97,
+    "params": 20000,
+    "flops": 40000,
+    "latency_p50_ms": 0.2,
+    "latency_p95_ms": 0.3,
+}
 RECIPE = {"temperature": 4.0, "alpha": 0.9, "steps": 30, "lr": 0.003}
 XSS_NAME = "<script>alert(1)</script>"
 XSS_SPEC = "<img src=x onerror=alert(1)>"
 XSS_REASON = "<script>alert(2)</script> broke"
 #: A study whose rungs are 1, 3 and 9 epochs of 40 steps on the way to a 27-epoch target.
-FIDELITY = {"rule": "pareto", "target_steps": 1080, "rungs": [40, 120, 360], "steps_per_epoch": 40,
-            "reduction_factor": 3, "margin": 0.0}
+FIDELITY = {
+    "rule": "pareto",
+    "target_steps": 1080,
+    "rungs": [40, 120, 360],
+    "steps_per_epoch": 40,
+    "reduction_factor": 3,
+    "margin": 0.0,
+}
 RUNG_STEPS = tuple(FIDELITY["rungs"])
 TARGET = FIDELITY["target_steps"]
 
 
 def facts(**overrides: Any) -> dict[str, Any]:
     base = {
-        "name": "unit", "objectives": ["accuracy", "latency_p50_ms", "params"], "sampler": "random", "seed": 3,
-        "space": {"family": "mlp", "source": "inline", "params": [
-            {"name": "depth", "kind": "int", "range": [1, 2], "step": 1, "log": False, "choices": None,
-             "value": None, "per": None, "when": None},
-            {"name": "width", "kind": "int", "range": [4, 64], "step": None, "log": True, "choices": None,
-             "value": None, "per": "depth", "when": None},
-            {"name": "activation", "kind": "categorical", "range": None, "step": None, "log": False,
-             "choices": ["relu", "gelu"], "value": None, "per": None, "when": None}]},
+        "name": "unit",
+        "objectives": ["accuracy", "latency_p50_ms", "params"],
+        "sampler": "random",
+        "seed": 3,
+        "space": {
+            "family": "mlp",
+            "source": "inline",
+            "params": [
+                {
+                    "name": "depth",
+                    "kind": "int",
+                    "range": [1, 2],
+                    "step": 1,
+                    "log": False,
+                    "choices": None,
+                    "value": None,
+                    "per": None,
+                    "when": None,
+                },
+                {
+                    "name": "width",
+                    "kind": "int",
+                    "range": [4, 64],
+                    "step": None,
+                    "log": True,
+                    "choices": None,
+                    "value": None,
+                    "per": "depth",
+                    "when": None,
+                },
+                {
+                    "name": "activation",
+                    "kind": "categorical",
+                    "range": None,
+                    "step": None,
+                    "log": False,
+                    "choices": ["relu", "gelu"],
+                    "value": None,
+                    "per": None,
+                    "when": None,
+                },
+            ],
+        },
         "budgets": {"max_latency_ms": None, "max_params": None, "max_flops": None},
         "storage": "sqlite:////tmp/unit/study.db",
         "command": "naskd search 'my studies/unit.toml' --trials 20 --out out/unit --seed 3",
-        "data": {"name": "synthetic", "input_shape": [16], "num_classes": 4, "train": 320, "val": 80,
-                 "fingerprint": "d474"},
+        "data": {
+            "name": "synthetic",
+            "input_shape": [16],
+            "num_classes": 4,
+            "train": 320,
+            "val": 80,
+            "fingerprint": "d474",
+        },
         "teacher": dict(TEACHER),
         "fidelity": dict(FIDELITY),
     }
@@ -62,25 +116,53 @@ def facts(**overrides: Any) -> dict[str, Any]:
 
 
 def _rung_entries(cost: dict[str, float], accuracies: Sequence[float]) -> tuple[dict[str, Any], ...]:
-    return tuple({"rung": k, "steps": RUNG_STEPS[k],
-                  "metrics": {**cost, "accuracy": a, "teacher_agreement": min(1.0, a + 0.01), "kl_to_teacher": 0.4,
-                              "train_seconds": 0.1 * (k + 1)}} for k, a in enumerate(accuracies))
+    return tuple(
+        {
+            "rung": k,
+            "steps": RUNG_STEPS[k],
+            "metrics": {
+                **cost,
+                "accuracy": a,
+                "teacher_agreement": min(1.0, a + 0.01),
+                "kl_to_teacher": 0.4,
+                "train_seconds": 0.1 * (k + 1),
+            },
+        }
+        for k, a in enumerate(accuracies)
+    )
 
 
-def student(number: int, params: int, accuracy: float, *, state: str = "complete", activation: str = "relu",
-            reason: str | None = None, rungs: Sequence[float] = (), steps: int | None = None,
-            **extra: float) -> TrialRecord:
+def student(
+    number: int,
+    params: int,
+    accuracy: float,
+    *,
+    state: str = "complete",
+    activation: str = "relu",
+    reason: str | None = None,
+    rungs: Sequence[float] = (),
+    steps: int | None = None,
+    **extra: float,
+) -> TrialRecord:
     """A completed (or infeasible, failed, pruned) trial whose metrics grow plausibly with size.
 
     ``rungs`` are its accuracies at the rungs it reached (``RUNG_STEPS``): a complete student
     then was trained to ``TARGET`` steps; a pruned one stopped at its last rung, whose metrics
     are its own (``accuracy`` is ignored). Without ``rungs`` (nor ``steps``) a complete student
     is a record from before naskd kept rungs and steps."""
-    spec = {"family": "mlp", "arch": {"depth": 1 + number % 2, "width": [8 + number] * (1 + number % 2),
-                                      "activation": activation}, "recipe": dict(RECIPE)}
-    cost = {"params": params, "flops": 2 * params, "latency_p50_ms": 0.01 + params * 1e-6,
-            "latency_p95_ms": 0.02 + params * 1e-6, "capacity_ratio": TEACHER["params"] / params,
-            "model_bytes": 4 * params + 1100}
+    spec = {
+        "family": "mlp",
+        "arch": {"depth": 1 + number % 2, "width": [8 + number] * (1 + number % 2), "activation": activation},
+        "recipe": dict(RECIPE),
+    }
+    cost = {
+        "params": params,
+        "flops": 2 * params,
+        "latency_p50_ms": 0.01 + params * 1e-6,
+        "latency_p95_ms": 0.02 + params * 1e-6,
+        "capacity_ratio": TEACHER["params"] / params,
+        "model_bytes": 4 * params + 1100,
+    }
     if state == "failed":
         return TrialRecord(number, "failed", spec, {}, reason or "diverged: loss became nan at step 3")
     if state == "infeasible":
@@ -88,34 +170,52 @@ def student(number: int, params: int, accuracy: float, *, state: str = "complete
     entries = _rung_entries(cost, rungs)
     if state == "pruned":
         k = len(rungs) - 1
-        why = reason or (f"stopped at rung {k} ({RUNG_STEPS[k] // 40} epochs of 27 epochs): Pareto rank 2 of 14 "
-                         "students at this rung")
+        why = reason or (
+            f"stopped at rung {k} ({RUNG_STEPS[k] // 40} epochs of 27 epochs): Pareto rank 2 of 14 "
+            "students at this rung"
+        )
         return TrialRecord(number, "pruned", spec, dict(entries[-1]["metrics"]), why, RUNG_STEPS[k], entries)
-    metrics = {**cost, "accuracy": accuracy, "teacher_agreement": min(1.0, accuracy + 0.01), "kl_to_teacher": 0.2,
-               "train_seconds": 0.5, **extra}
+    metrics = {
+        **cost,
+        "accuracy": accuracy,
+        "teacher_agreement": min(1.0, accuracy + 0.01),
+        "kl_to_teacher": 0.2,
+        "train_seconds": 0.5,
+        **extra,
+    }
     return TrialRecord(number, "complete", spec, metrics, reason, steps or (TARGET if rungs else None), entries)
 
 
 def healthy(n: int = 12, **extra_per_trial: Any) -> list[TrialRecord]:
     """``n`` completed students, 500..(500 + 400 n) params, accuracy rising with size, all below the teacher."""
-    return [student(i, 500 + 400 * i, 0.70 + 0.02 * i, **{k: f(i) for k, f in extra_per_trial.items()})
-            for i in range(n)]
+    return [
+        student(i, 500 + 400 * i, 0.70 + 0.02 * i, **{k: f(i) for k, f in extra_per_trial.items()}) for i in range(n)
+    ]
 
 
 def multi_fidelity() -> list[TrialRecord]:
     """12 students trained to the target through all three rungs (their rung accuracies rise
     toward the target's, in an order that shuffles a little), then 6 stopped at rungs 0, 1, 2."""
-    done = [student(i, 500 + 400 * i, 0.70 + 0.02 * i,
-                    rungs=[0.70 + 0.02 * i - d + 0.01 * ((i * 7 + k * 3) % 5) for k, d in enumerate((0.3, 0.15, 0.05))])
-            for i in range(12)]
-    stopped = [student(12 + j, 700 + 350 * j, 0, state="pruned",
-                       rungs=[0.35 + 0.01 * j + 0.1 * k for k in range(1 + j % 3)]) for j in range(6)]
+    done = [
+        student(
+            i,
+            500 + 400 * i,
+            0.70 + 0.02 * i,
+            rungs=[0.70 + 0.02 * i - d + 0.01 * ((i * 7 + k * 3) % 5) for k, d in enumerate((0.3, 0.15, 0.05))],
+        )
+        for i in range(12)
+    ]
+    stopped = [
+        student(12 + j, 700 + 350 * j, 0, state="pruned", rungs=[0.35 + 0.01 * j + 0.1 * k for k in range(1 + j % 3)])
+        for j in range(6)
+    ]
     return done + stopped
 
 
 def summary_of(f: dict[str, Any], records: list[TrialRecord]) -> dict[str, Any]:
-    return front_summary(StudyFacts(f["name"], tuple(f["objectives"]), f["teacher"], f["data"],
-                                    f.get("fidelity") or {}), records)
+    return front_summary(
+        StudyFacts(f["name"], tuple(f["objectives"]), f["teacher"], f["data"], f.get("fidelity") or {}), records
+    )
 
 
 def view_of(f: dict[str, Any], records: list[TrialRecord]) -> Any:
@@ -140,12 +240,20 @@ def warning_keys(page: str) -> set[str]:
 
 # --- escaping and offline ----------------------------------------------------------------
 
+
 def test_user_text_is_escaped_everywhere() -> None:
-    f = facts(name=XSS_NAME, command=f"naskd search '{XSS_NAME}.toml'",
-              data={**facts()["data"], "name": XSS_SPEC}, description=XSS_NAME)
+    f = facts(
+        name=XSS_NAME,
+        command=f"naskd search '{XSS_NAME}.toml'",
+        data={**facts()["data"], "name": XSS_SPEC},
+        description=XSS_NAME,
+    )
     f["space"]["params"][2]["choices"] = ["relu", XSS_SPEC]
-    records = [*healthy(11), student(11, 4000, 0.8, activation=XSS_SPEC),
-               student(12, 900, 0, state="failed", reason=XSS_REASON)]
+    records = [
+        *healthy(11),
+        student(11, 4000, 0.8, activation=XSS_SPEC),
+        student(12, 900, 0, state="failed", reason=XSS_REASON),
+    ]
     page = report(f, records, importances={"accuracy": {XSS_SPEC: 0.7, "depth": 0.3}})
     for raw in (XSS_NAME, XSS_SPEC, "<script>alert(2)</script>", "<img src=x", "onerror=alert(1)>"):
         assert raw not in page
@@ -177,9 +285,16 @@ def test_page_is_self_contained_and_offline() -> None:
     assert page.count(get_plotlyjs()[:500]) == 1  # the plotly.js bundle, embedded once
     assert "default-src 'none'" in page  # the CSP forbids every request
     ids = re.findall(r'id="(fig-[a-z0-9-]+)"', page)
-    assert len(ids) == len(set(ids)) and {"fig-pareto-latency", "fig-pareto-params", "fig-pareto-flops",
-                                          "fig-pareto-3d", "fig-capacity", "fig-hypervolume", "fig-history",
-                                          "fig-parallel"} <= set(ids)
+    assert len(ids) == len(set(ids)) and {
+        "fig-pareto-latency",
+        "fig-pareto-params",
+        "fig-pareto-flops",
+        "fig-pareto-3d",
+        "fig-capacity",
+        "fig-hypervolume",
+        "fig-history",
+        "fig-parallel",
+    } <= set(ids)
 
 
 def test_webgl_figures_are_drawn_lazily_and_the_rest_as_the_page_loads() -> None:
@@ -195,13 +310,14 @@ def test_webgl_figures_are_drawn_lazily_and_the_rest_as_the_page_loads() -> None
         spec = figure_json(page, fig_id)  # each figure's plotly JSON, parsed only when it is drawn
         assert spec["data"] and spec["layout"] and spec["config"]["displaylogo"] is False
         # a sized box, holding the visible placeholder until a WebGL figure is drawn
-        div = re.search(rf'<div id="{fig_id}" class="plotly-graph-div" style="height:\d+px; width:100%;">(.*?)</div>',
-                        page).group(1)
+        div = re.search(
+            rf'<div id="{fig_id}" class="plotly-graph-div" style="height:\d+px; width:100%;">(.*?)</div>', page
+        ).group(1)
         assert (htmllib.escape(LAZY_NOTE) in div) == (lazy == "true"), (fig_id, div)
     assert "drawn when scrolled into view" in LAZY_NOTE
     assert page.index(get_plotlyjs()[:500]) < page.index("<script>naskdFigure(")  # plotly.js before any figure
     # Every figure is counted, the lazy ones included; they start after the eager ones.
-    assert f'expected: {len(calls)}, eager: {sum(v == "false" for v in calls.values())}' in page
+    assert f"expected: {len(calls)}, eager: {sum(v == 'false' for v in calls.values())}" in page
     # The CSP still allows the page's own inline scripts (and plotly's WebGL shader code), nothing else.
     assert "script-src 'unsafe-inline' 'unsafe-eval';" in page and "IntersectionObserver" in page
 
@@ -210,11 +326,17 @@ def test_header_states_the_study() -> None:
     from importlib.metadata import version
 
     page = report(facts(), healthy(12))
-    for text in ("2026-01-02 03:04 UTC", "synthetic: input (16), 4 classes; 320 training / 80 validation samples",
-                 "accuracy 0.9700, 20,000 params, 40,000 FLOPs, latency p50 0.2 ms / p95 0.3 ms",
-                 "random, seed 3", "12 complete, 0 infeasible", "width: int 4–64 (log scale), one per depth",
-                 f"plotly {version('plotly')}", f"optuna {version('optuna')}",
-                 htmllib.escape("naskd search 'my studies/unit.toml' --trials 20 --out out/unit --seed 3")):
+    for text in (
+        "2026-01-02 03:04 UTC",
+        "synthetic: input (16), 4 classes; 320 training / 80 validation samples",
+        "accuracy 0.9700, 20,000 params, 40,000 FLOPs, latency p50 0.2 ms / p95 0.3 ms",
+        "random, seed 3",
+        "12 complete, 0 infeasible",
+        "width: int 4–64 (log scale), one per depth",
+        f"plotly {version('plotly')}",
+        f"optuna {version('optuna')}",
+        htmllib.escape("naskd search 'my studies/unit.toml' --trials 20 --out out/unit --seed 3"),
+    ):
         assert text in page, text
 
 
@@ -237,13 +359,16 @@ def test_write_report_writes_atomically(tmp_path: Path) -> None:
 
 
 def test_report_does_not_import_optuna_or_ray() -> None:
-    code = ("import sys, test_report as t; t.report(t.facts(), t.healthy(12)); "
-            "bad = [m for m in ('optuna', 'ray') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, test_report as t; t.report(t.facts(), t.healthy(12)); "
+        "bad = [m for m in ('optuna', 'ray') if m in sys.modules]; assert not bad, bad"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
 
 
 # --- warnings ----------------------------------------------------------------------------
+
 
 def _budget(max_params: float | None) -> dict[str, Any]:
     return facts(budgets={"max_latency_ms": None, "max_params": max_params, "max_flops": None})
@@ -251,16 +376,28 @@ def _budget(max_params: float | None) -> dict[str, Any]:
 
 WARNING_CASES = {
     "healthy": (facts(), healthy(12), set()),
-    "teacher below the best student": (facts(teacher={**TEACHER, "accuracy": 0.8}), healthy(12),
-                                       {"teacher-below-student"}),
+    "teacher below the best student": (
+        facts(teacher={**TEACHER, "accuracy": 0.8}),
+        healthy(12),
+        {"teacher-below-student"},
+    ),
     "teacher equal to the best student": (facts(teacher={**TEACHER, "accuracy": 0.92}), healthy(12), set()),
-    "every trial infeasible": (_budget(100), [student(i, 500 + i, 0, state="infeasible") for i in range(12)],
-                               {"all-infeasible", "too-few-trials"}),
+    "every trial infeasible": (
+        _budget(100),
+        [student(i, 500 + i, 0, state="infeasible") for i in range(12)],
+        {"all-infeasible", "too-few-trials"},
+    ),
     "some infeasible": (_budget(4500), [*healthy(12), student(12, 5000, 0, state="infeasible")], set()),
-    "25% failed": (facts(), [*healthy(12), *(student(12 + i, 900, 0, state="failed") for i in range(4))],
-                   {"many-failed"}),
-    "exactly 20% failed": (facts(), [*healthy(12), *(student(12 + i, 900, 0, state="failed") for i in range(3))],
-                           set()),
+    "25% failed": (
+        facts(),
+        [*healthy(12), *(student(12 + i, 900, 0, state="failed") for i in range(4))],
+        {"many-failed"},
+    ),
+    "exactly 20% failed": (
+        facts(),
+        [*healthy(12), *(student(12 + i, 900, 0, state="failed") for i in range(3))],
+        set(),
+    ),
     "budget far above every student": (_budget(100_000), healthy(12), {"budget-not-reached"}),
     "budget approached": (_budget(9000), healthy(12), set()),
     "too few trials": (facts(), healthy(9), {"too-few-trials"}),
@@ -283,6 +420,7 @@ def test_failure_warning_names_the_common_reasons() -> None:
 
 # --- table and export commands -----------------------------------------------------------
 
+
 def test_front_table_has_an_export_command_per_student() -> None:
     f = facts()
     records = healthy(12)
@@ -292,8 +430,7 @@ def test_front_table_has_an_export_command_per_student() -> None:
     assert sorted(map(int, rows)) == sorted(e["number"] for e in summary["front"]) and rows
     for entry in summary["front"]:
         n = entry["number"]
-        command = (f"naskd export 'my studies/unit.toml' --trial {n} -o students/unit-trial-{n} "
-                   f"--out out/unit --seed 3")
+        command = f"naskd export 'my studies/unit.toml' --trial {n} -o students/unit-trial-{n} --out out/unit --seed 3"
         assert export_command(f, "unit", n) == command
         assert htmllib.escape(command) in page
     assert f'data-trial="{summary["knee"]}"' in page and "★ knee" in page
@@ -308,6 +445,7 @@ def test_search_command_parsing() -> None:
 
 
 # --- sections that need diagnostics ------------------------------------------------------
+
 
 def test_kd_gain_section_only_with_scratch_baselines() -> None:
     without = report(facts(), healthy(12))
@@ -325,9 +463,15 @@ def test_kendall_tau_section_only_with_long_runs() -> None:
     assert "No confirmation run" in without
     longs = [0.75, 0.71, 0.80, 0.78, 0.86, 0.84, 0.9]
     records = healthy(12, **{})
-    records = [TrialRecord(r.number, r.state, r.spec,
-                           {**r.metrics, "long_accuracy": longs[r.number], "long_steps": 300}
-                           if r.number < len(longs) else r.metrics) for r in records]
+    records = [
+        TrialRecord(
+            r.number,
+            r.state,
+            r.spec,
+            {**r.metrics, "long_accuracy": longs[r.number], "long_steps": 300} if r.number < len(longs) else r.metrics,
+        )
+        for r in records
+    ]
     page = report(facts(), records)
     tau = kendalltau([r.metrics["accuracy"] for r in records[:7]], longs).statistic
     assert 'id="trust"' in page and "fig-trust" in page
@@ -338,8 +482,11 @@ def test_kendall_tau_section_only_with_long_runs() -> None:
 def test_importances_section() -> None:
     assert "Parameter importances are not available" in report(facts(), healthy(12))
     assert "Parameter importances are not available" in report(facts(), healthy(12), importances={})
-    page = report(facts(), healthy(12), importances={"accuracy": {"depth": 0.7, "width_0": 0.3},
-                                                     "params": {"depth": 0.1, "width_0": 0.9}})
+    page = report(
+        facts(),
+        healthy(12),
+        importances={"accuracy": {"depth": 0.7, "width_0": 0.3}, "params": {"depth": 0.1, "width_0": 0.9}},
+    )
     assert "fig-importances" in page and "not available" not in page.split("Parameter importances</h3>")[1][:300]
 
 
@@ -430,7 +577,7 @@ def test_learning_curves_have_one_line_per_student_with_rungs_and_highlight_the_
         assert (f"trial {number}" in trace.name) == on_front
         rung_acc = [e["metrics"]["accuracy"] for e in record.rungs]
         if record.state == "pruned":  # ends where it stopped, in epochs
-            assert list(trace.x) == [s / 40 for s in RUNG_STEPS[:len(record.rungs)]] and list(trace.y) == rung_acc
+            assert list(trace.x) == [s / 40 for s in RUNG_STEPS[: len(record.rungs)]] and list(trace.y) == rung_acc
             assert trace.line.dash == "dot"
         else:  # every rung, then the target budget
             assert list(trace.x) == [1, 3, 9, 27] and list(trace.y) == [*rung_acc, record.metrics["accuracy"]]
@@ -447,8 +594,9 @@ def test_rung_tau_is_scipys_kendalltau_over_the_students_that_reached_the_target
     done = [r for r in records if r.state == "complete"]
     assert [row.rung for row in rows] == [0, 1, 2] and [row.steps for row in rows] == list(RUNG_STEPS)
     for row in rows:
-        expected = kendalltau([r.rungs[row.rung]["metrics"]["accuracy"] for r in done],
-                              [r.metrics["accuracy"] for r in done])
+        expected = kendalltau(
+            [r.rungs[row.rung]["metrics"]["accuracy"] for r in done], [r.metrics["accuracy"] for r in done]
+        )
         assert row.n == 12 and row.tau == pytest.approx(expected.statistic) and row.tau < 1  # shuffled a little
         assert row.p_value == pytest.approx(expected.pvalue)
     assert [row.scored for row in rows] == [18, 16, 14] and [row.stopped for row in rows] == [2, 2, 2]
@@ -465,19 +613,25 @@ def test_rung_tau_is_scipys_kendalltau_over_the_students_that_reached_the_target
 def test_training_saved_counts_every_step_exactly() -> None:
     from naskd.report.analysis import training_saved
 
-    records = [student(0, 500, 0.8, rungs=[0.5, 0.6, 0.7]), student(1, 900, 0.85, rungs=[0.5, 0.6, 0.7]),
-               student(2, 1300, 0.9, rungs=[0.5, 0.6, 0.7]),
-               student(3, 700, 0, state="pruned", rungs=[0.3]),                 # 40 steps
-               student(4, 800, 0, state="pruned", rungs=[0.3, 0.4]),            # 120
-               student(5, 850, 0, state="pruned", rungs=[0.3, 0.4]),            # 120
-               student(6, 950, 0, state="pruned", rungs=[0.3, 0.4, 0.5]),       # 360
-               student(7, 9000, 0, state="infeasible"), student(8, 900, 0, state="failed")]  # never trained
+    records = [
+        student(0, 500, 0.8, rungs=[0.5, 0.6, 0.7]),
+        student(1, 900, 0.85, rungs=[0.5, 0.6, 0.7]),
+        student(2, 1300, 0.9, rungs=[0.5, 0.6, 0.7]),
+        student(3, 700, 0, state="pruned", rungs=[0.3]),  # 40 steps
+        student(4, 800, 0, state="pruned", rungs=[0.3, 0.4]),  # 120
+        student(5, 850, 0, state="pruned", rungs=[0.3, 0.4]),  # 120
+        student(6, 950, 0, state="pruned", rungs=[0.3, 0.4, 0.5]),  # 360
+        student(7, 9000, 0, state="infeasible"),
+        student(8, 900, 0, state="failed"),
+    ]  # never trained
     saved = training_saved(view_of(facts(), records))
     assert (saved.students, saved.stopped, saved.spent, saved.full) == (7, 4, 3 * 1080 + 640, 7 * 1080)
     assert saved.share == pytest.approx(3880 / 7560) and saved.per_rung == ((0, 1), (1, 2), (2, 1))
-    sentence = ("The rungs trained 51% of the steps that training all 7 students to the target budget would have "
-                "taken (3,880 of 7,560 steps): 4 students stopped at a rung. Stopped: 1 at rung 0 (1 epoch), "
-                "2 at rung 1 (3 epochs), 1 at rung 2 (9 epochs).")
+    sentence = (
+        "The rungs trained 51% of the steps that training all 7 students to the target budget would have "
+        "taken (3,880 of 7,560 steps): 4 students stopped at a rung. Stopped: 1 at rung 0 (1 epoch), "
+        "2 at rung 1 (3 epochs), 1 at rung 2 (9 epochs)."
+    )
     assert saved.sentence == sentence
     assert htmllib.escape(sentence) in report(facts(), records)
     # Rule off: every student reached the target.
@@ -501,8 +655,9 @@ def test_studies_without_rung_data_say_so() -> None:
 
 def test_header_states_the_target_budget_and_the_rungs() -> None:
     page = report(facts(fidelity={**FIDELITY, "margin": 0.02}), multi_fidelity())
-    assert ("target budget 27 epochs (1,080 training steps); rungs at 1, 3, 9 epochs; rule pareto, factor 3, "
-            "margin 0.02") in page
+    assert (
+        "target budget 27 epochs (1,080 training steps); rungs at 1, 3, 9 epochs; rule pareto, factor 3, margin 0.02"
+    ) in page
     assert "6 stopped at a rung" in page and "pruned" not in re.search(r"<dt>Trials</dt><dd>(.*?)</dd>", page)[1]
     assert "every number on the front is measured at the target budget" in page
     assert "trained it briefly" not in page
@@ -510,7 +665,8 @@ def test_header_states_the_target_budget_and_the_rungs() -> None:
     # Rungs that are no whole epochs: counted in steps.
     odd = facts(fidelity={**FIDELITY, "rungs": [50, 120, 360]})
     assert "target budget 27 epochs (1,080 training steps); rungs at 50 steps, 3 epochs, 9 epochs" in report(
-        odd, multi_fidelity())
+        odd, multi_fidelity()
+    )
     steps_only = facts(fidelity={**FIDELITY, "steps_per_epoch": 7})
     assert "target budget 1,080 steps; rungs at 40, 120, 360 steps; rule pareto" in report(steps_only, multi_fidelity())
 
@@ -539,8 +695,12 @@ BAD_TERM = "<b>x"
 def _with_terms(records: list[TrialRecord], skip: Sequence[int] = ()) -> list[TrialRecord]:
     """Each complete student gets ce (growing with its number), kd and a term named like markup;
     the students in ``skip`` keep no terms (records from before naskd recorded them)."""
-    return [dataclasses.replace(r, terms={"ce": 0.1 + 0.01 * r.number, "kd": 0.3, BAD_TERM: 0.05})
-            if r.state == "complete" and r.number not in skip else r for r in records]
+    return [
+        dataclasses.replace(r, terms={"ce": 0.1 + 0.01 * r.number, "kd": 0.3, BAD_TERM: 0.05})
+        if r.state == "complete" and r.number not in skip
+        else r
+        for r in records
+    ]
 
 
 def _section_html(page: str, section_id: str) -> str:
@@ -587,7 +747,8 @@ def test_loss_terms_missing_say_so_in_one_line() -> None:
     old = report(facts(), healthy(12))  # records from before naskd recorded loss terms
     section = _section_html(old, "loss-terms")
     assert re.findall(r'<p class="note">(.*?)</p>', section) == [
-        "No loss terms to show: the front&#x27;s students recorded none (a study from before naskd recorded them)."]
+        "No loss terms to show: the front&#x27;s students recorded none (a study from before naskd recorded them)."
+    ]
     assert 'id="fig-loss-terms"' not in old and 'class="terms-table"' not in old
     assert all(e["loss_terms"] == {} for e in summary_of(facts(), healthy(12))["front"])
     empty = build_report({}, [], front_summary(StudyFacts("x", ("accuracy", "params"), {}), []))
@@ -609,9 +770,11 @@ def test_loss_term_shares_only_when_they_mean_something() -> None:
     assert row.total == 1.0 and row.share("ce") == 0.25 and row.share("fitnet") is None
     negative = TermRow(4, {"ce": 0.5, "contrast": -0.1})
     assert negative.share("ce") is None
-    assert loss_terms_sentence(["ce", "kd"], [row]) == ("Averaged over the 1 student on the front that recorded "
-                                                        "loss terms, the loss at the end of training was made of: "
-                                                        "kd 75%, ce 25%.")
+    assert loss_terms_sentence(["ce", "kd"], [row]) == (
+        "Averaged over the 1 student on the front that recorded "
+        "loss terms, the loss at the end of training was made of: "
+        "kd 75%, ce 25%."
+    )
     # A student without a term counts 0 for it: the shares add up to 100%.
     other = TermRow(5, {"ce": 0.5, "fitnet": 0.5})
     assert loss_terms_sentence(["ce", "kd", "fitnet"], [row, other]).endswith("ce 38%, kd 38%, fitnet 25%.")
@@ -619,8 +782,9 @@ def test_loss_term_shares_only_when_they_mean_something() -> None:
 
 
 def _scheme(record: TrialRecord, scheme: str, **extra: Any) -> TrialRecord:
-    return dataclasses.replace(record, spec={**record.spec, "recipe": {**record.spec["recipe"], "scheme": scheme,
-                                                                       **extra}})
+    return dataclasses.replace(
+        record, spec={**record.spec, "recipe": {**record.spec["recipe"], "scheme": scheme, **extra}}
+    )
 
 
 def test_front_table_names_each_students_scheme_when_any_is_not_offline() -> None:
@@ -645,10 +809,32 @@ def test_front_table_names_each_students_scheme_when_any_is_not_offline() -> Non
 
 
 def _teachers() -> dict[str, Any]:
-    listed = [{"name": "<i>small</i>", "weight": 0.25, "source": "small.pt", "fingerprint": "aa11", "accuracy": 0.91,
-               "params": 8000, "flops": 16000, "latency_p50_ms": 0.1, "latency_p95_ms": 0.15, "model_bytes": 33000},
-              {"name": "big", "weight": 0.75, "source": "big.pt", "fingerprint": "bb22", "accuracy": 0.96,
-               "params": 20000, "flops": 40000, "latency_p50_ms": 0.2, "latency_p95_ms": 0.3, "model_bytes": 81000}]
+    listed = [
+        {
+            "name": "<i>small</i>",
+            "weight": 0.25,
+            "source": "small.pt",
+            "fingerprint": "aa11",
+            "accuracy": 0.91,
+            "params": 8000,
+            "flops": 16000,
+            "latency_p50_ms": 0.1,
+            "latency_p95_ms": 0.15,
+            "model_bytes": 33000,
+        },
+        {
+            "name": "big",
+            "weight": 0.75,
+            "source": "big.pt",
+            "fingerprint": "bb22",
+            "accuracy": 0.96,
+            "params": 20000,
+            "flops": 40000,
+            "latency_p50_ms": 0.2,
+            "latency_p95_ms": 0.3,
+            "model_bytes": 81000,
+        },
+    ]
     return {**TEACHER, "accuracy": 0.975, "source": "2 teachers, mean_logits (largest: big)", "teachers": listed}
 
 
@@ -662,7 +848,8 @@ def test_several_teachers_are_each_shown_with_the_ensemble() -> None:
         "&lt;i&gt;small&lt;/i&gt;: weight 0.25, accuracy 0.9100, 8,000 params, 16,000 FLOPs, latency p50 0.1 ms / "
         "p95 0.15 ms; small.pt (fingerprint aa11)",
         "big: weight 0.75, accuracy 0.9600, 20,000 params, 40,000 FLOPs, latency p50 0.2 ms / p95 0.3 ms; "
-        "big.pt (fingerprint bb22)"]
+        "big.pt (fingerprint bb22)",
+    ]
     assert "<i>small</i>" not in page
     shapes = figure_json(page, "fig-pareto-latency")["layout"]["annotations"]
     assert any(a["text"].startswith("teachers’ ensemble accuracy 0.9750") for a in shapes)
@@ -672,7 +859,11 @@ def test_several_teachers_are_each_shown_with_the_ensemble() -> None:
     # The front summary's teacher block: the same keys, plus every teacher's figures.
     block = summary_of(f, healthy(12))["teacher"]
     assert {k: block[k] for k in ("accuracy", "params", "flops", "latency_p50_ms")} == {
-        "accuracy": 0.975, "params": 20000, "flops": 40000, "latency_p50_ms": 0.2}
+        "accuracy": 0.975,
+        "params": 20000,
+        "flops": 40000,
+        "latency_p50_ms": 0.2,
+    }
     assert block["teachers"] == _teachers()["teachers"]
     assert json.loads(render_json(summary_of(f, healthy(12))))["teacher"]["teachers"][0]["name"] == "<i>small</i>"
     assert "teachers" not in summary_of(facts(), healthy(12))["teacher"]
@@ -694,7 +885,7 @@ def test_the_text_table_lists_every_teacher_and_the_csv_every_loss_term() -> Non
     records = [replace(r, terms={"ce": 0.1, "kd": 0.5 + r.number}) if r.number % 2 else r for r in healthy(12)]
     rows = render_csv(summary_of(facts(), records)).splitlines()
     header = rows[0].split(",")
-    assert header[header.index("steps") + 1:header.index("steps") + 3] == ["loss_ce", "loss_kd"]
+    assert header[header.index("steps") + 1 : header.index("steps") + 3] == ["loss_ce", "loss_kd"]
     by_number = {row.split(",")[0]: row.split(",") for row in rows[1:]}
     for number, cells in by_number.items():
         kd = cells[header.index("loss_kd")]

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import small_study, toml_text
+
 from naskd.backends.optuna_backend import load_summary, run_search
 from naskd.config import load_study
 from naskd.report import build_report, write_report
@@ -27,8 +27,19 @@ from naskd.report.browser import CHROMIUM, open_report
 from naskd.results import TrialRecord
 
 NAME = "tiny <img src=x onerror=alert(1)>"
-SVG_FIGURES = ("fig-pareto-latency", "fig-pareto-params", "fig-pareto-flops", "fig-loss-terms", "fig-capacity",
-               "fig-kd-gain", "fig-learning-curves", "fig-trust", "fig-hypervolume", "fig-history", "fig-importances")
+SVG_FIGURES = (
+    "fig-pareto-latency",
+    "fig-pareto-params",
+    "fig-pareto-flops",
+    "fig-loss-terms",
+    "fig-capacity",
+    "fig-kd-gain",
+    "fig-learning-curves",
+    "fig-trust",
+    "fig-hypervolume",
+    "fig-history",
+    "fig-importances",
+)
 WEBGL_FIGURES = ("fig-pareto-3d", "fig-parallel")
 
 
@@ -51,8 +62,11 @@ def _with_diagnostics(records: list[TrialRecord]) -> list[TrialRecord]:
     for i, r in enumerate(records):
         if r.state == "complete":
             acc = r.metrics["accuracy"]
-            extra = {"scratch_accuracy": max(0.0, acc - 0.02 * (i % 3)), "long_accuracy": min(1.0, acc + 0.01 * i),
-                     "long_steps": 300}
+            extra = {
+                "scratch_accuracy": max(0.0, acc - 0.02 * (i % 3)),
+                "long_accuracy": min(1.0, acc + 0.01 * i),
+                "long_steps": 300,
+            }
             r = dataclasses.replace(r, metrics={**r.metrics, **extra})
         out.append(r)
     return out
@@ -88,16 +102,18 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("report-browser")
     # A tiny MLP space holds students of 88 to 1,732 params: a 500-param budget makes some infeasible.
     path = tmp / "study.toml"
-    path.write_text(toml_text(small_study(name=NAME, search={"trials": 14, "sampler": "random"},
-                                          cost={"max_params": 500})))
+    path.write_text(
+        toml_text(small_study(name=NAME, search={"trials": 14, "sampler": "random"}, cost={"max_params": 500}))
+    )
     config = load_study(path)
     out = tmp / "out"
     run_search(config, out, show_progress=False, command=f"naskd search {path} --out {out}")
     summary, records, optuna_study = load_summary(config, out)
     facts = optuna_study.user_attrs["naskd"]
     records = _with_diagnostics(records)
-    page = build_report(facts, records, summary,
-                        importances={o: {"depth": 0.6, "width_0": 0.4} for o in facts["objectives"]})
+    page = build_report(
+        facts, records, summary, importances={o: {"depth": 0.6, "width_0": 0.4} for o in facts["objectives"]}
+    )
     report = write_report(out / "report.html", page)
     # open_report scrolls each lazily drawn figure into view and waits until it is drawn.
     rendered = open_report(report, screenshot=tmp / "report.png", inspect=_inspect)
@@ -173,8 +189,19 @@ def test_no_console_error_and_no_script_from_user_text(study: dict[str, Any]) ->
 def test_hover_shows_the_trial_its_metrics_and_its_spec(study: dict[str, Any]) -> None:
     hover = study["rendered"].inspected["hover"]
     assert hover.startswith("trial ") and "complete" in hover, hover
-    for text in ("accuracy:", "teacher agreement:", "KL to teacher:", "params:", "FLOPs:", "latency p50 (ms):",
-                 "latency p95 (ms):", "train time (s):", "capacity ratio:", "mlp(depth=", "recipe: "):
+    for text in (
+        "accuracy:",
+        "teacher agreement:",
+        "KL to teacher:",
+        "params:",
+        "FLOPs:",
+        "latency p50 (ms):",
+        "latency p95 (ms):",
+        "train time (s):",
+        "capacity ratio:",
+        "mlp(depth=",
+        "recipe: ",
+    ):
         assert text in hover, (text, hover)
 
 

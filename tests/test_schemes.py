@@ -13,8 +13,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import small_study, toml_text
+
 from naskd.cli import main
 from naskd.config import SCHEMES, load_study
 from naskd.distill import SCHEMES as REGISTRY
@@ -50,8 +50,12 @@ def test_the_config_and_the_registry_name_the_same_schemes():
 
 
 def test_every_scheme_completes_and_records_its_loss_terms(context):
-    expected = {"offline": {"ce", "kd"}, "mutual": {"ce", "kd", "cohort_ce", "cohort_kd"},
-                "self": {"ce", "aux_ce", "aux_kd", "aux_feature"}, "born_again": {"ce", "kd"}}
+    expected = {
+        "offline": {"ce", "kd"},
+        "mutual": {"ce", "kd", "cohort_ce", "cohort_kd"},
+        "self": {"ce", "aux_ce", "aux_kd", "aux_feature"},
+        "born_again": {"ce", "kd"},
+    }
     for scheme, terms in expected.items():
         result = evaluate(_spec(context.config, scheme), context)
         assert result.status == "complete", (scheme, result.reason)
@@ -70,8 +74,9 @@ def test_mutual_trains_a_copy_of_the_teacher_and_never_reads_the_cache(context):
 
     recipe = dataclasses.replace(context.config.distill, scheme="mutual")
     student = build(_spec(context.config, "mutual"), context, recipe)
-    distiller = make_distiller(SchemeInputs(student, recipe, context.sources(recipe),
-                                            teacher_copy=context.teacher.trained_copy))
+    distiller = make_distiller(
+        SchemeInputs(student, recipe, context.sources(recipe), teacher_copy=context.teacher.trained_copy)
+    )
     assert isinstance(distiller, Mutual)
     assert _same(distiller.cohort[0], original)  # the teacher's weights in a fresh module of its architecture
     assert distiller.cohort[0] is not context.teacher.model
@@ -83,8 +88,9 @@ def test_mutual_with_peers_trains_peers_of_the_students_architecture(context):
     recipe = dataclasses.replace(context.config.distill, scheme="mutual", cohort="peers", peers=2)
     spec = _spec(context.config, "mutual", cohort="peers", peers=2)
     student = build(spec, context, recipe)
-    distiller = make_distiller(SchemeInputs(student, recipe, (), new_student=lambda seed: build(spec, context, recipe,
-                                                                                                 seed=seed)))
+    distiller = make_distiller(
+        SchemeInputs(student, recipe, (), new_student=lambda seed: build(spec, context, recipe, seed=seed))
+    )
     fresh = [copy.deepcopy(m) for m in distiller.cohort]
     assert len(fresh) == 2 and all(count_params(m) == count_params(student) for m in fresh)
     assert not _same(fresh[0], fresh[1])  # peers start apart
@@ -126,9 +132,16 @@ def test_born_again_chains_generations_and_counts_their_time(context):
     recipe = dataclasses.replace(context.config.distill, scheme="born_again", generations=2)
     spec = _spec(context.config, "born_again", generations=2)
     student = build(spec, context, recipe)
-    distiller = make_distiller(SchemeInputs(student, recipe, context.sources(recipe),
-                                            new_student=lambda seed: build(spec, context, recipe, seed=seed),
-                                            x=context.x_train, y=context.y_train))
+    distiller = make_distiller(
+        SchemeInputs(
+            student,
+            recipe,
+            context.sources(recipe),
+            new_student=lambda seed: build(spec, context, recipe, seed=seed),
+            x=context.x_train,
+            y=context.y_train,
+        )
+    )
     result = train(distiller, context.x_train, context.y_train, recipe)
     assert 0 < distiller.prepare_seconds <= result.train_seconds  # the earlier generation's time counts
 
@@ -162,8 +175,9 @@ def test_several_teachers_each_teach_and_each_is_described(tmp_path):
     assert all(0 <= t["accuracy"] <= 1 for t in info["teachers"])
     assert context.teachers[0].fingerprint != context.teachers[1].fingerprint  # two teachers, not one twice
     calls = {t.name: 0 for t in context.teachers}
-    handles = [t.model.register_forward_hook(lambda *_, n=t.name: calls.__setitem__(n, calls[n] + 1))
-               for t in context.teachers]
+    handles = [
+        t.model.register_forward_hook(lambda *_, n=t.name: calls.__setitem__(n, calls[n] + 1)) for t in context.teachers
+    ]
     try:
         result = evaluate(_spec(context.config, "offline"), context)
     finally:
@@ -212,11 +226,15 @@ def test_a_scheme_continued_from_a_rung_ends_bit_identical(context, tmp_path, sc
 
 
 def test_a_searched_scheme_through_search_baseline_confirm_and_export(tmp_path, capsys):
-    doc = small_study(search={"trials": 8, "sampler": "random"}, distill={"steps": 30, "batch_size": 32},
-                      space={**small_study()["space"], "params": {"depth": {"value": 2}, "width": {
-                          "type": "int", "low": 8, "high": 16, "per": "depth"}},
-                             "recipe": {"scheme": {"type": "categorical",
-                                                   "choices": ["offline", "mutual", "self", "born_again"]}}})
+    doc = small_study(
+        search={"trials": 8, "sampler": "random"},
+        distill={"steps": 30, "batch_size": 32},
+        space={
+            **small_study()["space"],
+            "params": {"depth": {"value": 2}, "width": {"type": "int", "low": 8, "high": 16, "per": "depth"}},
+            "recipe": {"scheme": {"type": "categorical", "choices": ["offline", "mutual", "self", "born_again"]}},
+        },
+    )
     study = tmp_path / "searched.toml"
     study.write_text(toml_text(doc))
     out = tmp_path / "out"
@@ -233,14 +251,16 @@ def test_a_searched_scheme_through_search_baseline_confirm_and_export(tmp_path, 
         assert "scratch_accuracy" in entry["metrics"]
     for entry in front:
         dest = tmp_path / f"exported_{entry['number']}"
-        assert main(["export", str(study), "--out", str(out), "--trial", str(entry["number"]), "-o", str(dest),
-                     "-q"]) == 0
+        assert (
+            main(["export", str(study), "--out", str(out), "--trial", str(entry["number"]), "-o", str(dest), "-q"]) == 0
+        )
         assert (dest / "model.pt").is_file()
         exported = torch.load(dest / "model.pt", weights_only=True)
         assert not any(k.startswith("heads") for k in exported)
 
 
 # --- device ---------------------------------------------------------------------------------
+
 
 def test_cuda_on_a_machine_without_it_is_a_one_line_study_error(write_study, capsys):
     if torch.cuda.is_available():
@@ -251,14 +271,17 @@ def test_cuda_on_a_machine_without_it_is_a_one_line_study_error(write_study, cap
     assert "[distill].device" in err and "no CUDA device" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("section, key", [({"distill": {"device": "tpu"}}, "[distill].device"),
-                                          ({"distill": {"precision": "fp8"}}, "[distill].precision"),
-                                          ({"distill": {"channels_last": "yes"}}, "[distill].channels_last"),
-                                          ({"distill": {"device": "cpu"}, "ray": {"gpus_per_trial": 1}},
-                                           "[ray].gpus_per_trial"),
-                                          ({"distill": {"scheme": "mutual", "knowledge": [{"kind": "fitnet"}]}},
-                                           "[distill].knowledge"),
-                                          ({"distill": {"scheme": "dml"}}, "[distill].scheme")])
+@pytest.mark.parametrize(
+    "section, key",
+    [
+        ({"distill": {"device": "tpu"}}, "[distill].device"),
+        ({"distill": {"precision": "fp8"}}, "[distill].precision"),
+        ({"distill": {"channels_last": "yes"}}, "[distill].channels_last"),
+        ({"distill": {"device": "cpu"}, "ray": {"gpus_per_trial": 1}}, "[ray].gpus_per_trial"),
+        ({"distill": {"scheme": "mutual", "knowledge": [{"kind": "fitnet"}]}}, "[distill].knowledge"),
+        ({"distill": {"scheme": "dml"}}, "[distill].scheme"),
+    ],
+)
 def test_bad_device_settings_name_their_key(write_study, section, key):
     with pytest.raises(ConfigError) as err:
         load_study(write_study(**section))
@@ -287,8 +310,9 @@ def test_the_teacher_family_calls_a_user_teachers_builder_again(write_study, tmp
     import helpers_teacher
 
     torch.save(helpers_teacher.build().state_dict(), tmp_path / "t.pt")
-    context = build_context(load_study(write_study(teacher={"model": "helpers_teacher:build",
-                                                            "checkpoint": str(tmp_path / "t.pt")})))
+    context = build_context(
+        load_study(write_study(teacher={"model": "helpers_teacher:build", "checkpoint": str(tmp_path / "t.pt")}))
+    )
     result = evaluate(_spec(context.config, "born_again", family="teacher", arch={}, generations=1), context)
     assert result.status == "complete", result.reason
     fresh = helpers_teacher.build()
@@ -297,8 +321,12 @@ def test_the_teacher_family_calls_a_user_teachers_builder_again(write_study, tmp
 
 
 def test_channels_last_for_2d_convolutions(write_study):
-    study = write_study(data={"dataset": "digits"}, teacher={"epochs": 1}, space={"family": "cnn2d", "params": {}},
-                        distill={"steps": 6, "batch_size": 32, "channels_last": True})
+    study = write_study(
+        data={"dataset": "digits"},
+        teacher={"epochs": 1},
+        space={"family": "cnn2d", "params": {}},
+        distill={"steps": 6, "batch_size": 32, "channels_last": True},
+    )
     context = build_context(load_study(study))
     assert context.placement.channels_last
     spec = full_spec({"family": "cnn2d", "arch": {"stages": 1, "width": 4}}, context.config)
@@ -309,9 +337,14 @@ def test_channels_last_for_2d_convolutions(write_study):
 
 
 def test_every_scheme_trains_a_transformer_student(write_study):
-    context = build_context(load_study(write_study(data={"dataset": "synthetic", "samples": 400, "shape": [4, 16],
-                                                         "classes": 4},
-                                                   space={"family": "transformer", "params": {}})))
+    context = build_context(
+        load_study(
+            write_study(
+                data={"dataset": "synthetic", "samples": 400, "shape": [4, 16], "classes": 4},
+                space={"family": "transformer", "params": {}},
+            )
+        )
+    )
     arch = {"layers": 2, "d_model": 16, "heads": 2}
     for scheme in SCHEMES:
         result = evaluate(_spec(context.config, scheme, family="transformer", arch=arch), context)

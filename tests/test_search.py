@@ -31,8 +31,11 @@ def _front_json(study: Path, out: Path, capsys) -> dict:
 
 
 def _trials(out: Path, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
-    storage = f"sqlite:///{out / 'study.db'}" if (out / "study.db").exists() else optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
+    storage = (
+        f"sqlite:///{out / 'study.db'}"
+        if (out / "study.db").exists()
+        else optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
+    )
     return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 
@@ -45,9 +48,11 @@ def test_search_writes_a_nondominated_front(write_study, tmp_path, capsys):
     summary = _front_json(study, out, capsys)
     assert set(summary) == FRONT_KEYS
     assert summary["study"] == "tiny"
-    assert summary["objectives"] == [{"name": "accuracy", "direction": "maximize"},
-                                     {"name": "latency_p50_ms", "direction": "minimize"},
-                                     {"name": "params", "direction": "minimize"}]
+    assert summary["objectives"] == [
+        {"name": "accuracy", "direction": "maximize"},
+        {"name": "latency_p50_ms", "direction": "minimize"},
+        {"name": "params", "direction": "minimize"},
+    ]
     assert set(summary["teacher"]) == {"accuracy", "params", "flops", "latency_p50_ms", "model_bytes"}
     counts = summary["counts"]
     assert counts["complete"] >= 1 and counts["complete"] + counts["pruned"] == 6
@@ -104,12 +109,16 @@ def test_failing_and_infeasible_trials_do_not_stop_the_study(write_study, tmp_pa
         "def build(arch, input_shape, num_classes):\n"
         "    if arch['width'] % 3 == 0:\n"
         "        raise ValueError(f\"width {arch['width']} is cursed\")\n"
-        "    return nn.Sequential(nn.Flatten(), nn.Linear(16, arch['width']), nn.ReLU(), nn.Linear(arch['width'], 4))\n")
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(16, arch['width']), nn.ReLU(), nn.Linear(arch['width'], 4))\n"
+    )
     sys.path.insert(0, str(tmp_path))
     try:
         study = write_study(
-            space={"family": "user", "builder": "flaky_models:build",
-                   "params": {"width": {"type": "int", "low": 4, "high": 40}}},
+            space={
+                "family": "user",
+                "builder": "flaky_models:build",
+                "params": {"width": {"type": "int", "low": 4, "high": 40}},
+            },
             cost={"warmup": 1, "repeats": 5, "max_params": 500},
             search={"trials": 12, "sampler": "random", "seed": 3},
         )
@@ -139,8 +148,13 @@ def _search_killed_when(study: Path, out: Path, ready, what: str, poll_s: float 
     """Run ``naskd search`` in a process and SIGKILL it once ``ready(trials)`` holds; the
     trials as they stood then."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    proc = subprocess.Popen(_naskd("search", str(study), "--out", str(out), "-q"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        _naskd("search", str(study), "--out", str(out), "-q"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     try:
         while time.time() < deadline:
@@ -161,8 +175,9 @@ def _search_killed_when(study: Path, out: Path, ready, what: str, poll_s: float 
 
 
 def test_killed_run_resumes_and_keeps_completed_trials(write_study, tmp_path):
-    study = write_study(distill={"steps": 400, "batch_size": 32}, search={"trials": 6, "sampler": "random"},
-                        fidelity={"rule": "off"})
+    study = write_study(
+        distill={"steps": 400, "batch_size": 32}, search={"trials": 6, "sampler": "random"}, fidelity={"rule": "off"}
+    )
     out = tmp_path / "out"
 
     def two_done_one_running(trials) -> bool:
@@ -188,10 +203,17 @@ def _slow_study(write_study, **extra):
     """Two students of ~3 s each: 300 steps at 10 ms, rungs after 30, 90 and 270 steps (the
     window in which a poll must see trial 0 between rungs is ~2.7 s: at 5 ms a loaded CI
     machine once missed the ~1.35 s it left)."""
-    return write_study(space={"family": "user", "builder": "user_models:build_slow_mlp",
-                              "params": {"width": {"type": "int", "low": 8, "high": 32}, "sleep_ms": {"value": 10}}},
-                       distill={"steps": 300, "batch_size": 32}, fidelity={"first_rung": 30},
-                       search={"trials": 2, "sampler": "random"}, **extra)
+    return write_study(
+        space={
+            "family": "user",
+            "builder": "user_models:build_slow_mlp",
+            "params": {"width": {"type": "int", "low": 8, "high": 32}, "sleep_ms": {"value": 10}},
+        },
+        distill={"steps": 300, "batch_size": 32},
+        fidelity={"first_rung": 30},
+        search={"trials": 2, "sampler": "random"},
+        **extra,
+    )
 
 
 def test_a_study_killed_mid_rung_continues_the_student_where_it_stopped(write_study, tmp_path):
@@ -200,8 +222,11 @@ def test_a_study_killed_mid_rung_continues_the_student_where_it_stopped(write_st
 
     def past_first_rung(trials) -> bool:  # trial 0 saved its state at a rung and trains toward the next
         first = trials[0]
-        return (first.state == optuna.trial.TrialState.RUNNING and bool(first.user_attrs.get("rungs"))
-                and (out / "checkpoints" / "trial_0.pt").is_file())
+        return (
+            first.state == optuna.trial.TrialState.RUNNING
+            and bool(first.user_attrs.get("rungs"))
+            and (out / "checkpoints" / "trial_0.pt").is_file()
+        )
 
     _search_killed_when(study, out, past_first_rung, "trial 0 past its first rung", poll_s=0.05)
     kept = _trials(out)[0].user_attrs["rungs"]
@@ -215,7 +240,7 @@ def test_a_study_killed_mid_rung_continues_the_student_where_it_stopped(write_st
     (new,) = [t for t in trials if t.user_attrs.get("continues") == 0]
     assert new.params == old.params and new.user_attrs["spec"] == old.user_attrs["spec"]
     # No completed rung is lost: the continued trial holds the killed one's rung figures.
-    assert new.user_attrs["rungs"][:len(kept)] == kept
+    assert new.user_attrs["rungs"][: len(kept)] == kept
     assert [e["steps"] for e in new.user_attrs["rungs"]] == [30, 90, 270] and new.user_attrs["steps"] == 300
     assert sum(1 for t in trials if not t.user_attrs.get("stale")) == 2
     assert not list((out / "checkpoints").glob("*.pt"))
@@ -223,14 +248,16 @@ def test_a_study_killed_mid_rung_continues_the_student_where_it_stopped(write_st
     # Bit for bit the student an uninterrupted run trains (same spec, same seed).
     ref_out = tmp_path / "ref"
     ref_out.mkdir()
-    optuna.create_study(study_name="tiny", storage=f"sqlite:///{ref_out / 'study.db'}",
-                        directions=["maximize", "minimize", "minimize"]).enqueue_trial(old.params)
+    optuna.create_study(
+        study_name="tiny", storage=f"sqlite:///{ref_out / 'study.db'}", directions=["maximize", "minimize", "minimize"]
+    ).enqueue_trial(old.params)
     assert main(["search", str(study), "--out", str(ref_out), "--trials", "1", "-q"]) == 0
     (ref,) = _trials(ref_out)
     assert new.state == ref.state == optuna.trial.TrialState.COMPLETE
     assert new.user_attrs["metrics"]["accuracy"] == ref.user_attrs["metrics"]["accuracy"]
-    assert [e["metrics"]["accuracy"] for e in new.user_attrs["rungs"]] == \
-        [e["metrics"]["accuracy"] for e in ref.user_attrs["rungs"]]
+    assert [e["metrics"]["accuracy"] for e in new.user_attrs["rungs"]] == [
+        e["metrics"]["accuracy"] for e in ref.user_attrs["rungs"]
+    ]
     continued = torch.load(out / "students" / f"trial_{new.number}.pt", weights_only=True)
     straight = torch.load(ref_out / "students" / "trial_0.pt", weights_only=True)
     assert continued.keys() == straight.keys() and all(torch.equal(continued[k], straight[k]) for k in continued)
@@ -260,8 +287,10 @@ def test_pruned_students_are_recorded_at_their_rung_and_never_exported(write_stu
         assert "stopped at rung" in t.user_attrs["reason"]
         assert not (out / "students" / f"trial_{t.number}.pt").exists()
     capsys.readouterr()
-    assert main(["export", str(study), "--out", str(out), "--trial", str(pruned[0].number), "-o",
-                 str(tmp_path / "x")]) == 2
+    assert (
+        main(["export", str(study), "--out", str(out), "--trial", str(pruned[0].number), "-o", str(tmp_path / "x")])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stopped at a rung" in err[0] and not (tmp_path / "x").exists()
 
@@ -271,8 +300,10 @@ def test_confirm_at_the_target_budget_reproduces_the_front_exactly(write_study, 
     out = tmp_path / "out"
     assert main(["search", str(study), "--out", str(out), "-q"]) == 0
     summary = _front_json(study, out, capsys)
-    assert main(["confirm", str(study), "--out", str(out), "--top", "3", "--steps", str(summary["target_steps"]),
-                 "-q"]) == 0
+    assert (
+        main(["confirm", str(study), "--out", str(out), "--top", "3", "--steps", str(summary["target_steps"]), "-q"])
+        == 0
+    )
     confirmed = [e for e in _front_json(study, out, capsys)["front"] if "long_accuracy" in e["metrics"]]
     assert len(confirmed) == min(3, len(summary["front"]))
     assert all(e["metrics"]["long_accuracy"] == e["metrics"]["accuracy"] for e in confirmed)
@@ -363,6 +394,9 @@ def test_optuna_objective_in_a_users_own_study(write_study):
 
 
 def test_core_does_not_import_optuna():
-    code = ("import sys, naskd, naskd.trial, naskd.front, naskd.results, naskd.export\n"
-            "assert 'optuna' not in sys.modules and 'ray' not in sys.modules, sorted(m for m in sys.modules if 'optuna' in m)")
+    code = (
+        "import sys, naskd, naskd.trial, naskd.front, naskd.results, naskd.export\n"
+        "assert 'optuna' not in sys.modules and 'ray' not in sys.modules, "
+        "sorted(m for m in sys.modules if 'optuna' in m)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

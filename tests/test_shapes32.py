@@ -10,9 +10,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
 from torch import nn
 
-from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
 from naskd.config import BUILTIN_DATASETS, DataConfig, DistillConfig
 from naskd.data import SHAPES32_CLASSES, SHAPES32_SAMPLES, Data, load_data, make_shapes32
 from naskd.distill import Scratch, train
@@ -48,8 +48,12 @@ def test_layout_dtype_range_and_balanced_classes(shapes: Data):
 
 def test_two_loads_are_bit_identical(shapes: Data):
     again = load_data(DataConfig(dataset="shapes32"))
-    for a, b in ((shapes.x_train, again.x_train), (shapes.y_train, again.y_train),
-                 (shapes.x_val, again.x_val), (shapes.y_val, again.y_val)):
+    for a, b in (
+        (shapes.x_train, again.x_train),
+        (shapes.y_train, again.y_train),
+        (shapes.x_val, again.x_val),
+        (shapes.y_val, again.y_val),
+    ):
         assert torch.equal(a, b)
     assert shapes.fingerprint == again.fingerprint
 
@@ -88,8 +92,16 @@ def _small_cnn() -> nn.Module:
     def conv(c_in: int, c_out: int) -> list[nn.Module]:
         return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
 
-    return nn.Sequential(*conv(3, 16), nn.MaxPool2d(2), *conv(16, 32), nn.MaxPool2d(2), *conv(32, 32),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    return nn.Sequential(
+        *conv(3, 16),
+        nn.MaxPool2d(2),
+        *conv(16, 32),
+        nn.MaxPool2d(2),
+        *conv(32, 32),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
 
 
 def test_a_small_cnn_learns_it_and_a_linear_model_does_not(shapes: Data):

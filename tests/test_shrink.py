@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 
+import helpers_deploy
 import pytest
 import torch
-
-import helpers_deploy
 from conftest import small_study, toml_text
+
 from naskd.cli import main
 from naskd.config import load_study
 from naskd.measure import count_params
@@ -34,9 +34,14 @@ def context(write_study):
 def residual_context(write_study, tmp_path):
     torch.manual_seed(0)
     torch.save(helpers_deploy.residual().state_dict(), tmp_path / "residual.pt")
-    return build_context(load_study(write_study(teacher={"model": "helpers_deploy:residual",
-                                                        "checkpoint": str(tmp_path / "residual.pt")},
-                                                distill={"steps": 30, "batch_size": 32})))
+    return build_context(
+        load_study(
+            write_study(
+                teacher={"model": "helpers_deploy:residual", "checkpoint": str(tmp_path / "residual.pt")},
+                distill={"steps": 30, "batch_size": 32},
+            )
+        )
+    )
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -114,14 +119,17 @@ def test_fresh_weights_are_reinitialised_inherited_ones_are_the_teachers(context
     assert not torch.equal(fresh.head.weight, inherited.head.weight)
 
 
-@pytest.mark.parametrize("arch, words", [
-    ({"width": [0.5]}, "width has 1 entries but the teacher has 2 stages (layers.0, layers.1)"),
-    ({"keep": [True, False]}, "keep has 2 entries but the teacher has 1 blocks (layers.1.0)"),
-    ({"stages": 3}, "stages is 3 but the teacher has 2 stages"),
-    ({"teacher": "0123456789abcdef"}, "drawn from teacher 0123456789abcdef"),
-    ({"width": 0.0}, "width must be >= 0.01"),
-    ({"criterion": "taylor"}, "criterion must be one of"),
-])
+@pytest.mark.parametrize(
+    "arch, words",
+    [
+        ({"width": [0.5]}, "width has 1 entries but the teacher has 2 stages (layers.0, layers.1)"),
+        ({"keep": [True, False]}, "keep has 2 entries but the teacher has 1 blocks (layers.1.0)"),
+        ({"stages": 3}, "stages is 3 but the teacher has 2 stages"),
+        ({"teacher": "0123456789abcdef"}, "drawn from teacher 0123456789abcdef"),
+        ({"width": 0.0}, "width must be >= 0.01"),
+        ({"criterion": "taylor"}, "criterion must be one of"),
+    ],
+)
 def test_specs_that_do_not_fit_the_teacher_say_why(context, arch, words):
     reason = check_spec({"family": "shrink", "arch": arch}, context.build)
     assert reason is not None and words in reason, reason
@@ -129,8 +137,9 @@ def test_specs_that_do_not_fit_the_teacher_say_why(context, arch, words):
 
 def test_a_teacher_torch_pruning_cannot_trace_makes_trials_invalid_not_a_crash(write_study, tmp_path):
     torch.save(helpers_deploy.detached().state_dict(), tmp_path / "d.pt")
-    context = build_context(load_study(write_study(teacher={"model": "helpers_deploy:detached",
-                                                            "checkpoint": str(tmp_path / "d.pt")})))
+    context = build_context(
+        load_study(write_study(teacher={"model": "helpers_deploy:detached", "checkpoint": str(tmp_path / "d.pt")}))
+    )
     result = evaluate(_shrink(context, width=0.5), context)
     assert result.status == "invalid"
     assert "Torch-Pruning cannot prune this teacher" in result.reason and "\n" not in result.reason
@@ -154,12 +163,16 @@ def test_inherited_weights_start_ahead_of_fresh_ones(context):
 
 
 def test_a_shrink_study_searches_records_the_teacher_and_exports_without_it(tmp_path, capsys):
-    space = {"family": "shrink", "params": {
-        "stages": {"value": 2},
-        "width": {"type": "categorical", "choices": [0.125, 0.25, 0.5], "per": "stages"},
-        "blocks": {"value": 1},
-        "keep": {"type": "categorical", "choices": [True, False], "per": "blocks"},
-        "init": {"type": "categorical", "choices": ["inherited", "fresh"]}}}
+    space = {
+        "family": "shrink",
+        "params": {
+            "stages": {"value": 2},
+            "width": {"type": "categorical", "choices": [0.125, 0.25, 0.5], "per": "stages"},
+            "blocks": {"value": 1},
+            "keep": {"type": "categorical", "choices": [True, False], "per": "blocks"},
+            "init": {"type": "categorical", "choices": ["inherited", "fresh"]},
+        },
+    }
     study = tmp_path / "shrink.toml"
     study.write_text(toml_text(small_study(space=space, search={"trials": 4, "sampler": "random"})))
     out = tmp_path / "out"
@@ -177,9 +190,10 @@ def test_a_shrink_study_searches_records_the_teacher_and_exports_without_it(tmp_
 
 
 def test_a_space_sized_for_another_teacher_is_refused_at_the_start(write_study, capsys):
-    space = {"family": "shrink", "params": {
-        "stages": {"value": 3},
-        "width": {"type": "categorical", "choices": [0.25, 0.5], "per": "stages"}}}
+    space = {
+        "family": "shrink",
+        "params": {"stages": {"value": 3}, "width": {"type": "categorical", "choices": [0.25, 0.5], "per": "stages"}},
+    }
     study = write_study(space=space)
     assert main(["search", str(study), "-q"]) == 2
     err = capsys.readouterr().err.strip()

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import helpers_torch
 import pytest
 import torch
 from torch import nn
 
-import helpers_torch
 from naskd.config import DataConfig, DistillConfig, SynthesisConfig
 from naskd.data import load_data
 from naskd.distill import Scratch, train
@@ -34,8 +34,9 @@ def teacher() -> nn.Module:
 
 def _conv2d_teacher() -> nn.Module:
     torch.manual_seed(1)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(8 * 8 * 8, 5)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 5)
+    ).eval()
 
 
 def _flat_teacher() -> nn.Module:
@@ -47,8 +48,7 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _assert_untouched(model: nn.Module, before: dict[str, torch.Tensor], modes: list[bool],
-                      flags: list[bool]) -> None:
+def _assert_untouched(model: nn.Module, before: dict[str, torch.Tensor], modes: list[bool], flags: list[bool]) -> None:
     after = model.state_dict()
     assert after.keys() == before.keys()
     for k, v in before.items():
@@ -85,8 +85,10 @@ def _first_bn_distance(model: nn.Module, x: torch.Tensor) -> float:
     finally:
         handle.remove()
     h = seen[0]
-    return float((h.mean(dim=(0, 2)) - layer.running_mean).norm() + (h.var(dim=(0, 2), unbiased=False)
-                                                                       - layer.running_var).norm())
+    return float(
+        (h.mean(dim=(0, 2)) - layer.running_mean).norm()
+        + (h.var(dim=(0, 2), unbiased=False) - layer.running_var).norm()
+    )
 
 
 def test_teacher_without_batchnorm_is_refused_in_one_line():
@@ -175,7 +177,9 @@ def test_synthesis_key_names_every_input():
     for f in dataclasses.fields(SynthesisConfig):
         cfg = dataclasses.replace(SynthesisConfig(), **{f.name: _changed(getattr(SynthesisConfig(), f.name))})
         keys.add(synthesis_key("abc", (1, 40), 10, cfg))
-    keys |= {synthesis_key("abd", (1, 40), 10, SynthesisConfig()),
-             synthesis_key("abc", (1, 41), 10, SynthesisConfig()),
-             synthesis_key("abc", (1, 40), 9, SynthesisConfig())}
+    keys |= {
+        synthesis_key("abd", (1, 40), 10, SynthesisConfig()),
+        synthesis_key("abc", (1, 41), 10, SynthesisConfig()),
+        synthesis_key("abc", (1, 40), 9, SynthesisConfig()),
+    }
     assert len(keys) == len(dataclasses.fields(SynthesisConfig)) + 4

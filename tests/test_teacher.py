@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import helpers_teacher
 import pytest
 import torch
+from conftest import small_study, toml_text
+from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
 from torch import nn
 
-import helpers_teacher
-from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
-from conftest import small_study, toml_text
 from naskd.cache import content_sha256, state_fingerprint
 from naskd.cli import main
 from naskd.config import CostConfig, load_study
@@ -48,6 +48,7 @@ def _trained_user_model() -> nn.Module:
 
 
 # --- user teachers -----------------------------------------------------------------------
+
 
 def test_user_teacher_from_state_dict_reproduces_the_original(tmp_path):
     original = _trained_user_model()
@@ -188,6 +189,7 @@ def test_describe_teacher_reports_accuracy_and_cost(tmp_path):
 
 
 # --- built-in teachers and their cache ----------------------------------------------------
+
 
 def _cached(cache: Path) -> list[Path]:
     return sorted((cache / "teachers").glob("*.pt"))

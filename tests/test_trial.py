@@ -40,6 +40,7 @@ def test_gate_gets_every_metric_at_each_rung_and_a_no_stops_the_student(context)
     # 30 // 9 = 3 steps, then 9 and 27.
     assert context.plan.rungs == (3, 9, 27) and context.plan.target_steps == 30
     asked: list[tuple[int, int, dict[str, float]]] = []
+
     def gate(entries):
         asked.append((entries[-1]["rung"], entries[-1]["steps"], entries[-1]["metrics"]))
         assert [e["rung"] for e in entries] == list(range(len(entries)))  # every rung so far, in order
@@ -113,14 +114,16 @@ def test_diverging_trial_fails_with_reason(write_study):
 
 def test_raising_user_builder_fails_with_reason(write_study, tmp_path):
     (tmp_path / "raising_models.py").write_text(
-        "def build(arch, input_shape, num_classes):\n    raise RuntimeError('out of widgets')\n")
+        "def build(arch, input_shape, num_classes):\n    raise RuntimeError('out of widgets')\n"
+    )
     import sys
 
     sys.path.insert(0, str(tmp_path))
     try:
         config = load_study(write_study(space={"family": "user", "builder": "raising_models:build", "params": {}}))
-        result = evaluate(full_spec({"family": "user", "builder": "raising_models:build", "arch": {}}, config),
-                          build_context(config))
+        result = evaluate(
+            full_spec({"family": "user", "builder": "raising_models:build", "arch": {}}, config), build_context(config)
+        )
     finally:
         sys.path.remove(str(tmp_path))
     assert result.status in ("failed", "invalid")
@@ -176,9 +179,13 @@ def test_every_family_distils_from_its_shipped_space(write_study, shape, space_f
     """A student sampled from each shipped space trains and learns (beats chance on 4 classes)."""
     from conftest import ROOT
 
-    config = load_study(write_study(data={"dataset": "synthetic", "samples": 400, "shape": shape, "classes": 4},
-                                    space={"path": str(ROOT / "search_spaces" / space_file)},
-                                    distill={"steps": 60, "batch_size": 32}))
+    config = load_study(
+        write_study(
+            data={"dataset": "synthetic", "samples": 400, "shape": shape, "classes": 4},
+            space={"path": str(ROOT / "search_spaces" / space_file)},
+            distill={"steps": 60, "batch_size": 32},
+        )
+    )
     context = build_context(config)
     import random
 
@@ -222,14 +229,20 @@ def test_a_student_stopped_by_its_process_continues_from_its_checkpoint(context,
     carried = seen[-1]
 
     asked: list[list[dict]] = []
-    result = evaluate(_spec(context.config), context, gate=lambda entries: asked.append(entries) or True,
-                      checkpoint=checkpoint, carried=carried)
+    result = evaluate(
+        _spec(context.config),
+        context,
+        gate=lambda entries: asked.append(entries) or True,
+        checkpoint=checkpoint,
+        carried=carried,
+    )
     assert [[e["rung"] for e in entries] for entries in asked] == [[0, 1], [0, 1, 2]]
     assert asked[0] == carried  # rung 0 carried, rung 1 re-scored from the saved state: the same figures
     straight = evaluate(_spec(context.config), context)
     assert result.status == "complete" and result.metrics["accuracy"] == straight.metrics["accuracy"]
-    assert all(torch.equal(a, b) for a, b in zip(result.student.state_dict().values(),
-                                                 straight.student.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(result.student.state_dict().values(), straight.student.state_dict().values())
+    )
     assert checkpoint.load() is None  # cleared when the trial ended
 
 

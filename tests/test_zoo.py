@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
 from torch import nn
 
-from helpers_torch import one_torch_thread  # noqa: F401  (autouse fixture)
 from naskd.config import DataConfig
 from naskd.data import load_data
 from naskd.errors import NaskdError
@@ -71,8 +71,10 @@ def test_blocks_without_downsampling_keep_shape_and_can_be_dropped():
     model = resnet18_shapes32().eval()
     x = torch.randn(2, 3, 32, 32)
     seen: dict[str, tuple[torch.Size, torch.Size]] = {}
-    hooks = [b.register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, (a[0].shape, o.shape)))
-             for n, b in _blocks(model)]
+    hooks = [
+        b.register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, (a[0].shape, o.shape)))
+        for n, b in _blocks(model)
+    ]
     model(x)
     for h in hooks:
         h.remove()
@@ -101,10 +103,14 @@ def test_torch_pruning_prunes_every_stage():
     model = resnet18_shapes32().eval()
     x = torch.randn(2, 3, 32, 32)
     before = sum(p.numel() for p in model.parameters())
-    pruner = tp.pruner.BasePruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                                  pruning_ratio=0.0,
-                                  pruning_ratio_dict={model.stages[i]: 0.5 for i in range(4)},
-                                  ignored_layers=[model.head])
+    pruner = tp.pruner.BasePruner(
+        model,
+        x,
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=0.0,
+        pruning_ratio_dict={model.stages[i]: 0.5 for i in range(4)},
+        ignored_layers=[model.head],
+    )
     pruner.step()
     assert model(x).shape == (2, 10)
     assert sum(p.numel() for p in model.parameters()) < before / 2

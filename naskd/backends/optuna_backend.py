@@ -19,9 +19,10 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import torch
@@ -52,6 +53,7 @@ _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 # --- storage and study -------------------------------------------------------------------
+
 
 def redact(url: str) -> str:
     """A storage URL safe for logs and reports: any password replaced by ***."""
@@ -108,14 +110,18 @@ def check_storage_file(choice: StorageChoice, *, repair: bool = True) -> None:
         with open(path, "rb") as fh:
             head = fh.read(len(_SQLITE_HEADER))
         if not head:
-            raise NaskdError(f"{path}: is empty (0 bytes), not a study storage; move it away (a crash or a copy "
-                             "gone wrong?) or use a new --out")
+            raise NaskdError(
+                f"{path}: is empty (0 bytes), not a study storage; move it away (a crash or a copy "
+                "gone wrong?) or use a new --out"
+            )
         if head != _SQLITE_HEADER:
             raise NaskdError(f"{path}: is not an SQLite database; move it away or use a new --out")
         tables = _sqlite_tables(path)
         if tables and "studies" not in tables:
-            raise NaskdError(f"{path}: is an SQLite database of something else (tables: {', '.join(sorted(tables)[:5])}), "
-                             "not an Optuna study storage; use a new --out")
+            raise NaskdError(
+                f"{path}: is an SQLite database of something else (tables: {', '.join(sorted(tables)[:5])}), "
+                "not an Optuna study storage; use a new --out"
+            )
     elif choice.kind == "journal" and repair:
         _repair_torn_journal(Path(choice.url))
 
@@ -151,8 +157,13 @@ def _cut_torn_record(path: Path) -> None:
     torn = path.with_name(path.name + ".torn")
     atomic_write_bytes(torn, data[keep:])
     os.truncate(path, keep)
-    log.warning("%s: its last record was cut mid-write (%d bytes, a crash while writing?); set aside in %s and the "
-                "journal repaired to its last whole record", path, len(data) - keep, torn)
+    log.warning(
+        "%s: its last record was cut mid-write (%d bytes, a crash while writing?); set aside in %s and the "
+        "journal repaired to its last whole record",
+        path,
+        len(data) - keep,
+        torn,
+    )
 
 
 def server_url(url: str) -> str:
@@ -180,11 +191,17 @@ def open_storage(choice: StorageChoice) -> optuna.storages.BaseStorage:
             interval, grace = heartbeat_settings()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(server_url(choice.url), heartbeat_interval=interval, grace_period=grace,
-                                  heartbeat_stale_trial_callback=_log_stale)
+                return RDBStorage(
+                    server_url(choice.url),
+                    heartbeat_interval=interval,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=_log_stale,
+                )
         return RDBStorage(choice.url)
     except Exception as exc:  # bad URL, missing driver, unreachable server
-        raise NaskdError(f"storage {redact(choice.url)}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise NaskdError(
+            f"storage {redact(choice.url)}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -219,8 +236,10 @@ def continue_later(study: optuna.Study, trial: FrozenTrial) -> bool:
     if not path or not Path(path).is_file():
         return False
     earlier = trial.user_attrs.get("lifelong_from")
-    study.enqueue_trial(trial.params, user_attrs={"continues": trial.number,
-                                                  **({"lifelong_from": earlier} if earlier is not None else {})})
+    study.enqueue_trial(
+        trial.params,
+        user_attrs={"continues": trial.number, **({"lifelong_from": earlier} if earlier is not None else {})},
+    )
     log.warning("trial %d: its student is continued from its last rung by a later trial", trial.number)
     return True
 
@@ -250,16 +269,23 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, cre
     directions = list(config.search.directions)
     try:
         if create:
-            study = optuna.create_study(study_name=config.name, storage=storage, directions=directions,
-                                        sampler=make_sampler(config), load_if_exists=True)
+            study = optuna.create_study(
+                study_name=config.name,
+                storage=storage,
+                directions=directions,
+                sampler=make_sampler(config),
+                load_if_exists=True,
+            )
         else:
             study = optuna.load_study(study_name=config.name, storage=storage, sampler=make_sampler(config))
     except KeyError:
         raise NaskdError(f"no study named {config.name!r} in this storage; run `naskd search` first") from None
     stored = [d.name.lower() for d in study.directions]
     if stored != directions:
-        raise NaskdError(f"{config.file}: [search].objectives: the stored study optimises {len(stored)} objectives "
-                         f"({', '.join(stored)}); use a new --out to change them")
+        raise NaskdError(
+            f"{config.file}: [search].objectives: the stored study optimises {len(stored)} objectives "
+            f"({', '.join(stored)}); use a new --out to change them"
+        )
     return study
 
 
@@ -272,12 +298,15 @@ def refuse_orphan_students(storage: optuna.storages.BaseStorage, config: StudyCo
     try:
         storage.get_study_id_from_name(config.name)
     except KeyError:
-        raise NaskdError(f"{out_dir}: holds {len(students)} trained students but its storage has no study named "
-                         f"{config.name!r} (lost, emptied or replaced?); restore the storage or use a new --out") from None
+        raise NaskdError(
+            f"{out_dir}: holds {len(students)} trained students but its storage has no study named "
+            f"{config.name!r} (lost, emptied or replaced?); restore the storage or use a new --out"
+        ) from None
 
 
-def study_facts_for(config: StudyConfig, context: StudyContext, choice: StorageChoice,
-                    command: str | None) -> dict[str, Any]:
+def study_facts_for(
+    config: StudyConfig, context: StudyContext, choice: StorageChoice, command: str | None
+) -> dict[str, Any]:
     """What a study records about itself (stored as ``study.user_attrs["naskd"]``): the search
     set-up, the data split and the teacher's figures, and what the latest run asked for."""
     return {
@@ -285,8 +314,7 @@ def study_facts_for(config: StudyConfig, context: StudyContext, choice: StorageC
         "objectives": list(config.search.objectives),
         "sampler": config.search.sampler,
         "seed": config.search.seed,
-        "space": {"family": config.space.family, "source": str(config.space.source),
-                  "params": config.space.summary()},
+        "space": {"family": config.space.family, "source": str(config.space.source), "params": config.space.summary()},
         "budgets": budget_limits(config.cost),
         "storage": redact(choice.url),
         "command": command or "",
@@ -315,25 +343,39 @@ def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]
         # A new teacher version (lifelong): the study goes on; what it holds keeps its version.
         listed = versions(stored)
         entry = version_entry(len(listed) + 1, facts, len(study.get_trials(deepcopy=False)))
-        study.set_user_attr(_FACTS_ATTR, {**stored, **{k: facts.get(k) for k in (*_RUN_FACTS, "teacher", "data",
-                                                                                   "fidelity")},
-                                          VERSIONS_KEY: [*listed, entry]})
-        log.warning("%s: the teacher differs from the one this study last ran with (fingerprint %s, now %s): "
-                    "teacher version %d begins; the earlier versions' trials are kept", config.file,
-                    stored["teacher"].get("fingerprint"), facts["teacher"].get("fingerprint"), entry["version"])
+        study.set_user_attr(
+            _FACTS_ATTR,
+            {
+                **stored,
+                **{k: facts.get(k) for k in (*_RUN_FACTS, "teacher", "data", "fidelity")},
+                VERSIONS_KEY: [*listed, entry],
+            },
+        )
+        log.warning(
+            "%s: the teacher differs from the one this study last ran with (fingerprint %s, now %s): "
+            "teacher version %d begins; the earlier versions' trials are kept",
+            config.file,
+            stored["teacher"].get("fingerprint"),
+            facts["teacher"].get("fingerprint"),
+            entry["version"],
+        )
         return True
     if stored["data"].get("fingerprint") != facts["data"].get("fingerprint"):
-        raise NaskdError(f"{config.file}: [data]: differs from the one this study was run with "
-                         f"(fingerprint {stored['data'].get('fingerprint')} vs {facts['data'].get('fingerprint')}); "
-                         "new data comes with a new teacher version (change [teacher] too), or use a new --out "
-                         "for a new study")
+        raise NaskdError(
+            f"{config.file}: [data]: differs from the one this study was run with "
+            f"(fingerprint {stored['data'].get('fingerprint')} vs {facts['data'].get('fingerprint')}); "
+            "new data comes with a new teacher version (change [teacher] too), or use a new --out "
+            "for a new study"
+        )
     before, now = stored.get("fidelity"), facts["fidelity"]
     # Every figure on the front is measured at the target budget and every rung record is
     # compared with others at the same step: a resume must keep both.
     if before is not None and (before.get("target_steps"), before.get("rungs")) != (now["target_steps"], now["rungs"]):
-        raise NaskdError(f"{config.file}: [distill] / [fidelity]: this study was run with a target budget of "
-                         f"{before.get('target_steps')} steps and rungs at {before.get('rungs')} steps, now "
-                         f"{now['target_steps']} and {now['rungs']}; use a new --out for a new study")
+        raise NaskdError(
+            f"{config.file}: [distill] / [fidelity]: this study was run with a target budget of "
+            f"{before.get('target_steps')} steps and rungs at {before.get('rungs')} steps, now "
+            f"{now['target_steps']} and {now['rungs']}; use a new --out for a new study"
+        )
     # Written only once every check has passed: a refused resume leaves the stored facts alone.
     updated = {**stored, **{k: facts.get(k) for k in _RUN_FACTS}}
     if before is None:  # a study from before multi-fidelity search: its facts gain the plan
@@ -353,8 +395,9 @@ def continue_front(study: optuna.Study, config: StudyConfig, out_dir: Path) -> i
         return 0
     version = int(listed[-1]["version"])
     trials = study.get_trials(deepcopy=False)
-    if any(t.user_attrs.get("lifelong_from") is not None and t.user_attrs.get("teacher_version") == version
-           for t in trials) or any(t.state == TrialState.WAITING for t in trials):
+    if any(
+        t.user_attrs.get("lifelong_from") is not None and t.user_attrs.get("teacher_version") == version for t in trials
+    ) or any(t.state == TrialState.WAITING for t in trials):
         return 0  # queued already (a resumed run)
     records = [to_record(t) for t in trials if not t.user_attrs.get("surplus")]
     summary = version_fronts(study_facts(study, config), records, listed[-2:-1])[0]
@@ -363,16 +406,26 @@ def continue_front(study: optuna.Study, config: StudyConfig, out_dir: Path) -> i
         number = entry["number"]
         weights = out_dir / "students" / f"trial_{number}.pt"
         spec = entry["spec"]
-        why = ("its weights are not in " + str(weights.parent) if not weights.is_file()
-               else "an int8 student keeps no float weights" if spec.get("precision") == "int8"
-               else "a shrink student is cut from its own teacher" if spec.get("family") == "shrink" else None)
+        why = (
+            "its weights are not in " + str(weights.parent)
+            if not weights.is_file()
+            else "an int8 student keeps no float weights"
+            if spec.get("precision") == "int8"
+            else "a shrink student is cut from its own teacher"
+            if spec.get("family") == "shrink"
+            else None
+        )
         if why:
             log.warning("trial %d: not continued under teacher version %d (%s)", number, version, why)
             continue
         study.enqueue_trial(trials[number].params, user_attrs={"lifelong_from": number})
         queued += 1
-    log.info("teacher version %d: %d Pareto student(s) of version %d continue from their trained weights",
-             version, queued, version - 1)
+    log.info(
+        "teacher version %d: %d Pareto student(s) of version %d continue from their trained weights",
+        version,
+        queued,
+        version - 1,
+    )
     return queued
 
 
@@ -385,9 +438,12 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage)
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
         storage.set_trial_user_attr(t._trial_id, "status", "failed")
-        storage.set_trial_user_attr(t._trial_id, "reason", "the process running this trial ended before it finished"
-                                    + ("; its student is continued from its last rung by a later trial"
-                                       if continue_later(study, t) else ""))
+        storage.set_trial_user_attr(
+            t._trial_id,
+            "reason",
+            "the process running this trial ended before it finished"
+            + ("; its student is continued from its last rung by a later trial" if continue_later(study, t) else ""),
+        )
         storage.set_trial_user_attr(t._trial_id, "stale", True)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     if stale:
@@ -414,8 +470,8 @@ def counted_trials(study: optuna.Study) -> int:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries a study's numbers depend on, recorded with the study."""
-    from importlib.metadata import PackageNotFoundError, version
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
     for name in ("naskd", "torch", "optuna", "numpy", "plotly"):
@@ -427,6 +483,7 @@ def library_versions() -> dict[str, str]:
 
 
 # --- the objective -----------------------------------------------------------------------
+
 
 def objective_values(result: TrialResult, objectives: tuple[str, ...]) -> tuple[float, ...]:
     """Values told to Optuna. An infeasible trial was never trained: its quality metrics take
@@ -440,8 +497,9 @@ def objective_values(result: TrialResult, objectives: tuple[str, ...]) -> tuple[
     return tuple(values)
 
 
-def record(trial: optuna.Trial, result: TrialResult, objectives: tuple[str, ...],
-           students_dir: Path | None) -> tuple[float, ...]:
+def record(
+    trial: optuna.Trial, result: TrialResult, objectives: tuple[str, ...], students_dir: Path | None
+) -> tuple[float, ...]:
     """Store a result on the Optuna trial and return its values (NaNs make Optuna mark it FAIL;
     a pruned trial's values are never told: see ``Objective``). The spec is on the trial
     already: both backends store it when they sample it."""
@@ -472,15 +530,15 @@ class StudyLedger:
         self.study, self.trial = study, trial
 
     def peers(self, rung: int) -> list[dict[str, float]]:
-        return rung_peers(self.study, rung, exclude=self.trial.number,
-                          version=self.trial.user_attrs.get("teacher_version", 1))
+        return rung_peers(
+            self.study, rung, exclude=self.trial.number, version=self.trial.user_attrs.get("teacher_version", 1)
+        )
 
     def record(self, entries: list[dict[str, Any]]) -> None:
         self.trial.set_user_attr("rungs", entries)
 
 
-def rung_peers(study: optuna.Study, rung: int, exclude: int | None = None, version: int = 1
-               ) -> list[dict[str, float]]:
+def rung_peers(study: optuna.Study, rung: int, exclude: int | None = None, version: int = 1) -> list[dict[str, float]]:
     """Metrics recorded at ``rung`` by the study's counted trials of one teacher version
     (``exclude``: one trial number)."""
     out = []
@@ -501,8 +559,9 @@ class Objective:
     latest rung to ``OUT/checkpoints`` (removed when its trial ends), from which a trial cut
     short by a killed process is continued."""
 
-    def __init__(self, config: StudyConfig, *, context: StudyContext | None = None,
-                 out_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: StudyConfig, *, context: StudyContext | None = None, out_dir: Path | None = None
+    ) -> None:
         self.config = config
         self.context = context if context is not None else build_context(config)
         self.out_dir = out_dir
@@ -514,10 +573,20 @@ class Objective:
         trial.set_user_attr("teacher_version", current(trial.study.user_attrs.get(_FACTS_ATTR, {})))
         gate = RungGate(self.context.plan, tuple(self.config.search.objectives), StudyLedger(trial.study, trial))
         checkpoint, carried = resume_point(trial, spec, self.out_dir)
-        result = evaluate(spec, self.context, gate=gate, checkpoint=checkpoint, carried=carried,
-                          previous=earlier_student(trial, self.out_dir))
-        values = record(trial, result, self.config.search.objectives,
-                        self.out_dir / "students" if self.out_dir is not None else None)
+        result = evaluate(
+            spec,
+            self.context,
+            gate=gate,
+            checkpoint=checkpoint,
+            carried=carried,
+            previous=earlier_student(trial, self.out_dir),
+        )
+        values = record(
+            trial,
+            result,
+            self.config.search.objectives,
+            self.out_dir / "students" if self.out_dir is not None else None,
+        )
         if result.status == "pruned":
             raise optuna.TrialPruned(result.reason)
         return values
@@ -541,12 +610,15 @@ def read_student(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # missing, truncated or foreign: say which file, never half-load it
-        raise NaskdError(f"{path}: the saved student cannot be read to continue it "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+        raise NaskdError(
+            f"{path}: the saved student cannot be read to continue it "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+        ) from None
 
 
-def resume_point(trial: optuna.Trial, spec: dict[str, Any], out_dir: Path | None) -> tuple[CheckpointFile | None,
-                                                                                        list[dict[str, Any]]]:
+def resume_point(
+    trial: optuna.Trial, spec: dict[str, Any], out_dir: Path | None
+) -> tuple[CheckpointFile | None, list[dict[str, Any]]]:
     """This trial's checkpoint file (recorded as ``checkpoint``) and, for a trial that
     continues an interrupted one (``continues``, same spec), that trial's saved state moved
     into it and its rung entries; None without an output directory."""
@@ -560,8 +632,12 @@ def resume_point(trial: optuna.Trial, spec: dict[str, Any], out_dir: Path | None
     old = trial.study.get_trials(deepcopy=False)[before]
     source = Path(old.user_attrs.get("checkpoint") or path)
     if old.user_attrs.get("spec") != spec or not source.is_file():
-        log.warning("trial %d: the state of trial %d cannot be continued (%s); the student starts again",
-                    trial.number, before, "the spec differs" if source.is_file() else "no saved state here")
+        log.warning(
+            "trial %d: the state of trial %d cannot be continued (%s); the student starts again",
+            trial.number,
+            before,
+            "the spec differs" if source.is_file() else "no saved state here",
+        )
         return CheckpointFile(path), []
     path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(source, path)  # the state moves with the student: one file per student, never two
@@ -589,6 +665,7 @@ def optuna_objective(config: StudyConfig | str | Path) -> Objective:
 
 # --- reading a study back ----------------------------------------------------------------
 
+
 def to_record(t: FrozenTrial) -> TrialRecord:
     """An Optuna trial as a framework-free record."""
     status = t.user_attrs.get("status")
@@ -601,28 +678,46 @@ def to_record(t: FrozenTrial) -> TrialRecord:
     else:
         state = "running"
     reason = t.user_attrs.get("reason")
-    if t.state == TrialState.FAIL and not counts(t) and not t.user_attrs.get("stale") and not t.user_attrs.get("surplus"):
+    if (
+        t.state == TrialState.FAIL
+        and not counts(t)
+        and not t.user_attrs.get("stale")
+        and not t.user_attrs.get("surplus")
+    ):
         reason = UNFINISHED_REASON  # failed by Optuna's heartbeat check, which cannot leave a reason
-    return TrialRecord(number=t.number, state=state, spec=t.user_attrs.get("spec", {}),
-                       metrics=t.user_attrs.get("metrics", {}), reason=reason, steps=t.user_attrs.get("steps"),
-                       rungs=tuple(t.user_attrs.get("rungs", ())), terms=t.user_attrs.get("loss_terms", {}),
-                       teacher_version=int(t.user_attrs.get("teacher_version", 1)),
-                       continued_from=t.user_attrs.get("lifelong_from"))
+    return TrialRecord(
+        number=t.number,
+        state=state,
+        spec=t.user_attrs.get("spec", {}),
+        metrics=t.user_attrs.get("metrics", {}),
+        reason=reason,
+        steps=t.user_attrs.get("steps"),
+        rungs=tuple(t.user_attrs.get("rungs", ())),
+        terms=t.user_attrs.get("loss_terms", {}),
+        teacher_version=int(t.user_attrs.get("teacher_version", 1)),
+        continued_from=t.user_attrs.get("lifelong_from"),
+    )
 
 
 def study_facts(study: optuna.Study, config: StudyConfig) -> StudyFacts:
     stored = study.user_attrs.get(_FACTS_ATTR, {})
-    return StudyFacts(name=config.name, objectives=tuple(stored.get("objectives", config.search.objectives)),
-                      teacher=stored.get("teacher", {}), data=stored.get("data", {}),
-                      fidelity=stored.get("fidelity", {}))
+    return StudyFacts(
+        name=config.name,
+        objectives=tuple(stored.get("objectives", config.search.objectives)),
+        teacher=stored.get("teacher", {}),
+        data=stored.get("data", {}),
+        fidelity=stored.get("fidelity", {}),
+    )
 
 
 def load_summary(config: StudyConfig, out_dir: Path) -> tuple[dict[str, Any], list[TrialRecord], optuna.Study]:
     """The front summary, all records and the study, from an existing output directory."""
     choice = choose_storage(config, out_dir, workers=1)
     if choice.kind != "rdb" and not Path(choice.url.removeprefix("sqlite:///")).exists():
-        raise NaskdError(f"{out_dir}: no study here (looked for {SQLITE_NAME} and {JOURNAL_NAME}); "
-                         "run `naskd search` first or pass --out")
+        raise NaskdError(
+            f"{out_dir}: no study here (looked for {SQLITE_NAME} and {JOURNAL_NAME}); "
+            "run `naskd search` first or pass --out"
+        )
     check_storage_file(choice, repair=False)
     return load_summary_from(open_study(config, open_storage(choice), create=False), config)
 
@@ -634,6 +729,7 @@ def write_front(out_dir: Path, summary: dict[str, Any]) -> None:
 
 # --- running a search --------------------------------------------------------------------
 
+
 class _Progress:
     """Trial n/N, elapsed and ETA (tqdm), best accuracy so far and the front size."""
 
@@ -641,8 +737,14 @@ class _Progress:
         from tqdm.auto import tqdm
 
         self.config = config
-        self.bar = tqdm(total=target, initial=min(done, target), desc=f"search {printable(config.name)}", unit="trial",
-                        disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=target,
+            initial=min(done, target),
+            desc=f"search {printable(config.name)}",
+            unit="trial",
+            disable=not enabled,
+            dynamic_ncols=True,
+        )
 
     def refresh(self, study: optuna.Study) -> None:
         trials = study.get_trials(deepcopy=False)
@@ -652,8 +754,10 @@ class _Progress:
         summary = front_summary(facts, records)
         quality = self.config.search.objectives[0] if "accuracy" not in self.config.search.objectives else "accuracy"
         best = max((r.metrics.get(quality, math.nan) for r in records if r.state == "complete"), default=math.nan)
-        postfix = {"best_acc" if quality == "accuracy" else f"best {quality}": f"{best:.4f}",
-                   "front": len(summary["front"])}
+        postfix = {
+            "best_acc" if quality == "accuracy" else f"best {quality}": f"{best:.4f}",
+            "front": len(summary["front"]),
+        }
         label, reached = rung_progress(facts.fidelity, records)
         if label:
             postfix[label] = reached
@@ -693,8 +797,14 @@ class _CreationLock:
             self._fh = None
 
 
-def _optimize_until(study: optuna.Study, objective: Objective, target: int,
-                    on_trial: Callable[[], None] | None = None, *, lock_path: Path | None = None) -> None:
+def _optimize_until(
+    study: optuna.Study,
+    objective: Objective,
+    target: int,
+    on_trial: Callable[[], None] | None = None,
+    *,
+    lock_path: Path | None = None,
+) -> None:
     """Run trials one at a time until the study holds exactly ``target`` counted trials, with
     any number of processes (on any number of machines) sharing the study, no coordinator.
 
@@ -754,8 +864,16 @@ def _optimize_until(study: optuna.Study, objective: Objective, target: int,
             on_trial()
 
 
-def _worker_main(config: StudyConfig, choice: StorageChoice, out_dir: Path, target: int, threads: int,
-                 teacher_info: dict[str, Any], log_level: int, device: str | None = None) -> None:
+def _worker_main(
+    config: StudyConfig,
+    choice: StorageChoice,
+    out_dir: Path,
+    target: int,
+    threads: int,
+    teacher_info: dict[str, Any],
+    log_level: int,
+    device: str | None = None,
+) -> None:
     """Entry point of a worker process (spawned: a fresh interpreter, no forked torch state);
     ``device``: the GPU this worker trains on when the machine has several."""
     import torch
@@ -766,12 +884,14 @@ def _worker_main(config: StudyConfig, choice: StorageChoice, out_dir: Path, targ
     context = build_context(config, teacher_info=teacher_info, device=device)
     study = open_study(config, open_storage(choice), create=False)
     study.sampler.reseed_rng()  # same seed in every worker would sample the same students
-    _optimize_until(study, Objective(config, context=context, out_dir=out_dir), target,
-                    lock_path=_creation_lock_path(choice))
+    _optimize_until(
+        study, Objective(config, context=context, out_dir=out_dir), target, lock_path=_creation_lock_path(choice)
+    )
 
 
-def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True,
-               command: str | None = None) -> dict[str, Any]:
+def run_search(
+    config: StudyConfig, out_dir: Path, *, show_progress: bool = True, command: str | None = None
+) -> dict[str, Any]:
     """Run (or resume) the study up to ``[search].trials`` counted trials and write the front.
 
     Args:
@@ -786,8 +906,9 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
     workers = config.search.workers
     choice = choose_storage(config, out_dir, workers)
     if workers > 1 and choice.kind == "sqlite":
-        log.warning("SQLite allows one writer at a time; with %d workers prefer a journal file or a server database",
-                    workers)
+        log.warning(
+            "SQLite allows one writer at a time; with %d workers prefer a journal file or a server database", workers
+        )
     check_storage_file(choice)  # before anything is built or written
     context = build_context(config)
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the data and teachers have loaded
@@ -799,17 +920,18 @@ def run_search(config: StudyConfig, out_dir: Path, *, show_progress: bool = True
     if choice.kind != "rdb":
         fail_stale_trials(study, storage)
     target = run_target(study, config, out_dir)
-    log.info("study %s: storage %s, %d/%d trials done", config.name, redact(choice.url),
-             counted_trials(study), target)
+    log.info("study %s: storage %s, %d/%d trials done", config.name, redact(choice.url), counted_trials(study), target)
     try:
         _search(config, choice, out_dir, target, context, study, show_progress)
     except Exception as exc:
         lost = _lost_storage(exc)
         if lost is None:
             raise
-        raise NaskdError(f"storage {redact(choice.url)}: lost during the study ({type(lost).__name__}: "
-                         f"{_first_line(lost)}); completed trials are kept: run the same command again once it "
-                         "is reachable") from None
+        raise NaskdError(
+            f"storage {redact(choice.url)}: lost during the study ({type(lost).__name__}: "
+            f"{_first_line(lost)}); completed trials are kept: run the same command again once it "
+            "is reachable"
+        ) from None
     summary, _, _ = load_summary_from(study, config)
     write_front(out_dir, summary)
     return summary
@@ -843,8 +965,15 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or ["no detail"])[0]
 
 
-def _search(config: StudyConfig, choice: StorageChoice, out_dir: Path, target: int, context: StudyContext,
-            study: optuna.Study, show_progress: bool) -> None:
+def _search(
+    config: StudyConfig,
+    choice: StorageChoice,
+    out_dir: Path,
+    target: int,
+    context: StudyContext,
+    study: optuna.Study,
+    show_progress: bool,
+) -> None:
     """The trials of ``run_search``, in this process or in worker processes."""
     workers = config.search.workers
     progress = _Progress(config, target, counted_trials(study), show_progress)
@@ -854,15 +983,22 @@ def _search(config: StudyConfig, choice: StorageChoice, out_dir: Path, target: i
             objective = Objective(config, context=context, out_dir=out_dir)
             if choice.kind == "rdb":  # other processes may share this study: do not sample what they sample
                 study.sampler.reseed_rng()
-            _optimize_until(study, objective, target, on_trial=lambda: progress.refresh(study),
-                            lock_path=_creation_lock_path(choice))
+            _optimize_until(
+                study,
+                objective,
+                target,
+                on_trial=lambda: progress.refresh(study),
+                lock_path=_creation_lock_path(choice),
+            )
         else:
             _run_workers(config, choice, out_dir, target, context, study, progress)
     finally:
         progress.close()
 
 
-def load_summary_from(study: optuna.Study, config: StudyConfig) -> tuple[dict[str, Any], list[TrialRecord], optuna.Study]:
+def load_summary_from(
+    study: optuna.Study, config: StudyConfig
+) -> tuple[dict[str, Any], list[TrialRecord], optuna.Study]:
     """Records (with any recorded diagnostics merged into their metrics) and the front summary."""
     attrs = study.user_attrs
     records = []
@@ -882,16 +1018,36 @@ def load_summary_from(study: optuna.Study, config: StudyConfig) -> tuple[dict[st
     return summary, records, study
 
 
-def _run_workers(config: StudyConfig, choice: StorageChoice, out_dir: Path, target: int,
-                 context: StudyContext, study: optuna.Study, progress: _Progress) -> None:
+def _run_workers(
+    config: StudyConfig,
+    choice: StorageChoice,
+    out_dir: Path,
+    target: int,
+    context: StudyContext,
+    study: optuna.Study,
+    progress: _Progress,
+) -> None:
     workers = config.search.workers
     # Each worker gets an equal share of the cores so their torch thread pools do not fight.
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, name=f"naskd-worker-{i}",
-                         args=(config, choice, out_dir, target, threads, context.teacher_info,
-                               logging.getLogger().getEffectiveLevel(), worker_device(config.distill, i)))
-             for i in range(workers)]
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            name=f"naskd-worker-{i}",
+            args=(
+                config,
+                choice,
+                out_dir,
+                target,
+                threads,
+                context.teacher_info,
+                logging.getLogger().getEffectiveLevel(),
+                worker_device(config.distill, i),
+            ),
+        )
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     try:
@@ -908,8 +1064,10 @@ def _run_workers(config: StudyConfig, choice: StorageChoice, out_dir: Path, targ
     progress.refresh(study)
     crashed = [p.name for p in procs if p.exitcode != 0]
     if crashed:
-        raise NaskdError(f"worker process(es) {', '.join(crashed)} exited with an error; "
-                         "completed trials are kept — run the same command again to resume")
+        raise NaskdError(
+            f"worker process(es) {', '.join(crashed)} exited with an error; "
+            "completed trials are kept — run the same command again to resume"
+        )
 
 
 # --- diagnostics: scratch baselines and confirmation runs -----------------------------------
@@ -924,16 +1082,23 @@ def _record_diagnostics(study: optuna.Study, number: int, values: dict[str, floa
     study.set_user_attr(key, {**study.user_attrs.get(key, {}), **values})
 
 
-def _diagnose(config: StudyConfig, out_dir: Path, pick: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
-              run: Callable[[dict[str, Any], StudyContext], dict[str, float]], what: str,
-              show_progress: bool) -> dict[str, Any]:
+def _diagnose(
+    config: StudyConfig,
+    out_dir: Path,
+    pick: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    run: Callable[[dict[str, Any], StudyContext], dict[str, float]],
+    what: str,
+    show_progress: bool,
+) -> dict[str, Any]:
     """Run ``run`` on the front students ``pick`` selects that lack it, recording each at once
     (so an interrupted run resumes where it stopped); returns the updated summary."""
     from tqdm.auto import tqdm
 
     if config.data.dataset == "none":
-        raise NaskdError(f"{config.file}: [data].dataset: the {what} compares accuracies, and a study with no real "
-                         "data has none to measure")
+        raise NaskdError(
+            f"{config.file}: [data].dataset: the {what} compares accuracies, and a study with no real "
+            "data has none to measure"
+        )
     summary, _, study = load_summary(config, out_dir)
     todo = pick(summary["front"])
     if not todo:
@@ -951,12 +1116,19 @@ def run_baseline(config: StudyConfig, out_dir: Path, *, show_progress: bool = Tr
     """Train every Pareto student with the same budget and no teacher; record ``scratch_accuracy``."""
     from naskd.diagnostics import scratch_metrics
 
-    return _diagnose(config, out_dir, lambda front: [e for e in front if e["metrics"].get("scratch_accuracy") is None],
-                     scratch_metrics, "scratch baseline", show_progress)
+    return _diagnose(
+        config,
+        out_dir,
+        lambda front: [e for e in front if e["metrics"].get("scratch_accuracy") is None],
+        scratch_metrics,
+        "scratch baseline",
+        show_progress,
+    )
 
 
-def run_confirm(config: StudyConfig, out_dir: Path, *, top: int, steps: int,
-                show_progress: bool = True) -> dict[str, Any]:
+def run_confirm(
+    config: StudyConfig, out_dir: Path, *, top: int, steps: int, show_progress: bool = True
+) -> dict[str, Any]:
     """Re-distil the ``top`` most accurate Pareto students for ``steps`` steps; record the
     long-run metrics (``long_accuracy``, ``long_teacher_agreement``, ``long_steps``)."""
     from naskd.diagnostics import long_run_metrics
@@ -965,8 +1137,9 @@ def run_confirm(config: StudyConfig, out_dir: Path, *, top: int, steps: int,
         best = sorted(front, key=lambda e: -(e["metrics"].get("accuracy") or 0.0))[:top]
         return [e for e in best if e["metrics"].get("long_steps") != steps]
 
-    return _diagnose(config, out_dir, pick, lambda spec, ctx: long_run_metrics(spec, ctx, steps),
-                     "confirmation run", show_progress)
+    return _diagnose(
+        config, out_dir, pick, lambda spec, ctx: long_run_metrics(spec, ctx, steps), "confirmation run", show_progress
+    )
 
 
 def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
@@ -975,16 +1148,19 @@ def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
     importances measure "over budget or not"). Empty for an objective Optuna cannot compute
     (too few trials, no parameter that varies)."""
     names = study.user_attrs.get(_FACTS_ATTR, {}).get("objectives", [])
-    feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("status") == "complete"]
+    feasible = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("status") == "complete"
+    ]
     view = optuna.create_study(directions=study.directions)  # in memory: a view, never stored
     view.add_trials(feasible)
     out: dict[str, dict[str, float]] = {}
     for i, name in enumerate(names):
         try:
             out[name] = optuna.importance.get_param_importances(
-                view, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-                target=lambda t, i=i: t.values[i])
+                view, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=lambda t, i=i: t.values[i]
+            )
         except (RuntimeError, ValueError, ZeroDivisionError) as exc:
             log.info("parameter importances for %s not available: %s", name, exc)
     return out
@@ -996,5 +1172,6 @@ def write_study_report(config: StudyConfig, out_dir: Path, path: Path | None = N
 
     summary, records, study = load_summary(config, out_dir)
     facts = dict(study.user_attrs.get(_FACTS_ATTR, {}))
-    return write_report(path or out_dir / "report.html",
-                        build_report(facts, records, summary, importances=param_importances(study)))
+    return write_report(
+        path or out_dir / "report.html", build_report(facts, records, summary, importances=param_importances(study))
+    )

@@ -32,9 +32,10 @@ import pickle
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
@@ -77,11 +78,12 @@ class RayTrainable(NamedTuple):
     """What ``ray_trainable`` returns: unpack it as ``trainable, search_alg, scheduler = ...``."""
 
     trainable: Any
-    search_alg: "NaskdSearch"
+    search_alg: NaskdSearch
     scheduler: RungScheduler
 
 
 # --- the worker side ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _ScriptedTeacher:
@@ -110,8 +112,9 @@ def _pack(context: StudyContext) -> StudyContext:
         torch.jit.save(model, buf)
         return _ScriptedTeacher(buf.getvalue())
 
-    return dataclasses.replace(context, teachers=[dataclasses.replace(t, model=packed(t.model))
-                                                  for t in context.teachers])
+    return dataclasses.replace(
+        context, teachers=[dataclasses.replace(t, model=packed(t.model)) for t in context.teachers]
+    )
 
 
 def _unpack(context: StudyContext) -> StudyContext:
@@ -122,8 +125,9 @@ def _unpack(context: StudyContext) -> StudyContext:
             return torch.jit.load(io.BytesIO(model.payload), map_location="cpu").eval()
         return model
 
-    context = dataclasses.replace(context, teachers=[dataclasses.replace(t, model=loaded(t.model))
-                                                     for t in context.teachers])
+    context = dataclasses.replace(
+        context, teachers=[dataclasses.replace(t, model=loaded(t.model)) for t in context.teachers]
+    )
     context.cache.forward_batches = 0  # counts this worker's teacher passes only
     return context
 
@@ -144,8 +148,9 @@ def _count_forwards(models: list[Any]) -> tuple[Callable[[], int], Callable[[], 
     return (lambda: calls[0]), (lambda: [h.remove() for h in handles] and None)
 
 
-def result_payload(result: TrialResult, objectives: tuple[str, ...], teacher_forwards: int,
-                   threads: int) -> dict[str, Any]:
+def result_payload(
+    result: TrialResult, objectives: tuple[str, ...], teacher_forwards: int, threads: int
+) -> dict[str, Any]:
     """A trial's outcome as one flat Tune result. Every objective is present (Tune checks);
     failed trials carry NaN, infeasible ones the values the Optuna backend tells."""
     if result.status in ("failed", "invalid"):
@@ -170,8 +175,13 @@ def result_payload(result: TrialResult, objectives: tuple[str, ...], teacher_for
 def rung_payload(rung: int, steps: int, metrics: dict[str, float], objectives: tuple[str, ...]) -> dict[str, Any]:
     """A result reported at a rung: every objective (Tune checks) and every metric, without the
     final flag, so a stop here leaves the trial PRUNED (``record_ray_result``)."""
-    return {**{name: metrics[name] for name in objectives},
-            RUNG_KEY: rung, STEPS_KEY: steps, METRICS_KEY: json.dumps(metrics), FINAL_KEY: False}
+    return {
+        **{name: metrics[name] for name in objectives},
+        RUNG_KEY: rung,
+        STEPS_KEY: steps,
+        METRICS_KEY: json.dumps(metrics),
+        FINAL_KEY: False,
+    }
 
 
 def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
@@ -184,8 +194,10 @@ def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
 
     spec = param_config.get(SPEC_KEY)
     if not isinstance(spec, dict):
-        raise NaskdError(f"the naskd trainable needs its config from naskd's search algorithm (key {SPEC_KEY!r}); "
-                         "use both parts of naskd.ray_trainable(...)")
+        raise NaskdError(
+            f"the naskd trainable needs its config from naskd's search algorithm (key {SPEC_KEY!r}); "
+            "use both parts of naskd.ray_trainable(...)"
+        )
     torch.set_num_threads(payload.threads)
     # The driver's context is on the CPU; "auto" here finds the GPU Ray gave this trial, if any.
     context = _unpack(payload.context)
@@ -200,28 +212,39 @@ def run_trial(param_config: dict[str, Any], payload: WorkerPayload) -> None:
     path = param_config.get(CHECKPOINT_KEY)
     earlier = param_config.get(LIFELONG_KEY)
     try:
-        result = evaluate(spec, context, gate=gate, checkpoint=CheckpointFile(Path(path)) if path else None,
-                          carried=json.loads(param_config.get(CARRIED_KEY) or "[]"),
-                          previous=ob.read_student(Path(earlier)) if earlier else None)
+        result = evaluate(
+            spec,
+            context,
+            gate=gate,
+            checkpoint=CheckpointFile(Path(path)) if path else None,
+            carried=json.loads(param_config.get(CARRIED_KEY) or "[]"),
+            previous=ob.read_student(Path(earlier)) if earlier else None,
+        )
     finally:
         unhook()
     number = param_config.get(NUMBER_KEY)
     if result.status == "complete" and result.student is not None and payload.students_dir and number is not None:
         save_student(result.student, Path(payload.students_dir) / f"trial_{number}.pt")
-    tune.report(result_payload(result, payload.objectives, context.cache.forward_batches + forwards(),
-                               torch.get_num_threads()))
+    tune.report(
+        result_payload(result, payload.objectives, context.cache.forward_batches + forwards(), torch.get_num_threads())
+    )
 
 
 def make_trainable(config: StudyConfig, context: StudyContext, students_dir: Path | None) -> Any:
     """``run_trial`` with the study context in the object store and the study's resources."""
     threads = max(1, int(config.ray.cpus_per_trial))
-    payload = WorkerPayload(_pack(context), tuple(config.search.objectives),
-                            str(students_dir.resolve()) if students_dir is not None else None, threads)
+    payload = WorkerPayload(
+        _pack(context),
+        tuple(config.search.objectives),
+        str(students_dir.resolve()) if students_dir is not None else None,
+        threads,
+    )
     trainable = tune.with_parameters(run_trial, payload=payload)
     return tune.with_resources(trainable, {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial})
 
 
 # --- the driver side ---------------------------------------------------------------------
+
 
 def _space(config: StudyConfig, out_dir: Path | None, teacher: str) -> Callable[[optuna.Trial], dict[str, Any]]:
     """The define-by-run function ``OptunaSearch`` calls: the study's own space declaration,
@@ -234,10 +257,14 @@ def _space(config: StudyConfig, out_dir: Path | None, teacher: str) -> Callable[
         trial.set_user_attr("teacher_version", version)
         checkpoint, carried = ob.resume_point(trial, spec, out_dir)
         earlier = trial.user_attrs.get("lifelong_from")
-        return {SPEC_KEY: spec, NUMBER_KEY: trial.number, VERSION_KEY: version,
-                LIFELONG_KEY: str(out_dir / "students" / f"trial_{earlier}.pt") if earlier is not None and out_dir else "",
-                CHECKPOINT_KEY: str(checkpoint.path) if checkpoint is not None else "",
-                CARRIED_KEY: json.dumps(carried)}
+        return {
+            SPEC_KEY: spec,
+            NUMBER_KEY: trial.number,
+            VERSION_KEY: version,
+            LIFELONG_KEY: str(out_dir / "students" / f"trial_{earlier}.pt") if earlier is not None and out_dir else "",
+            CHECKPOINT_KEY: str(checkpoint.path) if checkpoint is not None else "",
+            CARRIED_KEY: json.dumps(carried),
+        }
 
     return define
 
@@ -253,12 +280,23 @@ class NaskdSearch(OptunaSearch):
     killed driver's trials are failed like a killed worker's.
     """
 
-    def __init__(self, config: StudyConfig, storage: optuna.storages.BaseStorage, out_dir: Path | None = None, *,
-                 teacher: str = "") -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        storage: optuna.storages.BaseStorage,
+        out_dir: Path | None = None,
+        *,
+        teacher: str = "",
+    ) -> None:
         objectives = list(config.search.objectives)
-        super().__init__(space=_space(config, out_dir, teacher), metric=objectives,
-                         mode=["max" if direction(m) == "maximize" else "min" for m in objectives],
-                         sampler=ob.make_sampler(config), study_name=config.name, storage=storage)
+        super().__init__(
+            space=_space(config, out_dir, teacher),
+            metric=objectives,
+            mode=["max" if direction(m) == "maximize" else "min" for m in objectives],
+            sampler=ob.make_sampler(config),
+            study_name=config.name,
+            storage=storage,
+        )
         self.naskd_objectives = tuple(objectives)
         self._beat_lock = threading.Lock()
         self._beat_thread: threading.Thread | None = None
@@ -306,8 +344,10 @@ class NaskdSearch(OptunaSearch):
             pickle.dump({"naskd": "resume by running the same search again; the study storage holds every trial"}, fh)
 
     def restore(self, checkpoint_path: str) -> None:
-        raise NaskdError("a naskd sweep is not restored from Tune's checkpoint: run the same search again, "
-                         "it resumes from the study storage")
+        raise NaskdError(
+            "a naskd sweep is not restored from Tune's checkpoint: run the same search again, "
+            "it resumes from the study storage"
+        )
 
     def _start_heartbeats(self) -> None:
         storage = self._ot_study._storage
@@ -332,18 +372,27 @@ class NaskdSearch(OptunaSearch):
 
 def record_rung(trial: optuna.Trial, result: dict) -> None:
     """Add the rung entry a result carries to the trial's ``rungs`` (replacing one of that rung)."""
-    trial.set_user_attr("rungs", with_rung(trial.user_attrs.get("rungs", ()), int(result[RUNG_KEY]),
-                                           int(result[STEPS_KEY]), json.loads(result[METRICS_KEY])))
+    trial.set_user_attr(
+        "rungs",
+        with_rung(
+            trial.user_attrs.get("rungs", ()),
+            int(result[RUNG_KEY]),
+            int(result[STEPS_KEY]),
+            json.loads(result[METRICS_KEY]),
+        ),
+    )
 
 
-def record_ray_result(study: optuna.Study, trial: optuna.Trial, result: dict | None, error: bool,
-                      objectives: tuple[str, ...]) -> None:
+def record_ray_result(
+    study: optuna.Study, trial: optuna.Trial, result: dict | None, error: bool, objectives: tuple[str, ...]
+) -> None:
     """Tell the study how a Ray trial ended, with the same user attrs as the Optuna backend."""
     result = result or {}
     if error:
         trial.set_user_attr("status", "failed")
-        trial.set_user_attr("reason", "the Ray trial raised or its worker died, on every try "
-                                      "(see [ray].max_failures and the Ray logs)")
+        trial.set_user_attr(
+            "reason", "the Ray trial raised or its worker died, on every try (see [ray].max_failures and the Ray logs)"
+        )
         study.tell(trial, state=TrialState.FAIL)
     elif not result.get(FINAL_KEY):
         if result.get(RUNG_KEY) is not None:
@@ -371,13 +420,23 @@ def record_ray_result(study: optuna.Study, trial: optuna.Trial, result: dict | N
             trial.set_user_attr("stale", True)
             study.tell(trial, state=TrialState.FAIL)
     else:
-        outcome = TrialResult(result[STATUS_KEY], trial.user_attrs.get("spec", {}),
-                              metrics=json.loads(result[METRICS_KEY]), reason=result[REASON_KEY] or None,
-                              constraints=json.loads(result[CONSTRAINTS_KEY]), steps=int(result.get(STEPS_KEY, 0)),
-                              rungs=json.loads(result.get(RUNGS_KEY) or "[]"),
-                              terms=json.loads(result.get(TERMS_KEY) or "{}"))
-        trial.set_user_attr("ray", {TEACHER_FORWARDS_KEY: int(result.get(TEACHER_FORWARDS_KEY, 0)),
-                                    THREADS_KEY: int(result.get(THREADS_KEY, 0))})
+        outcome = TrialResult(
+            result[STATUS_KEY],
+            trial.user_attrs.get("spec", {}),
+            metrics=json.loads(result[METRICS_KEY]),
+            reason=result[REASON_KEY] or None,
+            constraints=json.loads(result[CONSTRAINTS_KEY]),
+            steps=int(result.get(STEPS_KEY, 0)),
+            rungs=json.loads(result.get(RUNGS_KEY) or "[]"),
+            terms=json.loads(result.get(TERMS_KEY) or "{}"),
+        )
+        trial.set_user_attr(
+            "ray",
+            {
+                TEACHER_FORWARDS_KEY: int(result.get(TEACHER_FORWARDS_KEY, 0)),
+                THREADS_KEY: int(result.get(THREADS_KEY, 0)),
+            },
+        )
         values = ob.record(trial, outcome, objectives, students_dir=None)  # the worker saved the student
         if outcome.status in ("failed", "invalid"):
             study.tell(trial, state=TrialState.FAIL)
@@ -398,8 +457,10 @@ class _ProgressCallback(tune.Callback):
 
 # --- setting up and running a sweep ----------------------------------------------------------
 
-def _prepare(config: StudyConfig, out_dir: Path, command: str | None) -> tuple[StudyContext, ob.StorageChoice,
-                                                                               optuna.storages.BaseStorage, optuna.Study]:
+
+def _prepare(
+    config: StudyConfig, out_dir: Path, command: str | None
+) -> tuple[StudyContext, ob.StorageChoice, optuna.storages.BaseStorage, optuna.Study]:
     """The study context (teacher and its outputs: built once, here), the storage and the study,
     with the study's facts checked and trials left running by a dead process failed."""
     choice = ob.choose_storage(config, out_dir, workers=1)
@@ -454,8 +515,11 @@ def ray_trainable(config: StudyConfig | str | Path, *, out_dir: str | Path | Non
     out = Path(out_dir) if out_dir is not None else config.default_out_dir()
     context, _, storage, _ = _prepare(config, out, command="naskd.ray_trainable")
     search = NaskdSearch(config, storage, out, teacher=context.teacher.fingerprint)
-    return RayTrainable(make_trainable(config, context, out / "students"), search,
-                        RungScheduler(search, context.plan, tuple(config.search.objectives)))
+    return RayTrainable(
+        make_trainable(config, context, out / "students"),
+        search,
+        RungScheduler(search, context.plan, tuple(config.search.objectives)),
+    )
 
 
 def _connect(address: str | None, verbose: bool) -> bool:
@@ -464,8 +528,11 @@ def _connect(address: str | None, verbose: bool) -> bool:
 
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
-                              "logging_level": logging.INFO if verbose else logging.WARNING}
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": verbose,
+        "logging_level": logging.INFO if verbose else logging.WARNING,
+    }
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -489,9 +556,17 @@ def _concurrency(config: StudyConfig, requested: int | None) -> int:
     return max(1, int(cpus // config.ray.cpus_per_trial))
 
 
-def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = None,
-                   concurrency: int | None = None, show_progress: bool = True, verbose: bool = False,
-                   command: str | None = None, scheduler: Any = None) -> dict[str, Any]:
+def run_ray_search(
+    config: StudyConfig,
+    out_dir: Path,
+    *,
+    address: str | None = None,
+    concurrency: int | None = None,
+    show_progress: bool = True,
+    verbose: bool = False,
+    command: str | None = None,
+    scheduler: Any = None,
+) -> dict[str, Any]:
     """Run (or resume) the study on Ray up to ``[search].trials`` counted trials and write the front.
 
     Args:
@@ -521,8 +596,13 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
         raise ConfigError("--concurrency", "--concurrency", f"must be > 0, got {concurrency}")
     context, choice, storage, study = _prepare(config, out_dir, command)
     target = ob.run_target(study, config, out_dir)
-    log.info("study %s on Ray: storage %s, %d/%d trials done", config.name, ob.redact(choice.url),
-             ob.counted_trials(study), target)
+    log.info(
+        "study %s on Ray: storage %s, %d/%d trials done",
+        config.name,
+        ob.redact(choice.url),
+        ob.counted_trials(study),
+        target,
+    )
     progress = ob._Progress(config, target, ob.counted_trials(study), show_progress)
     progress.refresh(study)
     started = False
@@ -533,10 +613,18 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
                 started = _connect(address or config.ray.address, verbose)
             before = ob.counted_trials(study)
             rounds += 1
-            _fit(config, out_dir, context, storage, target - before, _concurrency(config, concurrency),
-                 name=f"{config.slug}-{time.strftime('%Y%m%d-%H%M%S')}-{rounds}",
-                 callbacks=[_ProgressCallback(progress, study)],
-                 scheduler=scheduler, verbose=verbose)
+            _fit(
+                config,
+                out_dir,
+                context,
+                storage,
+                target - before,
+                _concurrency(config, concurrency),
+                name=f"{config.slug}-{time.strftime('%Y%m%d-%H%M%S')}-{rounds}",
+                callbacks=[_ProgressCallback(progress, study)],
+                scheduler=scheduler,
+                verbose=verbose,
+            )
             # Trials that never ran do not count; run them again, unless nothing moved at all.
             made_progress = ob.counted_trials(study) > before
     finally:
@@ -548,15 +636,31 @@ def run_ray_search(config: StudyConfig, out_dir: Path, *, address: str | None = 
     return summary
 
 
-def _fit(config: StudyConfig, out_dir: Path, context: StudyContext, storage: optuna.storages.BaseStorage,
-         samples: int, concurrency: int, *, name: str, callbacks: list, scheduler: Any, verbose: bool) -> None:
+def _fit(
+    config: StudyConfig,
+    out_dir: Path,
+    context: StudyContext,
+    storage: optuna.storages.BaseStorage,
+    samples: int,
+    concurrency: int,
+    *,
+    name: str,
+    callbacks: list,
+    scheduler: Any,
+    verbose: bool,
+) -> None:
     search = NaskdSearch(config, storage, out_dir, teacher=context.teacher.fingerprint)
     if scheduler is None:
         scheduler = RungScheduler(search, context.plan, tuple(config.search.objectives))
     tuner = tune.Tuner(
         make_trainable(config, context, out_dir / "students"),
-        tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=samples,
-                                    max_concurrent_trials=concurrency, reuse_actors=True),
+        tune_config=tune.TuneConfig(
+            search_alg=search,
+            scheduler=scheduler,
+            num_samples=samples,
+            max_concurrent_trials=concurrency,
+            reuse_actors=True,
+        ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=str((out_dir / "ray").resolve()),

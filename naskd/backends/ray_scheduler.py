@@ -31,7 +31,7 @@ class RungScheduler(FIFOScheduler):
         objectives: the study's objectives, ranked at each rung.
     """
 
-    def __init__(self, search: "NaskdSearch", plan: RungPlan, objectives: tuple[str, ...]) -> None:
+    def __init__(self, search: NaskdSearch, plan: RungPlan, objectives: tuple[str, ...]) -> None:
         super().__init__()
         self.search, self.plan, self.objectives = search, plan, objectives
 
@@ -42,17 +42,24 @@ class RungScheduler(FIFOScheduler):
         if rung is None or not self.plan.judge:
             return TrialScheduler.CONTINUE
         number = trial.config.get(NUMBER_KEY)
-        decision = self.plan.verdict(json.loads(result[METRICS_KEY]),
-                                     rung_peers(self.search.study, int(rung), exclude=number,
-                                                version=int(trial.config.get(VERSION_KEY, 1))), self.objectives)
+        decision = self.plan.verdict(
+            json.loads(result[METRICS_KEY]),
+            rung_peers(self.search.study, int(rung), exclude=number, version=int(trial.config.get(VERSION_KEY, 1))),
+            self.objectives,
+        )
         if decision.goes_on:
             return TrialScheduler.CONTINUE
         optuna_trial = self.search.optuna_trial(trial.trial_id)
         if optuna_trial is not None:
-            optuna_trial.set_user_attr("reason", f"stopped at rung {rung} ({self.plan.label(self.plan.rungs[int(rung)])} "
-                                                 f"of {self.plan.label(self.plan.target_steps)}): {decision.reason}")
+            optuna_trial.set_user_attr(
+                "reason",
+                f"stopped at rung {rung} ({self.plan.label(self.plan.rungs[int(rung)])} "
+                f"of {self.plan.label(self.plan.target_steps)}): {decision.reason}",
+            )
         return TrialScheduler.STOP
 
     def debug_string(self) -> str:
-        return (f"naskd rungs at {list(self.plan.rungs)} of {self.plan.target_steps} steps, "
-                f"factor {self.plan.reduction_factor}, {'judged' if self.plan.judge else 'recorded only'}")
+        return (
+            f"naskd rungs at {list(self.plan.rungs)} of {self.plan.target_steps} steps, "
+            f"factor {self.plan.reduction_factor}, {'judged' if self.plan.judge else 'recorded only'}"
+        )

@@ -62,8 +62,10 @@ class Adversarial(Distiller):
         if any(t.inputs is not None for t in teachers):
             # The generator makes inputs of the student's shape; a teacher that reads its own
             # view of the rows (cross-modal) has no view of generated inputs.
-            raise InvalidSpec("adversarial (data-free) distillation needs teachers that read the student's inputs, "
-                              "not a view of their own (cross-modal)")
+            raise InvalidSpec(
+                "adversarial (data-free) distillation needs teachers that read the student's inputs, "
+                "not a view of their own (cross-modal)"
+            )
         self.student, self.recipe = student, recipe
         self.teachers = [t.model for t in teachers]
         self.weights = [t.weight for t in teachers]
@@ -77,7 +79,7 @@ class Adversarial(Distiller):
         self._frozen: list[tuple[nn.Parameter, bool]] | None = None
 
     @classmethod
-    def from_inputs(cls, inputs: SchemeInputs) -> "Adversarial":
+    def from_inputs(cls, inputs: SchemeInputs) -> Adversarial:
         return cls(inputs.student, inputs.recipe, inputs.teachers)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -90,8 +92,9 @@ class Adversarial(Distiller):
             # built after) exactly where it was.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.recipe.seed + WEIGHT_SEED)
-                self.generator = Generator(self.recipe.latent_dim, tuple(x.shape[1:]),
-                                           width=self.recipe.generator_width)
+                self.generator = Generator(
+                    self.recipe.latent_dim, tuple(x.shape[1:]), width=self.recipe.generator_width
+                )
             self.generator.to(x.device)
             # Module.to moves parameters in place, so this optimizer still holds them after the
             # loop moves the modules again.
@@ -138,8 +141,11 @@ class Adversarial(Distiller):
             # Gradients with respect to the generator's parameters only: nothing accumulates in
             # the student's (or the teacher's) .grad, so this step cannot leak into the student
             # update even without the loop's zero_grad before its own backward.
-            autocast_off = (torch.autocast(device.type, enabled=False) if torch.is_autocast_enabled(device.type)
-                            else contextlib.nullcontext())
+            autocast_off = (
+                torch.autocast(device.type, enabled=False)
+                if torch.is_autocast_enabled(device.type)
+                else contextlib.nullcontext()
+            )
             with autocast_off:
                 grads = torch.autograd.grad(-gap, params)
                 for p, g in zip(params, grads):
@@ -170,9 +176,12 @@ class Adversarial(Distiller):
         return logits, {"adv_l1": F.l1_loss(logits.float(), target.float())}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator_steps": self.generator_steps, "student_steps": self.student_steps,
-                "noise": self.noise.get_state(),
-                "optimizer": _cloned(self.optimizer.state_dict()) if self.optimizer is not None else None}
+        return {
+            "generator_steps": self.generator_steps,
+            "student_steps": self.student_steps,
+            "noise": self.noise.get_state(),
+            "optimizer": _cloned(self.optimizer.state_dict()) if self.optimizer is not None else None,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:

@@ -75,7 +75,7 @@ class Distiller(ABC):
         """Every module whose parameters train and whose state a checkpoint keeps, by name."""
         return {"student": self.student}
 
-    def setup(self, x: torch.Tensor, probe: torch.Tensor) -> None:
+    def setup(self, x: torch.Tensor, probe: torch.Tensor) -> None:  # noqa: B027 (an optional hook: most schemes need nothing)
         """Build what depends on the data's shapes (adapters, heads): ``x[probe]`` is two samples."""
 
     def train_mode(self) -> None:
@@ -92,8 +92,8 @@ class Distiller(ABC):
         numbers and lists; empty for most schemes."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 (an optional hook: most schemes need nothing)
         """Restore what ``state_dict`` returned, in a freshly built distiller after ``setup``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: most schemes need nothing)
         """Remove hooks and anything else attached to models that outlive the run."""

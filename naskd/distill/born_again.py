@@ -33,7 +33,7 @@ class BornAgain(Distiller):
         self.inner: Offline | None = None
 
     @classmethod
-    def from_inputs(cls, inputs: SchemeInputs) -> "BornAgain":
+    def from_inputs(cls, inputs: SchemeInputs) -> BornAgain:
         return cls(inputs)
 
     def setup(self, x: torch.Tensor, probe: torch.Tensor) -> None:
@@ -43,8 +43,13 @@ class BornAgain(Distiller):
         for generation in range(1, recipe.generations):
             model = inputs.new_student(recipe.seed + generation).to(inputs.device)  # type: ignore[misc]
             # Each generation's own batch order, so generations are not copies of one run.
-            train(Offline(model, dataclasses.replace(recipe, seed=recipe.seed + generation), teachers, inputs.pairs),
-                  inputs.x, inputs.y, recipe, placement=Placement(device=inputs.device))  # type: ignore[arg-type]
+            train(
+                Offline(model, dataclasses.replace(recipe, seed=recipe.seed + generation), teachers, inputs.pairs),
+                inputs.x,
+                inputs.y,
+                recipe,
+                placement=Placement(device=inputs.device),
+            )  # type: ignore[arg-type]
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)

@@ -44,8 +44,9 @@ class Generator(nn.Module):
     mode its BatchNorms need ``B >= 2``.
     """
 
-    def __init__(self, latent_dim: int, input_shape: tuple[int, ...] | torch.Size, width: int = 64,
-                 affine: bool = False) -> None:
+    def __init__(
+        self, latent_dim: int, input_shape: tuple[int, ...] | torch.Size, width: int = 64, affine: bool = False
+    ) -> None:
         super().__init__()
         self.latent_dim = int(latent_dim)
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -61,10 +62,15 @@ class Generator(nn.Module):
             self.body = nn.Sequential(
                 norm(2 * width),
                 nn.Upsample(scale_factor=2, mode="nearest"),
-                conv(2 * width, 2 * width, 3, padding=1), norm(2 * width), nn.LeakyReLU(SLOPE),
+                conv(2 * width, 2 * width, 3, padding=1),
+                norm(2 * width),
+                nn.LeakyReLU(SLOPE),
                 nn.Upsample(size=size, mode="nearest"),  # the exact size, whatever it is modulo 4
-                conv(2 * width, width, 3, padding=1), norm(width), nn.LeakyReLU(SLOPE),
-                conv(width, channels, 3, padding=1), norm(channels, affine=affine),
+                conv(2 * width, width, 3, padding=1),
+                norm(width),
+                nn.LeakyReLU(SLOPE),
+                conv(width, channels, 3, padding=1),
+                norm(channels, affine=affine),
             )
             self.channels = 2 * width
         else:
@@ -73,9 +79,13 @@ class Generator(nn.Module):
             self.coarse = ()
             self.project = nn.Linear(self.latent_dim, hidden)
             self.body = nn.Sequential(
-                nn.BatchNorm1d(hidden), nn.LeakyReLU(SLOPE),
-                nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(SLOPE),
-                nn.Linear(hidden, flat), nn.BatchNorm1d(flat, affine=affine),  # each value is an output channel
+                nn.BatchNorm1d(hidden),
+                nn.LeakyReLU(SLOPE),
+                nn.Linear(hidden, hidden),
+                nn.BatchNorm1d(hidden),
+                nn.LeakyReLU(SLOPE),
+                nn.Linear(hidden, flat),
+                nn.BatchNorm1d(flat, affine=affine),  # each value is an output channel
             )
             self.channels = hidden
 

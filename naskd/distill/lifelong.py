@@ -43,7 +43,7 @@ class Lifelong(Distiller):
         self.previous.to(x.device)
         # The earlier student never changes: its logits over the training set once, read by row.
         with torch.no_grad():
-            self.logits = torch.cat([self.previous(x[i:i + 1024]) for i in range(0, len(x), 1024)])
+            self.logits = torch.cat([self.previous(x[i : i + 1024]) for i in range(0, len(x), 1024)])
         self.own_seconds = time.perf_counter() - started
 
     def train_mode(self) -> None:

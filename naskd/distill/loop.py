@@ -73,7 +73,7 @@ class Placement:
         return PRECISIONS[self.precision]
 
     @classmethod
-    def from_config(cls, cfg: DistillConfig, device: str | None = None) -> "Placement":
+    def from_config(cls, cfg: DistillConfig, device: str | None = None) -> Placement:
         """``[distill]`` device, precision and channels_last resolved on this machine;
         ``device`` overrides ``cfg.device`` (a worker given its own GPU)."""
         name = device or cfg.device
@@ -109,9 +109,18 @@ def make_optimizer(params: list[nn.Parameter], recipe: DistillConfig) -> torch.o
         return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def train(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, recipe: DistillConfig, *,
-          rungs: Sequence[int] = (), on_rung: RungCallback | None = None, resume: TrainState | None = None,
-          placement: Placement | None = None, steps: int | None = None) -> DistillResult:
+def train(
+    distiller: Distiller,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: DistillConfig,
+    *,
+    rungs: Sequence[int] = (),
+    on_rung: RungCallback | None = None,
+    resume: TrainState | None = None,
+    placement: Placement | None = None,
+    steps: int | None = None,
+) -> DistillResult:
     """Train ``distiller``'s modules in place on ``(x, y)`` (rows already on the device).
 
     Args:
@@ -170,14 +179,17 @@ def train(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, recipe: Distil
             if stopped:
                 steps = first
         distiller.train_mode()
-        autocast = (torch.autocast(place.device.type, dtype=place.dtype) if place.dtype is not None
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(place.device.type, dtype=place.dtype)
+            if place.dtype is not None
+            else contextlib.nullcontext()
+        )
         start = time.perf_counter()
         for step in range(first, steps):
             i = step % per_epoch
             if i == 0 and step > 0:
                 order = torch.randperm(n, generator=generator)
-            idx = order[i * batch:(i + 1) * batch]
+            idx = order[i * batch : (i + 1) * batch]
             xb, yb = x[idx], y[idx]
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -213,9 +225,14 @@ def train(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, recipe: Distil
     distiller.student.eval()
     last = [p[2:] for p in points[-TERM_POINTS:]]
     terms_out = {name: sum(p[k] for p in last) / len(last) for k, name in enumerate(names)} if last else {}
-    return DistillResult(steps=steps, train_seconds=distiller.prepare_seconds + seconds_before
-                         + time.perf_counter() - start, final_loss=points[-1][1] if points else float("nan"),
-                         curve=[(int(p[0]), p[1]) for p in points], stopped=stopped, terms=terms_out)
+    return DistillResult(
+        steps=steps,
+        train_seconds=distiller.prepare_seconds + seconds_before + time.perf_counter() - start,
+        final_loss=points[-1][1] if points else float("nan"),
+        curve=[(int(p[0]), p[1]) for p in points],
+        stopped=stopped,
+        terms=terms_out,
+    )
 
 
 def _total(terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -227,24 +244,39 @@ def _total(terms: dict[str, torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def _capture(distiller: Distiller, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, generator: torch.Generator,
-             order: torch.Tensor, step: int, seconds: float, names: list[str],
-             points: list[list[float]]) -> Callable[[], TrainState]:
+def _capture(
+    distiller: Distiller,
+    modules: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    order: torch.Tensor,
+    step: int,
+    seconds: float,
+    names: list[str],
+    points: list[list[float]],
+) -> Callable[[], TrainState]:
     def capture() -> TrainState:
         return {
-            "step": step, "train_seconds": seconds, "terms": list(names), "points": [list(p) for p in points],
-            "modules": {name: {k: v.detach().clone() for k, v in m.state_dict().items()}
-                        for name, m in modules.items()},
+            "step": step,
+            "train_seconds": seconds,
+            "terms": list(names),
+            "points": [list(p) for p in points],
+            "modules": {
+                name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in modules.items()
+            },
             "optimizer": optimizer.state_dict(),
-            "order": order.clone(), "generator": generator.get_state(), "rng": torch.get_rng_state(),
+            "order": order.clone(),
+            "generator": generator.get_state(),
+            "rng": torch.get_rng_state(),
             "scheme": distiller.state_dict(),
         }
 
     return capture
 
 
-def _restore(state: TrainState, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
-             generator: torch.Generator) -> tuple[int, float, torch.Tensor, list[str], list[list[float]]]:
+def _restore(
+    state: TrainState, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> tuple[int, float, torch.Tensor, list[str], list[list[float]]]:
     """Load a captured state into a freshly built run; returns where the run stands."""
     if set(state["modules"]) != set(modules):
         raise ValueError(f"the saved state holds {sorted(state['modules'])}, this run trains {sorted(modules)}")

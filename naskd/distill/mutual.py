@@ -25,8 +25,13 @@ class Mutual(Distiller):
     """Args: the student, its recipe (``ce_weight`` and the logit-based knowledge terms every
     member learns with) and the cohort of other members."""
 
-    def __init__(self, student: nn.Module, recipe: DistillConfig, cohort: list[nn.Module],
-                 views: list[torch.Tensor | None] | None = None) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        recipe: DistillConfig,
+        cohort: list[nn.Module],
+        views: list[torch.Tensor | None] | None = None,
+    ) -> None:
         self.student, self.recipe = student, recipe
         self.cohort = nn.ModuleList(cohort)
         # Cross-modal: a copy of the teacher reads the teacher's view of the rows (None: the batch).
@@ -35,14 +40,16 @@ class Mutual(Distiller):
         knowledge = plan(terms, nn.Identity(), student)
         if not knowledge.logits_only:
             kinds = ", ".join(sorted(knowledge.consumes - {"logits"}))
-            raise InvalidSpec(f"mutual learning exchanges predictions only; the recipe's {kinds} knowledge "
-                              "has no frozen teacher to read from (use logit terms such as kd)")
+            raise InvalidSpec(
+                f"mutual learning exchanges predictions only; the recipe's {kinds} knowledge "
+                "has no frozen teacher to read from (use logit terms such as kd)"
+            )
         if not terms:
             raise InvalidSpec("mutual learning needs a logit knowledge term (e.g. kd) with a weight > 0")
         self.loss_fn = KnowledgeLoss(knowledge, {}, {})
 
     @classmethod
-    def from_inputs(cls, inputs: SchemeInputs) -> "Mutual":
+    def from_inputs(cls, inputs: SchemeInputs) -> Mutual:
         recipe = inputs.recipe
         if recipe.cohort == "teacher":
             if not inputs.teachers:
@@ -68,8 +75,7 @@ class Mutual(Distiller):
         self.student.train()
         self.cohort.train()
 
-    def _member_terms(self, own: torch.Tensor, others: list[torch.Tensor], yb: torch.Tensor,
-                      prefix: str) -> Terms:
+    def _member_terms(self, own: torch.Tensor, others: list[torch.Tensor], yb: torch.Tensor, prefix: str) -> Terms:
         target = torch.stack([o.detach() for o in others]).mean(0) if len(others) > 1 else others[0].detach()
         terms = {f"{prefix}ce": self.recipe.ce_weight * F.cross_entropy(own, yb)}  # type: ignore[operator]
         terms.update({prefix + k: v for k, v in self.loss_fn(own, target, {}, {}, yb).items()})
@@ -82,6 +88,8 @@ class Mutual(Distiller):
         # Each member's loss reads the others detached, so one backward of the sum trains each
         # on its own loss only.
         for k, own in enumerate(members):
-            for name, value in self._member_terms(own, [logits, *members[:k], *members[k + 1:]], yb, "cohort_").items():
+            for name, value in self._member_terms(
+                own, [logits, *members[:k], *members[k + 1 :]], yb, "cohort_"
+            ).items():
                 terms[name] = terms[name] + value if name in terms else value
         return logits, terms

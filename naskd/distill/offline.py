@@ -30,8 +30,12 @@ class _Side:
         self.tap = None
         if knowledge is not None and (need_values or attention):
             feats = [t for t, _ in knowledge.feature_pairs] if need_values else []
-            self.tap = Tap(source.model, feats, embedding=knowledge.embedding and need_values,
-                           attention=[t for t, _ in knowledge.attention_pairs])
+            self.tap = Tap(
+                source.model,
+                feats,
+                embedding=knowledge.embedding and need_values,
+                attention=[t for t, _ in knowledge.attention_pairs],
+            )
 
     def batch(self, xb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         src = self.source
@@ -54,8 +58,13 @@ class Offline(Distiller):
     """Args: the student, its recipe, one or more frozen teachers (the first, or the one
     ``recipe.feature_teacher`` names, supplies feature knowledge) and the feature pairs."""
 
-    def __init__(self, student: nn.Module, recipe: DistillConfig, teachers: Sequence[TeacherSource],
-                 pairs: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        recipe: DistillConfig,
+        teachers: Sequence[TeacherSource],
+        pairs: Sequence[tuple[str, str]] = (),
+    ) -> None:
         if not teachers:
             raise ValueError("offline distillation needs a teacher")
         self.student, self.recipe, self.teachers = student, recipe, list(teachers)
@@ -65,15 +74,22 @@ class Offline(Distiller):
         for t in self.teachers:
             t.model.eval()  # a teacher's BatchNorm/dropout must never run in training mode
         self.plan = plan(self.terms, self.feature_source.model, student, pairs)
-        self.student_tap = None if self.plan.logits_only else Tap(
-            student, [s for _, s in self.plan.feature_pairs], embedding=self.plan.embedding,
-            attention=[s for _, s in self.plan.attention_pairs])
+        self.student_tap = (
+            None
+            if self.plan.logits_only
+            else Tap(
+                student,
+                [s for _, s in self.plan.feature_pairs],
+                embedding=self.plan.embedding,
+                attention=[s for _, s in self.plan.attention_pairs],
+            )
+        )
         self.sides = [_Side(t, self.plan if t is self.feature_source else None) for t in self.teachers]
         self.weights = [t.weight for t in self.teachers]
         self.loss_fn: KnowledgeLoss | None = None
 
     @classmethod
-    def from_inputs(cls, inputs: SchemeInputs) -> "Offline":
+    def from_inputs(cls, inputs: SchemeInputs) -> Offline:
         return cls(inputs.student, inputs.recipe, inputs.teachers, inputs.pairs)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -96,8 +112,9 @@ class Offline(Distiller):
     def train_mode(self) -> None:
         self.student.train()
 
-    def _teacher(self, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                         dict[str, torch.Tensor]]:
+    def _teacher(
+        self, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits, values = [], {}
         for side in self.sides:
             z, v = side.batch(xb, idx)
@@ -110,8 +127,9 @@ class Offline(Distiller):
         terms = {"ce": self.ce_weight * F.cross_entropy(logits, yb)}
         if self.loss_fn is not None:
             t_logits, t_values = self._teacher(xb, yb, idx)
-            terms.update(self.loss_fn(logits, t_logits, self.student_tap.values if self.student_tap else {},
-                                      t_values, yb))
+            terms.update(
+                self.loss_fn(logits, t_logits, self.student_tap.values if self.student_tap else {}, t_values, yb)
+            )
         return logits, terms
 
     def close(self) -> None:

@@ -30,13 +30,20 @@ def qat_recipe(recipe: DistillConfig) -> DistillConfig:
     """The recipe of the QAT phase: the study's, at ``qat_lr_scale`` of its learning rate, with
     one kd term at its alpha and temperature."""
     kd = {"kind": "kd", "weight": recipe.alpha, "temperature": recipe.temperature}
-    return dataclasses.replace(recipe, lr=recipe.lr * recipe.qat_lr_scale, knowledge=(kd,),
-                               ce_weight=round(1.0 - recipe.alpha, 12))
+    return dataclasses.replace(
+        recipe, lr=recipe.lr * recipe.qat_lr_scale, knowledge=(kd,), ce_weight=round(1.0 - recipe.alpha, 12)
+    )
 
 
-def quantization_aware(student: nn.Module, recipe: DistillConfig, teachers: Sequence[TeacherSource],
-                       x: torch.Tensor, y: torch.Tensor, steps: int, placement: Placement
-                       ) -> tuple[Int8Student, DistillResult]:
+def quantization_aware(
+    student: nn.Module,
+    recipe: DistillConfig,
+    teachers: Sequence[TeacherSource],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    placement: Placement,
+) -> tuple[Int8Student, DistillResult]:
     """Distil ``student``'s fake-quantized graph from ``teachers`` for ``steps`` steps, then
     convert it: the int8 student (on the CPU, eval mode) and the phase's result, whose time
     includes preparing and converting the graph.
@@ -46,7 +53,7 @@ def quantization_aware(student: nn.Module, recipe: DistillConfig, teachers: Sequ
         Diverged: the loss became NaN or infinite.
     """
     start = time.perf_counter()
-    example = x[:max(2, min(recipe.batch_size, len(x)))]
+    example = x[: max(2, min(recipe.batch_size, len(x)))]
     prepared = prepare(student, example)
     phase = qat_recipe(recipe)
     # Response knowledge only: the teachers' logits (cached or computed), never their features.

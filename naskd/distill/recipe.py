@@ -12,8 +12,16 @@ from naskd.config import DistillConfig
 #: The recipe travels in the spec. Left out: the kd shorthand (alpha, temperature: already in
 #: ``knowledge``) and the study-level settings (teacher cache, feature pairs and their cache
 #: budget, where training runs).
-STUDY_LEVEL_KEYS = ("alpha", "temperature", "cache_teacher", "pairs", "feature_cache_mb", "device", "precision",
-                    "channels_last")
+STUDY_LEVEL_KEYS = (
+    "alpha",
+    "temperature",
+    "cache_teacher",
+    "pairs",
+    "feature_cache_mb",
+    "device",
+    "precision",
+    "channels_last",
+)
 RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(DistillConfig) if f.name not in STUDY_LEVEL_KEYS)
 
 

@@ -15,7 +15,7 @@ class Scratch(Distiller):
         self.student = student
 
     @classmethod
-    def from_inputs(cls, inputs: SchemeInputs) -> "Scratch":
+    def from_inputs(cls, inputs: SchemeInputs) -> Scratch:
         return cls(inputs.student)
 
     def step(self, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, Terms]:

@@ -67,13 +67,15 @@ class SelfDistill(Distiller):
         self.student, self.recipe = student, recipe
         self.stages = stage_names(student)[:-1]
         if not self.stages:
-            raise InvalidSpec("self distillation needs a student with at least two stages (stages.i or layers.i) "
-                              "to put auxiliary heads on")
+            raise InvalidSpec(
+                "self distillation needs a student with at least two stages (stages.i or layers.i) "
+                "to put auxiliary heads on"
+            )
         self.tap = Tap(student, self.stages, embedding=True)
         self.heads = nn.ModuleList()
 
     @classmethod
-    def from_inputs(cls, inputs: SchemeInputs) -> "SelfDistill":
+    def from_inputs(cls, inputs: SchemeInputs) -> SelfDistill:
         return cls(inputs.student, inputs.recipe)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -85,8 +87,10 @@ class SelfDistill(Distiller):
             logits = self.student(x[probe])
         width = self.tap.values[EMBEDDING].flatten(1).shape[1]
         modules = dict(self.student.named_modules())
-        self.heads.extend(AuxHead(self.tap.values[name], width, logits.shape[1], tokens=_is_token_layer(modules[name]))
-                          for name in self.stages)
+        self.heads.extend(
+            AuxHead(self.tap.values[name], width, logits.shape[1], tokens=_is_token_layer(modules[name]))
+            for name in self.stages
+        )
         self.heads.to(x.device)
 
     def train_mode(self) -> None:
@@ -104,8 +108,12 @@ class SelfDistill(Distiller):
             aux_ce = aux_ce + F.cross_entropy(out, yb)
             aux_kd = aux_kd + kd(out, deep, temperature=r.aux_temperature)
             aux_feature = aux_feature + F.mse_loss(hidden, deep_feature)
-        return logits, {"ce": F.cross_entropy(logits, yb), "aux_ce": (1 - r.aux_weight) * aux_ce,
-                        "aux_kd": r.aux_weight * aux_kd, "aux_feature": r.aux_feature_weight * aux_feature}
+        return logits, {
+            "ce": F.cross_entropy(logits, yb),
+            "aux_ce": (1 - r.aux_weight) * aux_ce,
+            "aux_kd": r.aux_weight * aux_kd,
+            "aux_feature": r.aux_feature_weight * aux_feature,
+        }
 
     def close(self) -> None:
         self.tap.close()

@@ -55,16 +55,12 @@ def _flatten_batch(x: torch.Tensor) -> torch.Tensor:
 
 def _check_same_batch(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
     if student.shape[0] != teacher.shape[0]:
-        raise ValueError(
-            f"{what}: student and teacher batch sizes differ: {student.shape[0]} vs {teacher.shape[0]}"
-        )
+        raise ValueError(f"{what}: student and teacher batch sizes differ: {student.shape[0]} vs {teacher.shape[0]}")
 
 
 def _check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
     if student.shape != teacher.shape:
-        raise ValueError(
-            f"{what}: student and teacher shapes differ: {tuple(student.shape)} vs {tuple(teacher.shape)}"
-        )
+        raise ValueError(f"{what}: student and teacher shapes differ: {tuple(student.shape)} vs {tuple(teacher.shape)}")
 
 
 def _squared_distances(x: torch.Tensor) -> torch.Tensor:
@@ -239,9 +235,7 @@ def _spatial_attention(features: torch.Tensor, p: float) -> torch.Tensor:
     return features.pow(p).mean(dim=1)
 
 
-def attention_transfer(
-    student_features: torch.Tensor, teacher_features: torch.Tensor, p: float = 2.0
-) -> torch.Tensor:
+def attention_transfer(student_features: torch.Tensor, teacher_features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """Activation-based attention transfer (Zagoruyko & Komodakis, ICLR 2017), one layer pair.
 
     a(F) = normalize_L2(flatten(mean_c F^p)) per sample; loss = mean over B*HW of
@@ -282,9 +276,7 @@ def attention_transfer(
     return (a_s - a_t).pow(2).mean()
 
 
-def attention_distribution(
-    student_attn: torch.Tensor, teacher_attn: torch.Tensor, eps: float = 1e-8
-) -> torch.Tensor:
+def attention_distribution(student_attn: torch.Tensor, teacher_attn: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Self-attention distribution transfer for transformers: KL(A_t || A_s) per query row.
 
     The attention-map term of MiniLM (Wang et al., NeurIPS 2020) and TinyBERT (Jiao et al.,

@@ -64,7 +64,7 @@ def attention_probs(mha: nn.MultiheadAttention, query: torch.Tensor, key: torch.
         query, key = query.transpose(0, 1), key.transpose(0, 1)
     heads, dim = mha.num_heads, mha.embed_dim // mha.num_heads
     w_q, w_k, _ = mha.in_proj_weight.chunk(3)
-    b_q, b_k = (mha.in_proj_bias.chunk(3)[:2] if mha.in_proj_bias is not None else (None, None))
+    b_q, b_k = mha.in_proj_bias.chunk(3)[:2] if mha.in_proj_bias is not None else (None, None)
     q = F.linear(query, w_q, b_q).unflatten(-1, (heads, dim)).transpose(1, 2)
     k = F.linear(key, w_k, b_k).unflatten(-1, (heads, dim)).transpose(1, 2)
     return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dim), dim=-1)
@@ -78,8 +78,9 @@ class Tap:
     ``"embedding"`` and ``"attention:<name>"`` to the tensor of the latest forward pass.
     """
 
-    def __init__(self, model: nn.Module, features: Sequence[str] = (), *, embedding: bool = False,
-                 attention: Sequence[str] = ()) -> None:
+    def __init__(
+        self, model: nn.Module, features: Sequence[str] = (), *, embedding: bool = False, attention: Sequence[str] = ()
+    ) -> None:
         self.values: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
         modules = dict(model.named_modules())
@@ -97,11 +98,13 @@ class Tap:
     def _keep_output(self, name: str) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             self.values[name] = output[0] if isinstance(output, tuple) else output
+
         return hook
 
     def _keep_input(self, name: str) -> Any:
         def hook(module: nn.Module, args: Any) -> None:
             self.values[name] = args[0]
+
         return hook
 
     def _keep_attention(self, name: str, module: nn.Module) -> Any:
@@ -113,9 +116,10 @@ class Tap:
             else:
                 key = args[1] if len(args) > 1 else kwargs.get("key", x)
                 self.values[f"attention:{name}"] = attention_probs(module, x, key)
+
         return hook
 
-    def __enter__(self) -> "Tap":
+    def __enter__(self) -> Tap:
         return self
 
     def __exit__(self, *exc: Any) -> None:

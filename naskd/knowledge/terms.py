@@ -51,14 +51,16 @@ def feature_pairs(teacher: nn.Module, student: nn.Module, pairs: Sequence[tuple[
         available = set(module_names(student))
         for _, s in pairs:
             if s not in available:
-                raise InvalidSpec(f"[distill].pairs: the student has no module {s!r} "
-                                  f"(available: {', '.join(module_names(student))})")
+                raise InvalidSpec(
+                    f"[distill].pairs: the student has no module {s!r} (available: {', '.join(module_names(student))})"
+                )
         return list(pairs)
     return relative_pairs(stage_names(teacher), stage_names(student))
 
 
-def plan(terms: Sequence[Mapping[str, Any]], teacher: nn.Module, student: nn.Module,
-         pairs: Sequence[tuple[str, str]] = ()) -> Plan:
+def plan(
+    terms: Sequence[Mapping[str, Any]], teacher: nn.Module, student: nn.Module, pairs: Sequence[tuple[str, str]] = ()
+) -> Plan:
     """Decide what each term needs.
 
     Raises:
@@ -71,8 +73,10 @@ def plan(terms: Sequence[Mapping[str, Any]], teacher: nn.Module, student: nn.Mod
     if "features" in consumes:
         fpairs = feature_pairs(teacher, student, pairs)
         if not fpairs:
-            raise InvalidSpec("feature knowledge needs paired modules: neither model has stages.i/layers.i; "
-                              "name them in [[distill.pairs]]")
+            raise InvalidSpec(
+                "feature knowledge needs paired modules: neither model has stages.i/layers.i; "
+                "name them in [[distill.pairs]]"
+            )
     if "attention" in consumes:
         apairs = relative_pairs(attention_layer_names(teacher), attention_layer_names(student))
         if not apairs:
@@ -138,33 +142,51 @@ class KnowledgeLoss(nn.Module):
             read) so adapters are built for the actual feature sizes.
     """
 
-    def __init__(self, plan: Plan, student_values: Mapping[str, torch.Tensor],
-                 teacher_values: Mapping[str, torch.Tensor]) -> None:
+    def __init__(
+        self, plan: Plan, student_values: Mapping[str, torch.Tensor], teacher_values: Mapping[str, torch.Tensor]
+    ) -> None:
         super().__init__()
         self.plan = plan
         self.names = term_names(plan.terms)
         self.adapters = nn.ModuleList()
         if any(t["kind"] == "fitnet" for t in plan.terms):
-            self.adapters.extend(FeatureAdapter(student_values[s].shape[1:], teacher_values[t].shape[1:])
-                                 for t, s in plan.feature_pairs)
+            self.adapters.extend(
+                FeatureAdapter(student_values[s].shape[1:], teacher_values[t].shape[1:]) for t, s in plan.feature_pairs
+            )
         if any(term["kind"] == "attention_transfer" for term in plan.terms):
             for t, s in plan.feature_pairs:
                 if min(student_values[s].ndim, teacher_values[t].ndim) < 3:
-                    raise InvalidSpec(f"attention_transfer needs convolutional feature maps; {s!r} of the student "
-                                      f"gives {tuple(student_values[s].shape[1:])} and {t!r} of the teacher "
-                                      f"{tuple(teacher_values[t].shape[1:])}")
+                    raise InvalidSpec(
+                        f"attention_transfer needs convolutional feature maps; {s!r} of the student "
+                        f"gives {tuple(student_values[s].shape[1:])} and {t!r} of the teacher "
+                        f"{tuple(teacher_values[t].shape[1:])}"
+                    )
 
-    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                student_values: Mapping[str, torch.Tensor], teacher_values: Mapping[str, torch.Tensor],
-                labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        student_values: Mapping[str, torch.Tensor],
+        teacher_values: Mapping[str, torch.Tensor],
+        labels: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
         """Each term with a weight, weighted, under ``term_names``' name for it."""
-        return {name: term["weight"] * self._term(term, student_logits, teacher_logits, student_values,
-                                                  teacher_values, labels)
-                for name, term in zip(self.names, self.plan.terms) if term["weight"] != 0}
+        return {
+            name: term["weight"]
+            * self._term(term, student_logits, teacher_logits, student_values, teacher_values, labels)
+            for name, term in zip(self.names, self.plan.terms)
+            if term["weight"] != 0
+        }
 
-    def _term(self, term: Mapping[str, Any], s_logits: torch.Tensor, t_logits: torch.Tensor,
-              s_vals: Mapping[str, torch.Tensor], t_vals: Mapping[str, torch.Tensor],
-              labels: torch.Tensor) -> torch.Tensor:
+    def _term(
+        self,
+        term: Mapping[str, Any],
+        s_logits: torch.Tensor,
+        t_logits: torch.Tensor,
+        s_vals: Mapping[str, torch.Tensor],
+        t_vals: Mapping[str, torch.Tensor],
+        labels: torch.Tensor,
+    ) -> torch.Tensor:
         info = LOSSES[term["kind"]]
         hyper = {k: term[k] for k in info.hyperparameters if k in term}
         if info.consumes == "logits":
@@ -176,8 +198,10 @@ class KnowledgeLoss(nn.Module):
                 return info.fn(s_vals[EMBEDDING], t_vals[EMBEDDING], s_logits, t_logits, **hyper)
             return info.fn(s_vals[EMBEDDING], t_vals[EMBEDDING], **hyper)
         if info.consumes == "attention":
-            return sum(info.fn(s_vals[f"attention:{s}"], t_vals[f"attention:{t}"], **hyper)
-                       for t, s in self.plan.attention_pairs)
+            return sum(
+                info.fn(s_vals[f"attention:{s}"], t_vals[f"attention:{t}"], **hyper)
+                for t, s in self.plan.attention_pairs
+            )
         losses = []
         for i, (t, s) in enumerate(self.plan.feature_pairs):
             student, teacher = s_vals[s], t_vals[t]

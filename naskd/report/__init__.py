@@ -19,9 +19,14 @@ from naskd.results import TrialRecord
 __all__ = ["build_report", "write_report"]
 
 
-def build_report(facts: dict, records: Sequence[TrialRecord], summary: dict, *,
-                 importances: Mapping[str, Mapping[str, float]] | None = None,
-                 created: datetime | None = None) -> str:
+def build_report(
+    facts: dict,
+    records: Sequence[TrialRecord],
+    summary: dict,
+    *,
+    importances: Mapping[str, Mapping[str, float]] | None = None,
+    created: datetime | None = None,
+) -> str:
     """The whole report as one HTML page.
 
     Args:

@@ -105,11 +105,15 @@ def kd_gain_sentence(rows: list[GapRow]) -> str:
     band = _best_band(rows)
     if band is not None:
         low, high, gain, n = band
-        parts.append(f"Averaged over bands of the ratio, students with a ratio between {fmt(low)}× and {fmt(high)}× "
-                     f"gain most ({_points(gain)} on average, {n} students).")
+        parts.append(
+            f"Averaged over bands of the ratio, students with a ratio between {fmt(low)}× and {fmt(high)}× "
+            f"gain most ({_points(gain)} on average, {n} students)."
+        )
     if best.kd_gain <= 0:
-        parts.append("No student gained from the teacher: the recipe (temperature, alpha, steps) may not suit "
-                     "students this small or runs this short.")
+        parts.append(
+            "No student gained from the teacher: the recipe (temperature, alpha, steps) may not suit "
+            "students this small or runs this short."
+        )
     return " ".join(parts)
 
 
@@ -155,8 +159,9 @@ class RankAgreement:
 def rank_agreement(view: StudyView) -> RankAgreement | None:
     """Kendall's tau between the search's and the confirmation runs' accuracy; None when no
     trial was confirmed."""
-    pairs = [(r.number, number(r.metrics.get("accuracy")), number(r.metrics.get("long_accuracy")))
-             for r in view.complete]
+    pairs = [
+        (r.number, number(r.metrics.get("accuracy")), number(r.metrics.get("long_accuracy"))) for r in view.complete
+    ]
     pairs = [(n, s, lo) for n, s, lo in pairs if s is not None and lo is not None]
     if not pairs:
         return None
@@ -177,22 +182,29 @@ def _tau_sentence(n: int, tau: float | None, p_value: float | None, short: list[
     change = float(np.mean(np.subtract(long, short)))
     tail = f" Longer training changed accuracy by {_points(change)} on average."
     if n < 3:
-        return (f"Only {n} confirmed student(s): too few to measure whether the search's runs rank students "
-                "as longer training does." + tail)
+        return (
+            f"Only {n} confirmed student(s): too few to measure whether the search's runs rank students "
+            "as longer training does." + tail
+        )
     if tau is None:
-        return (f"Kendall's tau is undefined for these {n} students (all search or all confirmation "
-                "accuracies are equal)." + tail)
+        return (
+            f"Kendall's tau is undefined for these {n} students (all search or all confirmation "
+            "accuracies are equal)." + tail
+        )
     if tau >= 0.7:
         verdict = "the search ranks students almost as the longer runs do; the front's order can be trusted"
     elif tau >= 0.4:
-        verdict = ("the search ranks students roughly right; close neighbours on the front may swap with "
-                   "longer training")
+        verdict = "the search ranks students roughly right; close neighbours on the front may swap with longer training"
     elif tau >= 0:
-        verdict = ("the search ranks students only weakly like the longer runs; confirm candidates with longer "
-                   "runs before choosing")
+        verdict = (
+            "the search ranks students only weakly like the longer runs; confirm candidates with longer "
+            "runs before choosing"
+        )
     else:
-        verdict = ("the search ranks students against the longer runs; its target budget is no reliable proxy "
-                   "here — raise [distill].steps or epochs")
+        verdict = (
+            "the search ranks students against the longer runs; its target budget is no reliable proxy "
+            "here — raise [distill].steps or epochs"
+        )
     p = f", p = {p_value:.3g}" if p_value is not None else ""
     return f"Kendall's tau = {tau:.2f} over {n} confirmed students{p}: {verdict}." + tail
 
@@ -235,8 +247,9 @@ def learning_curves(view: StudyView) -> list[Curve]:
         final, acc = r.steps or fid.target_steps, number(r.metrics.get("accuracy"))
         if r.state == "complete" and final is not None and acc is not None and final > points[-1][0]:
             points.append((final, acc, -1))
-        out.append(Curve(r.number, r.state, r.number in front, [s for s, _, _ in points], [a for _, a, _ in points],
-                         rungs))
+        out.append(
+            Curve(r.number, r.state, r.number in front, [s for s, _, _ in points], [a for _, a, _ in points], rungs)
+        )
     return out
 
 
@@ -261,14 +274,18 @@ def rung_agreement(view: StudyView) -> list[RungRank]:
     the whole study's, which tends to lower tau; it is still the only honest comparison.
     """
     fid = view.fidelity
-    points = {r.number: {p.rung: p for p in rung_points(r, fid)} for r in view.records
-              if r.state in ("complete", "pruned")}
+    points = {
+        r.number: {p.rung: p for p in rung_points(r, fid)} for r in view.records if r.state in ("complete", "pruned")
+    }
     seen = {k for by_rung in points.values() for k in by_rung}
     stopped_at = Counter(_stopped_rung(view, r) for r in view.stopped)
     rows = []
     for k in sorted(seen | set(range(len(fid.rungs)))):
-        pairs = [(number(points[r.number][k].metrics.get("accuracy")), number(r.metrics.get("accuracy")))
-                 for r in view.complete if k in points.get(r.number, {})]
+        pairs = [
+            (number(points[r.number][k].metrics.get("accuracy")), number(r.metrics.get("accuracy")))
+            for r in view.complete
+            if k in points.get(r.number, {})
+        ]
         pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
         tau = p_value = None
         if len(pairs) >= MIN_FOR_TAU:
@@ -277,8 +294,9 @@ def rung_agreement(view: StudyView) -> list[RungRank]:
             result = kendalltau([a for a, _ in pairs], [b for _, b in pairs])
             tau, p_value = number(result.statistic), number(result.pvalue)
         steps = fid.rung_steps(k) or next((by[k].steps for by in points.values() if k in by and by[k].steps), None)
-        rows.append(RungRank(k, steps, sum(k in by for by in points.values()), stopped_at.get(k, 0), len(pairs),
-                             tau, p_value))
+        rows.append(
+            RungRank(k, steps, sum(k in by for by in points.values()), stopped_at.get(k, 0), len(pairs), tau, p_value)
+        )
     return rows
 
 
@@ -287,23 +305,32 @@ def rung_agreement_sentence(view: StudyView, rows: list[RungRank]) -> str:
     fid = view.fidelity
     measured = [row for row in rows if row.tau is not None]
     if not measured:
-        return (f"Too few students trained to the target budget have rung scores (at least {MIN_FOR_TAU} are "
-                "needed at a rung) to tell whether the rungs rank students as the target budget does.")
-    each = "; ".join(f"{row.tau:.2f} at {fid.label(row.steps)} (rung {row.rung}, {row.n} students)"
-                     for row in measured)
+        return (
+            f"Too few students trained to the target budget have rung scores (at least {MIN_FOR_TAU} are "
+            "needed at a rung) to tell whether the rungs rank students as the target budget does."
+        )
+    each = "; ".join(f"{row.tau:.2f} at {fid.label(row.steps)} (rung {row.rung}, {row.n} students)" for row in measured)
     first = measured[0]
     if first.tau >= 0.7:
-        verdict = (f"even at {fid.label(first.steps)} students rank much as they do at the target budget, so "
-                   "stopping the clearly beaten ones there lost little")
+        verdict = (
+            f"even at {fid.label(first.steps)} students rank much as they do at the target budget, so "
+            "stopping the clearly beaten ones there lost little"
+        )
     elif first.tau >= 0.4:
-        verdict = (f"at {fid.label(first.steps)} students rank roughly as at the target budget: a student close "
-                   "to the front may have been stopped there; a [fidelity].margin keeps such students going")
+        verdict = (
+            f"at {fid.label(first.steps)} students rank roughly as at the target budget: a student close "
+            "to the front may have been stopped there; a [fidelity].margin keeps such students going"
+        )
     else:
-        verdict = (f"at {fid.label(first.steps)} the ranking says little about the target budget's, so good "
-                   "students may have been stopped there; start the rungs later ([fidelity].first_rung) or give "
-                   "them a [fidelity].margin")
-    return (f"Kendall's tau between the accuracy at each rung and at the target budget, over the students trained "
-            f"to the target: {each}. {verdict[0].upper()}{verdict[1:]}.")
+        verdict = (
+            f"at {fid.label(first.steps)} the ranking says little about the target budget's, so good "
+            "students may have been stopped there; start the rungs later ([fidelity].first_rung) or give "
+            "them a [fidelity].margin"
+        )
+    return (
+        f"Kendall's tau between the accuracy at each rung and at the target budget, over the students trained "
+        f"to the target: {each}. {verdict[0].upper()}{verdict[1:]}."
+    )
 
 
 @dataclass(frozen=True)
@@ -350,16 +377,28 @@ def training_saved(view: StudyView) -> TrainingSaved | None:
     per_rung = tuple(sorted(where.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
     if stopped:
         fid = view.fidelity
-        each = ", ".join(f"{n} at " + (f"rung {k} ({fid.label(fid.rung_steps(k))})" if fid.rung_steps(k)
-                                       else f"rung {k}" if k is not None else "an unrecorded rung")
-                         for k, n in per_rung)
-        sentence = (f"The rungs trained {spent / full:.0%} of the steps that training all {_students(students)} to "
-                    f"the target budget would have taken ({spent:,} of {full:,} steps): {_students(stopped)} "
-                    f"stopped at a rung. Stopped: {each}.")
+        each = ", ".join(
+            f"{n} at "
+            + (
+                f"rung {k} ({fid.label(fid.rung_steps(k))})"
+                if fid.rung_steps(k)
+                else f"rung {k}"
+                if k is not None
+                else "an unrecorded rung"
+            )
+            for k, n in per_rung
+        )
+        sentence = (
+            f"The rungs trained {spent / full:.0%} of the steps that training all {_students(students)} to "
+            f"the target budget would have taken ({spent:,} of {full:,} steps): {_students(stopped)} "
+            f"stopped at a rung. Stopped: {each}."
+        )
     else:
         rule = " (rule off: the rungs only record scores)" if view.fidelity.rule == "off" else ""
-        sentence = (f"No student stopped at a rung{rule}: all {_students(students)} were trained to the target "
-                    f"budget ({spent:,} training steps in all).")
+        sentence = (
+            f"No student stopped at a rung{rule}: all {_students(students)} were trained to the target "
+            f"budget ({spent:,} training steps in all)."
+        )
     return TrainingSaved(students, stopped, spent, full, target, per_rung, sentence)
 
 
@@ -425,11 +464,18 @@ def loss_terms_sentence(names: list[str], rows: list[TermRow]) -> str:
     """The average share of each term over the front's students, largest first (a student
     without a term counts 0 for it, so the shares add up to 100%)."""
     usable = [row for row in rows if any(row.share(name) is not None for name in row.terms)]
-    averaged = sorted(((sum(row.share(name) or 0.0 for row in usable) / len(usable), name) for name in names),
-                      key=lambda x: -x[0]) if usable else []
+    averaged = (
+        sorted(
+            ((sum(row.share(name) or 0.0 for row in usable) / len(usable), name) for name in names), key=lambda x: -x[0]
+        )
+        if usable
+        else []
+    )
     who = f"the {_students(len(usable or rows))} on the front that recorded loss terms"
     if not averaged:
-        return (f"For {who}, shares of the loss are not shown: a term is negative or the total is not above zero; "
-                "the table lists each term's value.")
+        return (
+            f"For {who}, shares of the loss are not shown: a term is negative or the total is not above zero; "
+            "the table lists each term's value."
+        )
     parts = ", ".join(f"{name} {share:.0%}" for share, name in averaged)
     return f"Averaged over {who}, the loss at the end of training was made of: {parts}."

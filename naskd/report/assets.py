@@ -8,8 +8,10 @@ code at run time, hence ``'unsafe-eval'``.
 
 from __future__ import annotations
 
-CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
-       "img-src data: blob:; font-src data:; worker-src blob:; base-uri 'none'; form-action 'none'")
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+    "img-src data: blob:; font-src data:; worker-src blob:; base-uri 'none'; form-action 'none'"
+)
 
 CSS = """
 :root { --fg: #1d2330; --muted: #5b6472; --line: #dde1e7; --warn-bg: #fff4e5; --warn: #b35c00; --accent: #2457c5; }

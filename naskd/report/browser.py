@@ -18,8 +18,16 @@ from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Without the networking flags Chromium reaches out to Google services when it starts.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 # Per figure: every trace plotly holds (its data-point count) and, for SVG traces, the
 # markers / bars actually in the SVG, keyed by trace index. Each trace's <g> element carries
@@ -70,14 +78,23 @@ class Rendered:
 def find_chromium() -> Path:
     """``/usr/bin/chromium``, or a RuntimeError saying how to install it (nothing is downloaded here)."""
     if not CHROMIUM.exists():
-        raise RuntimeError(f"{CHROMIUM} is missing; install Debian's chromium (as root: apt-get update && "
-                           "apt-get install -y chromium). Playwright's own browser download is not used.")
+        raise RuntimeError(
+            f"{CHROMIUM} is missing; install Debian's chromium (as root: apt-get update && "
+            "apt-get install -y chromium). Playwright's own browser download is not used."
+        )
     return CHROMIUM
 
 
-def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, timeout_s: float = 60.0,
-                inspect: Callable[[Any], Any] | None = None, lazy: bool = True,
-                viewport: tuple[int, int] = (1280, 900)) -> Rendered:
+def open_report(
+    path: Path,
+    *,
+    screenshot: Path | None = None,
+    loads: int = 1,
+    timeout_s: float = 60.0,
+    inspect: Callable[[Any], Any] | None = None,
+    lazy: bool = True,
+    viewport: tuple[int, int] = (1280, 900),
+) -> Rendered:
     """Load ``path`` ``loads`` times in one fresh headless Chromium profile; each time, wait
     until the page says every eager figure is drawn (``naskdReport.ready``), then (``lazy``)
     scroll each lazily drawn figure into view in turn and wait until it is drawn too, timing
@@ -114,13 +131,19 @@ def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, t
         try:
             page.wait_for_function(condition, arg=arg, timeout=timeout_s * 1000)
         except Exception as exc:  # say why the page never finished, not just that it timed out
-            raise RuntimeError(f"{url}: {what} not drawn within {timeout_s} s; console errors: {errors}; drawn: "
-                               f"{page.evaluate('window.naskdReport && window.naskdReport.rendered')}") from exc
+            raise RuntimeError(
+                f"{url}: {what} not drawn within {timeout_s} s; console errors: {errors}; drawn: "
+                f"{page.evaluate('window.naskdReport && window.naskdReport.rendered')}"
+            ) from exc
 
     with tempfile.TemporaryDirectory(prefix="naskd-chromium-") as profile, sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(profile, executable_path=str(executable), headless=True,
-                                                        args=list(FLAGS),
-                                                        viewport={"width": viewport[0], "height": viewport[1]})
+        context = pw.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(executable),
+            headless=True,
+            args=list(FLAGS),
+            viewport={"width": viewport[0], "height": viewport[1]},
+        )
         try:
             context.route("**/*", route)
             page = context.new_page()
@@ -155,8 +178,9 @@ def open_report(path: Path, *, screenshot: Path | None = None, loads: int = 1, t
                 inspected = inspect(page)
         finally:
             context.close()
-    return Rendered(ready, lazy_times, paint, parsed, wall, figures, waiting, requests, errors, dialogs, screenshot,
-                    inspected)
+    return Rendered(
+        ready, lazy_times, paint, parsed, wall, figures, waiting, requests, errors, dialogs, screenshot, inspected
+    )
 
 
 _TIMES_JS = """() => {

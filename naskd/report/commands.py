@@ -39,7 +39,7 @@ def parse_search_command(command: str) -> SearchCommand:
         tokens = []
     if "search" not in tokens:
         return SearchCommand(STUDY_PLACEHOLDER, (), False)
-    rest = tokens[tokens.index("search") + 1:]
+    rest = tokens[tokens.index("search") + 1 :]
     study, kept = None, []
     i = 0
     while i < len(rest):

@@ -23,8 +23,7 @@ from naskd.metrics import BUDGETS, METRICS
 from naskd.report import analysis, assets, figures
 from naskd.report.checks import Finding, findings
 from naskd.report.commands import export_command, parse_search_command
-from naskd.report.view import (DIAGNOSTIC_METRICS, StudyView, arch_text, fmt, label, number, recipe_text,
-                               scheme_text)
+from naskd.report.view import DIAGNOSTIC_METRICS, StudyView, arch_text, fmt, label, number, recipe_text, scheme_text
 from naskd.results import FRONT_COLUMNS
 
 #: Distributions whose versions the header lists (read from package metadata: importing
@@ -64,17 +63,23 @@ class _Figures:
         spec = fig.to_dict()
         # plotly's own serialiser: escapes "<", ">" and "/" so no string can close the script.
         data = to_json_plotly({"data": spec.get("data", []), "layout": spec.get("layout", {}), "config": _CONFIG})
-        bundle = ("<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>\n"
-                  f"<script>{get_plotlyjs()}</script>\n") if first else ""
+        bundle = (
+            (f"<script>window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>\n<script>{get_plotlyjs()}</script>\n")
+            if first
+            else ""
+        )
         note = f'<p class="lazy-note">{_e(LAZY_NOTE)}</p>' if lazy else ""
-        return (f'<div class="figure">\n<p class="caption">{caption}</p>\n{bundle}'
-                f'<div id="{div_id}" class="plotly-graph-div" style="height:{height}px; width:100%;">{note}</div>\n'
-                f'<script type="application/json" data-figure="{div_id}">{data}</script>\n'
-                f'<script>naskdFigure("{div_id}", {"true" if lazy else "false"});</script>\n</div>')
+        return (
+            f'<div class="figure">\n<p class="caption">{caption}</p>\n{bundle}'
+            f'<div id="{div_id}" class="plotly-graph-div" style="height:{height}px; width:100%;">{note}</div>\n'
+            f'<script type="application/json" data-figure="{div_id}">{data}</script>\n'
+            f'<script>naskdFigure("{div_id}", {"true" if lazy else "false"});</script>\n</div>'
+        )
 
 
-def build_page(view: StudyView, *, importances: Mapping[str, Mapping[str, float]] | None,
-               created: datetime | None) -> str:
+def build_page(
+    view: StudyView, *, importances: Mapping[str, Mapping[str, float]] | None, created: datetime | None
+) -> str:
     created = created or datetime.now(timezone.utc)
     figs = _Figures()
     parts = [
@@ -91,52 +96,69 @@ def build_page(view: StudyView, *, importances: Mapping[str, Mapping[str, float]
     ]
     hook = assets.RENDER_HOOK % {"expected": len(figs.ids), "eager": figs.eager}
     title = f"naskd report: {view.name}"
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{assets.CSP}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title>",
-        f"<style>{assets.CSS}</style>",
-        f"<script>{hook}</script>",
-        "</head>",
-        "<body>",
-        "<main>",
-        *parts,
-        "</main>",
-        f"<script>{assets.SORT_TABLE}</script>",
-        "</body>",
-        "</html>",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en">',
+                "<head>",
+                '<meta charset="utf-8">',
+                f'<meta http-equiv="Content-Security-Policy" content="{assets.CSP}">',
+                '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                f"<title>{_e(title)}</title>",
+                f"<style>{assets.CSS}</style>",
+                f"<script>{hook}</script>",
+                "</head>",
+                "<body>",
+                "<main>",
+                *parts,
+                "</main>",
+                f"<script>{assets.SORT_TABLE}</script>",
+                "</body>",
+                "</html>",
+            ]
+        )
+        + "\n"
+    )
 
 
 # --- header ------------------------------------------------------------------------------
 
+
 def _header(view: StudyView, created: datetime) -> str:
     facts = view.facts
     c = view.counts
-    counts = (f"{c['complete']} complete, {c['infeasible']} infeasible (over budget, not trained), "
-              f"{c['failed']} failed, {c['pruned']} stopped at a rung")
+    counts = (
+        f"{c['complete']} complete, {c['infeasible']} infeasible (over budget, not trained), "
+        f"{c['failed']} failed, {c['pruned']} stopped at a rung"
+    )
     if c.get("running"):
         counts += f", {c['running']} still running"
-    objectives = ", ".join(f"{label(o)} ({'higher' if d == 'maximize' else 'lower'} is better)"
-                           for o, d in zip(view.objectives, view.directions))
+    objectives = ", ".join(
+        f"{label(o)} ({'higher' if d == 'maximize' else 'lower'} is better)"
+        for o, d in zip(view.objectives, view.directions)
+    )
     knee = next((r for r in view.complete if r.number == view.knee), None)
     result = f"{len(view.front)} student(s) on the Pareto front"
     if view.hypervolume is not None:
         result += f"; normalised hypervolume {view.hypervolume:.4f}"
     if view.complete and all(r.metrics.get("accuracy") is None for r in view.complete):
-        result += ("; accuracy unavailable: the study has no real validation data, so students "
-                   "are compared with the teacher on held-out synthesized inputs (agreement), never scored on them")
+        result += (
+            "; accuracy unavailable: the study has no real validation data, so students "
+            "are compared with the teacher on held-out synthesized inputs (agreement), never scored on them"
+        )
     if knee is not None:
-        result += (f"; knee: trial {knee.number} (accuracy {fmt(knee.metrics.get('accuracy'), 'accuracy')}, "
-                   f"{fmt(knee.metrics.get('params'), 'params')} params, "
-                   f"{fmt(knee.metrics.get('latency_p50_ms'))} ms)")
+        result += (
+            f"; knee: trial {knee.number} (accuracy {fmt(knee.metrics.get('accuracy'), 'accuracy')}, "
+            f"{fmt(knee.metrics.get('params'), 'params')} params, "
+            f"{fmt(knee.metrics.get('latency_p50_ms'))} ms)"
+        )
     search = parse_search_command(str(facts.get("command") or ""))
-    command = (f'<code class="command">{_e(facts["command"])}</code>' if facts.get("command")
-               else "not recorded (the study was run from Python, not with <code>naskd search</code>)")
+    command = (
+        f'<code class="command">{_e(facts["command"])}</code>'
+        if facts.get("command")
+        else "not recorded (the study was run from Python, not with <code>naskd search</code>)"
+    )
     rows = [
         ("Date", _e(_date_text(created))),
         ("Dataset", _data_text(facts.get("data"))),
@@ -154,8 +176,13 @@ def _header(view: StudyView, created: datetime) -> str:
     if facts.get("storage"):
         rows.insert(-1, ("Storage", f"<code>{_e(facts['storage'])}</code>"))
     if not search.recorded and facts.get("command"):
-        rows.append(("Note", "the recorded command is not a <code>naskd search</code>; export commands below use "
-                             "the placeholder <code>STUDY.toml</code>"))
+        rows.append(
+            (
+                "Note",
+                "the recorded command is not a <code>naskd search</code>; export commands below use "
+                "the placeholder <code>STUDY.toml</code>",
+            )
+        )
     grid = "\n".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
     description = facts.get("description")
     if view.fidelity.target_steps:
@@ -175,19 +202,29 @@ def _header(view: StudyView, created: datetime) -> str:
         "students that no other student beats on every objective at once; the <em>knee</em> is the front student "
         "closest to the ideal corner."
     )
-    nav = "".join(f'<a href="#{anchor}">{text}</a>' for anchor, text in (
-        ("pareto", "Pareto front"), ("students", "Front students"), ("loss-terms", "Loss terms"),
-        ("capacity", "Capacity gap"),
-        ("rungs", "Rungs and budget"), ("search", "Search progress"), ("details", "Details")))
-    return "\n".join([
-        "<header>",
-        f"<h1>naskd report: {_e(view.name)}</h1>",
-        f'<p class="lead">{_e(description)}</p>' if description else "",
-        f'<p class="lead">{lead}</p>',
-        f"<nav>{nav}</nav>",
-        f'<dl class="facts">\n{grid}\n</dl>',
-        "</header>",
-    ])
+    nav = "".join(
+        f'<a href="#{anchor}">{text}</a>'
+        for anchor, text in (
+            ("pareto", "Pareto front"),
+            ("students", "Front students"),
+            ("loss-terms", "Loss terms"),
+            ("capacity", "Capacity gap"),
+            ("rungs", "Rungs and budget"),
+            ("search", "Search progress"),
+            ("details", "Details"),
+        )
+    )
+    return "\n".join(
+        [
+            "<header>",
+            f"<h1>naskd report: {_e(view.name)}</h1>",
+            f'<p class="lead">{_e(description)}</p>' if description else "",
+            f'<p class="lead">{lead}</p>',
+            f"<nav>{nav}</nav>",
+            f'<dl class="facts">\n{grid}\n</dl>',
+            "</header>",
+        ]
+    )
 
 
 def _date_text(created: datetime) -> str:
@@ -201,8 +238,10 @@ def _data_text(data: Any) -> str:
         return "not recorded"
     shape = data.get("input_shape")
     shape_text = "(" + ", ".join(str(s) for s in shape) + ")" if isinstance(shape, (list, tuple)) else fmt(shape)
-    text = (f"{data.get('name', 'unnamed')}: input {shape_text}, {fmt(data.get('num_classes'))} classes; "
-            f"{fmt(data.get('train'), 'params')} training / {fmt(data.get('val'), 'params')} validation samples")
+    text = (
+        f"{data.get('name', 'unnamed')}: input {shape_text}, {fmt(data.get('num_classes'))} classes; "
+        f"{fmt(data.get('train'), 'params')} training / {fmt(data.get('val'), 'params')} validation samples"
+    )
     known = {"name", "input_shape", "num_classes", "train", "val", "fingerprint"}
     extra = ", ".join(f"{k} = {fmt(v)}" for k, v in data.items() if k not in known)
     if extra:
@@ -219,11 +258,13 @@ def _teacher_text(view: StudyView) -> str:
     if view.teachers:  # several: the ensemble, then each teacher's own figures
         items = "".join(f"<li>{_e(_one_teacher(t))}</li>" for t in view.teachers)
         return f"{_e(_teachers_head(view, teacher))}<ul>{items}</ul>"
-    parts = [f"accuracy {fmt(view.teacher_value('accuracy'), 'accuracy')}",
-             f"{fmt(view.teacher_value('params'), 'params')} params",
-             f"{fmt(view.teacher_value('flops'), 'flops')} FLOPs",
-             f"latency p50 {fmt(view.teacher_value('latency_p50_ms'))} ms / p95 "
-             f"{fmt(view.teacher_value('latency_p95_ms'))} ms"]
+    parts = [
+        f"accuracy {fmt(view.teacher_value('accuracy'), 'accuracy')}",
+        f"{fmt(view.teacher_value('params'), 'params')} params",
+        f"{fmt(view.teacher_value('flops'), 'flops')} FLOPs",
+        f"latency p50 {fmt(view.teacher_value('latency_p50_ms'))} ms / p95 "
+        f"{fmt(view.teacher_value('latency_p95_ms'))} ms",
+    ]
     text = ", ".join(parts)
     if teacher.get("source"):
         text += f"; {teacher['source']}"
@@ -236,12 +277,16 @@ def _teachers_head(view: StudyView, teacher: Mapping[str, Any]) -> str:
     """Several teachers: the ensemble's accuracy, and the largest teacher the costs are of."""
     listed = view.teachers
     largest = max(listed, key=lambda t: number(t.get("params")) or 0.0)
-    cost = (f"{fmt(view.teacher_value('params'), 'params')} params, {fmt(view.teacher_value('flops'), 'flops')} "
-            f"FLOPs, latency p50 {fmt(view.teacher_value('latency_p50_ms'))} ms / p95 "
-            f"{fmt(view.teacher_value('latency_p95_ms'))} ms")
-    text = (f"{len(listed)} teachers; ensemble accuracy {fmt(view.teacher_value('accuracy'), 'accuracy')}; "
-            f"the capacity ratio and the cost bounds are against the largest teacher, {largest.get('name', '?')} "
-            f"({cost})")
+    cost = (
+        f"{fmt(view.teacher_value('params'), 'params')} params, {fmt(view.teacher_value('flops'), 'flops')} "
+        f"FLOPs, latency p50 {fmt(view.teacher_value('latency_p50_ms'))} ms / p95 "
+        f"{fmt(view.teacher_value('latency_p95_ms'))} ms"
+    )
+    text = (
+        f"{len(listed)} teachers; ensemble accuracy {fmt(view.teacher_value('accuracy'), 'accuracy')}; "
+        f"the capacity ratio and the cost bounds are against the largest teacher, {largest.get('name', '?')} "
+        f"({cost})"
+    )
     if teacher.get("source"):
         text += f"; {teacher['source']}"
     return text
@@ -249,9 +294,11 @@ def _teachers_head(view: StudyView, teacher: Mapping[str, Any]) -> str:
 
 def _one_teacher(t: Mapping[str, Any]) -> str:
     """``t1: weight 0.5, accuracy 0.9300, 10,000 params, latency p50 0.1 ms; source (fingerprint ...)``"""
-    text = (f"{t.get('name', '?')}: weight {fmt(t.get('weight'))}, accuracy {fmt(t.get('accuracy'), 'accuracy')}, "
-            f"{fmt(t.get('params'), 'params')} params, {fmt(t.get('flops'), 'flops')} FLOPs, "
-            f"latency p50 {fmt(t.get('latency_p50_ms'))} ms / p95 {fmt(t.get('latency_p95_ms'))} ms")
+    text = (
+        f"{t.get('name', '?')}: weight {fmt(t.get('weight'))}, accuracy {fmt(t.get('accuracy'), 'accuracy')}, "
+        f"{fmt(t.get('params'), 'params')} params, {fmt(t.get('flops'), 'flops')} FLOPs, "
+        f"latency p50 {fmt(t.get('latency_p50_ms'))} ms / p95 {fmt(t.get('latency_p95_ms'))} ms"
+    )
     if t.get("source"):
         text += f"; {t['source']}"
     if t.get("fingerprint"):
@@ -344,15 +391,20 @@ def _versions_text(facts: Mapping[str, Any]) -> str:
 
 # --- warnings ----------------------------------------------------------------------------
 
+
 def _warnings(found: Sequence[Finding]) -> str:
     if not found:
         return ""
-    items = "\n".join(f'<div class="warning" role="alert" data-warning="{_e(f.key)}"><strong>{_e(f.title)}.</strong> '
-                      f"{_e(f.detail)}</div>" for f in found)
+    items = "\n".join(
+        f'<div class="warning" role="alert" data-warning="{_e(f.key)}"><strong>{_e(f.title)}.</strong> '
+        f"{_e(f.detail)}</div>"
+        for f in found
+    )
     return f'<section id="warnings" aria-label="warnings">\n{items}\n</section>'
 
 
 # --- sections ----------------------------------------------------------------------------
+
 
 def _missing(text: str) -> str:
     return f'<p class="note">{_e(text)}</p>'
@@ -370,17 +422,22 @@ def _figure_or_note(figs: _Figures, fig: go.Figure | None, div_id: str, caption:
 
 
 def _pareto_section(view: StudyView, figs: _Figures) -> str:
-    out = ['<p class="caption">Each coloured marker is one student trained to the target budget. Marker size grows '
-           "with the number of parameters; colour is the Pareto rank over all the study's objectives (0 = on the "
-           "front, 1 = on the front once the front is removed, and so on). The dashed line joins the students that "
-           "are best in the two quantities drawn; the red star is the knee; the dotted line is the teacher's "
-           "accuracy. Grey open circles are students stopped at a rung, drawn at the accuracy they had there: a "
-           "shorter training than the target's, so they are never ranked or on the front. Grey crosses at the "
-           "bottom are trials that were never trained (over budget) or failed. Hover over a marker for its metrics "
-           "and its whole spec; drag to zoom, double-click to reset.</p>"]
+    out = [
+        '<p class="caption">Each coloured marker is one student trained to the target budget. Marker size grows '
+        "with the number of parameters; colour is the Pareto rank over all the study's objectives (0 = on the "
+        "front, 1 = on the front once the front is removed, and so on). The dashed line joins the students that "
+        "are best in the two quantities drawn; the red star is the knee; the dotted line is the teacher's "
+        "accuracy. Grey open circles are students stopped at a rung, drawn at the accuracy they had there: a "
+        "shorter training than the target's, so they are never ranked or on the front. Grey crosses at the "
+        "bottom are trials that were never trained (over budget) or failed. Hover over a marker for its metrics "
+        "and its whole spec; drag to zoom, double-click to reset.</p>"
+    ]
     drawn = False
-    for metric, div_id in (("latency_p50_ms", "fig-pareto-latency"), ("params", "fig-pareto-params"),
-                           ("flops", "fig-pareto-flops")):
+    for metric, div_id in (
+        ("latency_p50_ms", "fig-pareto-latency"),
+        ("params", "fig-pareto-params"),
+        ("flops", "fig-pareto-flops"),
+    ):
         fig = figures.pareto_2d(view, metric)
         if fig is not None:
             drawn = True
@@ -392,8 +449,13 @@ def _pareto_section(view: StudyView, figs: _Figures) -> str:
     fig = figures.pareto_3d(view)
     if fig is not None:
         out.append("<h3>Accuracy, latency and parameters in 3-D</h3>")
-        out.append(figs.html(fig, "fig-pareto-3d", "The three default objectives together; drag to rotate. The "
-                             "open diamond is the knee."))
+        out.append(
+            figs.html(
+                fig,
+                "fig-pareto-3d",
+                "The three default objectives together; drag to rotate. The open diamond is the knee.",
+            )
+        )
     return _section("pareto", "The Pareto front", out)
 
 
@@ -407,8 +469,12 @@ def _table_section(view: StudyView) -> str:
     show_gain = "scratch_accuracy" in extra
     show_steps = any(r.steps for r in rows)  # older studies did not record them
     show_scheme = _shows_scheme(view)
-    titles = ["trial", *(label(m) for m in metrics), *(["KD gain"] if show_gain else []),
-              *(["training steps"] if show_steps else [])]
+    titles = [
+        "trial",
+        *(label(m) for m in metrics),
+        *(["KD gain"] if show_gain else []),
+        *(["training steps"] if show_steps else []),
+    ]
     head = "".join(f'<th data-sort="num"><button type="button">{_e(t)}</button></th>' for t in titles)
     if show_scheme:
         titles.append("scheme")
@@ -431,14 +497,20 @@ def _table_section(view: StudyView) -> str:
         recipe = recipe_text(r.spec)
         spec = f"<code>{_e(arch_text(r.spec))}</code>" + (f" <small>recipe: {_e(recipe)}</small>" if recipe else "")
         command = f'<code class="command">{_e(export_command(view.facts, view.name, r.number))}</code>'
-        bodies.append(f'<tbody data-trial="{r.number}"{" class=knee" if knee else ""}>'
-                      f'<tr class="metrics">{"".join(cells)}</tr>'
-                      f'<tr class="spec"><td colspan="{len(titles)}">{spec}<br>export: {command}</td></tr></tbody>')
-    out = ['<p class="caption">Sorted by accuracy; click a column title to sort by it. Under each student: its '
-            "spec, and the command that exports it (weights, TorchScript, spec and a README, after checking that "
-            "the reloaded student reproduces its recorded accuracy).</p>",
-            '<div class="table-wrap"><table class="sortable front-table">',
-            f"<thead><tr>{head}</tr></thead>", *bodies, "</table></div>"]
+        bodies.append(
+            f'<tbody data-trial="{r.number}"{" class=knee" if knee else ""}>'
+            f'<tr class="metrics">{"".join(cells)}</tr>'
+            f'<tr class="spec"><td colspan="{len(titles)}">{spec}<br>export: {command}</td></tr></tbody>'
+        )
+    out = [
+        '<p class="caption">Sorted by accuracy; click a column title to sort by it. Under each student: its '
+        "spec, and the command that exports it (weights, TorchScript, spec and a README, after checking that "
+        "the reloaded student reproduces its recorded accuracy).</p>",
+        '<div class="table-wrap"><table class="sortable front-table">',
+        f"<thead><tr>{head}</tr></thead>",
+        *bodies,
+        "</table></div>",
+    ]
     return _section("students", "Students on the front", out)
 
 
@@ -447,8 +519,17 @@ def _versions_section(view: StudyView) -> str:
     (nothing of an earlier version is dropped); the figures above are the latest version's."""
     if not view.versions:
         return ""
-    head = "".join(f"<th>{_e(t)}</th>" for t in ("version", "teacher", "teacher accuracy", "first trial",
-                                                 "hypervolume", "front: trial (accuracy, params)"))
+    head = "".join(
+        f"<th>{_e(t)}</th>"
+        for t in (
+            "version",
+            "teacher",
+            "teacher accuracy",
+            "first trial",
+            "hypervolume",
+            "front: trial (accuracy, params)",
+        )
+    )
     rows = []
     for v in view.versions:
         teacher = v.get("teacher") if isinstance(v.get("teacher"), Mapping) else {}
@@ -456,17 +537,35 @@ def _versions_section(view: StudyView) -> str:
         for e in v.get("front") or ():
             m = e.get("metrics") or {}
             came = f", from trial {e['continued_from']}" if e.get("continued_from") is not None else ""
-            members.append(f"{e.get('number')} ({fmt(m.get('accuracy'), 'accuracy')}, "
-                           f"{fmt(m.get('params'), 'params')} params{came})")
-        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in (
-            v.get("version"), f"{teacher.get('source') or ''} {teacher.get('fingerprint') or ''}".strip(),
-            fmt(teacher.get("accuracy"), "accuracy"), v.get("first_trial"),
-            fmt(v.get("hypervolume"), "accuracy"), "; ".join(members) or "empty")) + "</tr>")
-    out = ['<p class="caption">The study\'s teacher changed; each version\'s students are kept. The figures and '
-           "the table above are the latest version's. A student continued from an earlier version's trial learned "
-           "from the new teacher with its earlier self as a second teacher (learning without forgetting).</p>",
-           '<div class="table-wrap"><table class="versions">', f"<thead><tr>{head}</tr></thead>",
-           "<tbody>", *rows, "</tbody></table></div>"]
+            members.append(
+                f"{e.get('number')} ({fmt(m.get('accuracy'), 'accuracy')}, "
+                f"{fmt(m.get('params'), 'params')} params{came})"
+            )
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{_e(c)}</td>"
+                for c in (
+                    v.get("version"),
+                    f"{teacher.get('source') or ''} {teacher.get('fingerprint') or ''}".strip(),
+                    fmt(teacher.get("accuracy"), "accuracy"),
+                    v.get("first_trial"),
+                    fmt(v.get("hypervolume"), "accuracy"),
+                    "; ".join(members) or "empty",
+                )
+            )
+            + "</tr>"
+        )
+    out = [
+        "<p class=\"caption\">The study's teacher changed; each version's students are kept. The figures and "
+        "the table above are the latest version's. A student continued from an earlier version's trial learned "
+        "from the new teacher with its earlier self as a second teacher (learning without forgetting).</p>",
+        '<div class="table-wrap"><table class="versions">',
+        f"<thead><tr>{head}</tr></thead>",
+        "<tbody>",
+        *rows,
+        "</tbody></table></div>",
+    ]
     return _section("versions", "Teacher versions", out)
 
 
@@ -482,20 +581,34 @@ def _loss_terms_section(view: StudyView, figs: _Figures) -> str:
     """What each named loss term contributed to the front students' loss at the end of training."""
     names, rows = analysis.loss_terms(view)
     if not rows:
-        why = ("the front is empty" if not view.front else
-               "the front's students recorded none (a study from before naskd recorded them)")
+        why = (
+            "the front is empty"
+            if not view.front
+            else "the front's students recorded none (a study from before naskd recorded them)"
+        )
         return _section("loss-terms", "Loss terms", [_missing(f"No loss terms to show: {why}.")])
-    out = ['<p class="caption">The loss each student minimised is the sum of named, weighted terms (ce: cross-entropy '
-           "with the labels; the others: what it learns from the teacher(s) or its peers). Each value is the term's "
-           "weight times its loss, averaged over the last points of the training curve.</p>",
-           f'<p class="sentence">{_e(analysis.loss_terms_sentence(names, rows))}</p>',
-           figs.html(figures.loss_terms(view, names, rows), "fig-loss-terms",
-                     _e("One bar per front student (★ = knee), one colour per term; the bar's height is the loss "
-                        "at the end of training. Hover for each term's value and share."))]
+    out = [
+        '<p class="caption">The loss each student minimised is the sum of named, weighted terms (ce: cross-entropy '
+        "with the labels; the others: what it learns from the teacher(s) or its peers). Each value is the term's "
+        "weight times its loss, averaged over the last points of the training curve.</p>",
+        f'<p class="sentence">{_e(analysis.loss_terms_sentence(names, rows))}</p>',
+        figs.html(
+            figures.loss_terms(view, names, rows),
+            "fig-loss-terms",
+            _e(
+                "One bar per front student (★ = knee), one colour per term; the bar's height is the loss "
+                "at the end of training. Hover for each term's value and share."
+            ),
+        ),
+    ]
     missing = len(view.front) - len(rows)
     if missing > 0:
-        out.append(_missing(f"{_plural(missing, 'front student')} recorded no loss terms and "
-                            f"{'is' if missing == 1 else 'are'} left out."))
+        out.append(
+            _missing(
+                f"{_plural(missing, 'front student')} recorded no loss terms and "
+                f"{'is' if missing == 1 else 'are'} left out."
+            )
+        )
     head = "".join(f"<th>{_e(t)}</th>" for t in ("trial", *names, "total"))
     body = []
     for row in rows:
@@ -506,8 +619,10 @@ def _loss_terms_section(view: StudyView, figs: _Figures) -> str:
             cells.append(_num_cell(value, text))
         cells.append(_num_cell(row.total, fmt(row.total)))
         body.append(f'<tr data-trial="{row.number}">{"".join(cells)}</tr>')
-    out.append('<div class="table-wrap"><table class="terms-table">'
-               f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+    out.append(
+        '<div class="table-wrap"><table class="terms-table">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
     return _section("loss-terms", "Loss terms", out)
 
 
@@ -521,26 +636,48 @@ def _num_cell(value: float | None, text: str) -> str:
 
 
 def _capacity_section(view: StudyView, figs: _Figures) -> str:
-    out = ['<p class="caption">The capacity ratio is the teacher\'s parameters divided by the student\'s: 10 means the '
-           "student is ten times smaller. Large gaps often make distillation less effective (Cho &amp; Hariharan, "
-           "2019; Mirzadeh et al., 2020): students far below the teacher may learn more from the labels than from "
-           "the teacher.</p>"]
-    out.append(_figure_or_note(figs, figures.capacity_gap(view), "fig-capacity", "Accuracy and top-1 agreement "
-                               "with the teacher against the capacity ratio (log axis).", "No completed student to draw."))
+    out = [
+        "<p class=\"caption\">The capacity ratio is the teacher's parameters divided by the student's: 10 means the "
+        "student is ten times smaller. Large gaps often make distillation less effective (Cho &amp; Hariharan, "
+        "2019; Mirzadeh et al., 2020): students far below the teacher may learn more from the labels than from "
+        "the teacher.</p>"
+    ]
+    out.append(
+        _figure_or_note(
+            figs,
+            figures.capacity_gap(view),
+            "fig-capacity",
+            "Accuracy and top-1 agreement with the teacher against the capacity ratio (log axis).",
+            "No completed student to draw.",
+        )
+    )
     rows = analysis.gap_rows(view)
     if rows:
-        out += ['<div id="kd-gain">', "<h3>What the teacher adds: KD gain and gap closure</h3>",
-                f'<p class="sentence">{_e(analysis.kd_gain_sentence(rows))}</p>']
+        out += [
+            '<div id="kd-gain">',
+            "<h3>What the teacher adds: KD gain and gap closure</h3>",
+            f'<p class="sentence">{_e(analysis.kd_gain_sentence(rows))}</p>',
+        ]
         fig = figures.kd_gain(view, rows)
         if fig is not None:
-            out.append(figs.html(fig, "fig-kd-gain", "Each student was also trained without the teacher (scratch), "
-                                 "same budget. Left: accuracy gained by distilling (above 0 = the teacher helped). "
-                                 "Right: the share of the teacher–scratch gap that distillation closed (1 = as good "
-                                 "as the teacher)."))
+            out.append(
+                figs.html(
+                    fig,
+                    "fig-kd-gain",
+                    "Each student was also trained without the teacher (scratch), "
+                    "same budget. Left: accuracy gained by distilling (above 0 = the teacher helped). "
+                    "Right: the share of the teacher–scratch gap that distillation closed (1 = as good "
+                    "as the teacher).",
+                )
+            )
         out.append("</div>")
     else:
-        out.append(_missing("No scratch baselines were recorded (the same students trained without a teacher), so "
-                            "the gain from distillation cannot be shown."))
+        out.append(
+            _missing(
+                "No scratch baselines were recorded (the same students trained without a teacher), so "
+                "the gain from distillation cannot be shown."
+            )
+        )
     return _section("capacity", "Capacity gap", out)
 
 
@@ -551,27 +688,48 @@ def _rungs_section(view: StudyView, figs: _Figures) -> str:
     out = []
     curves = analysis.learning_curves(view)
     if not curves:
-        why = ("this study has no rungs: every student was trained straight to the target budget" if fid.target_steps
-               and not fid.rungs else "this study recorded no rung scores (a study from before naskd kept them)")
-        out.append(_missing(f"No learning curves or rung statistics: {why}. The front's numbers are at the target "
-                            "budget all the same."))
+        why = (
+            "this study has no rungs: every student was trained straight to the target budget"
+            if fid.target_steps and not fid.rungs
+            else "this study recorded no rung scores (a study from before naskd kept them)"
+        )
+        out.append(
+            _missing(
+                f"No learning curves or rung statistics: {why}. The front's numbers are at the target "
+                "budget all the same."
+            )
+        )
     else:
         target = f" of {fid.long_label(fid.target_steps)}" if fid.target_steps else ""
-        rule = ("the rule is off, so every student goes on: the rungs only record how it learns" if fid.rule == "off"
-                else "the rule decides whether it goes on")
-        out += [f'<p class="caption">Every student is trained rung by rung toward the target budget{_e(target)} and '
-                f"scored on the validation set at each rung; {_e(rule)}. The front is built only from students "
-                "that reached the target.</p>",
-                "<h3>Learning curves</h3>",
-                figs.html(figures.learning_curves(view, curves), "fig-learning-curves",
-                          _e("Validation accuracy at each rung and at the target budget, one line per student. "
-                             "Coloured: the front's students; grey: the others, dotted where the student was "
-                             "stopped at a rung (its line ends there). Hover for the trial and its budget.")),
-                _rung_table(view, analysis.rung_agreement(view))]
+        rule = (
+            "the rule is off, so every student goes on: the rungs only record how it learns"
+            if fid.rule == "off"
+            else "the rule decides whether it goes on"
+        )
+        out += [
+            f'<p class="caption">Every student is trained rung by rung toward the target budget{_e(target)} and '
+            f"scored on the validation set at each rung; {_e(rule)}. The front is built only from students "
+            "that reached the target.</p>",
+            "<h3>Learning curves</h3>",
+            figs.html(
+                figures.learning_curves(view, curves),
+                "fig-learning-curves",
+                _e(
+                    "Validation accuracy at each rung and at the target budget, one line per student. "
+                    "Coloured: the front's students; grey: the others, dotted where the student was "
+                    "stopped at a rung (its line ends there). Hover for the trial and its budget."
+                ),
+            ),
+            _rung_table(view, analysis.rung_agreement(view)),
+        ]
         saved = analysis.training_saved(view)
         if saved is not None:
-            out += ['<div id="training-saved">', "<h3>The training the rungs saved</h3>",
-                    f'<p class="sentence">{_e(saved.sentence)}</p>', "</div>"]
+            out += [
+                '<div id="training-saved">',
+                "<h3>The training the rungs saved</h3>",
+                f'<p class="sentence">{_e(saved.sentence)}</p>',
+                "</div>",
+            ]
     out.append(_confirmation(view, figs))
     return _section("rungs", "The rungs and the target budget", out)
 
@@ -580,24 +738,42 @@ def _rung_table(view: StudyView, rows: list[analysis.RungRank]) -> str:
     """Per rung: its budget, how many students were scored and stopped there, and how well its
     accuracy ranks the students that reached the target (Kendall's tau)."""
     fid = view.fidelity
-    titles = ("rung", "budget", "students scored there", "stopped there", "reached the target (n)",
-              "Kendall's τ with the target")
-    body = [f"<tr><td>{row.rung}</td><td>{_e(fid.long_label(row.steps))}</td>"
-            + "".join(_num_cell(v, fmt(v)) for v in (row.scored, row.stopped, row.n))
-            + _num_cell(row.tau, "–" if row.tau is None else f"{row.tau:.2f}") + "</tr>" for row in rows]
+    titles = (
+        "rung",
+        "budget",
+        "students scored there",
+        "stopped there",
+        "reached the target (n)",
+        "Kendall's τ with the target",
+    )
+    body = [
+        f"<tr><td>{row.rung}</td><td>{_e(fid.long_label(row.steps))}</td>"
+        + "".join(_num_cell(v, fmt(v)) for v in (row.scored, row.stopped, row.n))
+        + _num_cell(row.tau, "–" if row.tau is None else f"{row.tau:.2f}")
+        + "</tr>"
+        for row in rows
+    ]
     if fid.target_steps:
         done = len(view.complete)
-        body.append(f"<tr><td>target</td><td>{_e(fid.long_label(fid.target_steps))}</td>{_num_cell(done, fmt(done))}"
-                    f"<td></td><td></td><td></td></tr>")
+        body.append(
+            f"<tr><td>target</td><td>{_e(fid.long_label(fid.target_steps))}</td>{_num_cell(done, fmt(done))}"
+            f"<td></td><td></td><td></td></tr>"
+        )
     head = "".join(f"<th>{_e(t)}</th>" for t in titles)
-    return "\n".join(['<div id="rung-agreement">', "<h3>Do the rungs rank students as the target budget does?</h3>",
-                      f'<p class="sentence">{_e(analysis.rung_agreement_sentence(view, rows))}</p>',
-                      '<p class="caption">Kendall\'s τ compares two rankings of the same students: 1 = the same '
-                      "order, 0 = unrelated, −1 = reversed. Only students trained to the target can be compared, "
-                      "and they are the rule's survivors, whose accuracies spread less than the whole study's "
-                      "(which tends to lower τ). “–”: fewer than 3 such students, or every accuracy equal.</p>",
-                      f'<div class="table-wrap"><table class="rung-table"><thead><tr>{head}</tr></thead>'
-                      f"<tbody>{''.join(body)}</tbody></table></div>", "</div>"])
+    return "\n".join(
+        [
+            '<div id="rung-agreement">',
+            "<h3>Do the rungs rank students as the target budget does?</h3>",
+            f'<p class="sentence">{_e(analysis.rung_agreement_sentence(view, rows))}</p>',
+            '<p class="caption">Kendall\'s τ compares two rankings of the same students: 1 = the same '
+            "order, 0 = unrelated, −1 = reversed. Only students trained to the target can be compared, "
+            "and they are the rule's survivors, whose accuracies spread less than the whole study's "
+            "(which tends to lower τ). “–”: fewer than 3 such students, or every accuracy equal.</p>",
+            f'<div class="table-wrap"><table class="rung-table"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>",
+            "</div>",
+        ]
+    )
 
 
 def _confirmation(view: StudyView, figs: _Figures) -> str:
@@ -605,47 +781,80 @@ def _confirmation(view: StudyView, figs: _Figures) -> str:
     agreement = analysis.rank_agreement(view)
     out = ["<h3>Confirmation runs: does longer training keep the order?</h3>"]
     if agreement is None:
-        out.append(_missing("No confirmation run was recorded: whether training longer than the target budget "
-                            "would rank the students the same way is unchecked (naskd confirm STUDY.toml --top 5 "
-                            "--steps N checks it)."))
+        out.append(
+            _missing(
+                "No confirmation run was recorded: whether training longer than the target budget "
+                "would rank the students the same way is unchecked (naskd confirm STUDY.toml --top 5 "
+                "--steps N checks it)."
+            )
+        )
     else:
         steps = {number(r.metrics.get("long_steps")) for r in view.complete if r.number in set(agreement.numbers)}
         steps.discard(None)
         how = f" (long runs of {', '.join(fmt(s, 'long_steps') for s in sorted(steps))} steps)" if steps else ""
-        out += ['<div id="trust">',
-                f'<p class="sentence">{_e(agreement.sentence)}</p>',
-                figs.html(figures.trust(view, agreement), "fig-trust",
-                          _e(f"Accuracy in the search (at the target budget) against long-run (confirmation) "
-                             f"accuracy of the confirmed students{how}. Points on the dotted diagonal kept their "
-                             "accuracy.")),
-                "</div>"]
+        out += [
+            '<div id="trust">',
+            f'<p class="sentence">{_e(agreement.sentence)}</p>',
+            figs.html(
+                figures.trust(view, agreement),
+                "fig-trust",
+                _e(
+                    f"Accuracy in the search (at the target budget) against long-run (confirmation) "
+                    f"accuracy of the confirmed students{how}. Points on the dotted diagonal kept their "
+                    "accuracy."
+                ),
+            ),
+            "</div>",
+        ]
     return "\n".join(out)
 
 
-def _search_section(view: StudyView, figs: _Figures,
-                    importances: Mapping[str, Mapping[str, float]] | None) -> str:
+def _search_section(view: StudyView, figs: _Figures, importances: Mapping[str, Mapping[str, float]] | None) -> str:
     numbers, values = analysis.hypervolume_history(view)
-    return _section("search", "How the search went", [
-        "<h3>Hypervolume over trials</h3>",
-        _figure_or_note(figs, figures.hypervolume_history(numbers, values), "fig-hypervolume",
-                        "The share of the objective space the front dominates, after each trial (objectives "
-                        "normalised: accuracy on [0, 1], costs on [0, the teacher's cost]). A curve that has stopped "
-                        "rising suggests more trials would change little.", "No trial finished."),
-        "<h3>Optimisation history per objective</h3>",
-        _figure_or_note(figs, figures.history(view), "fig-history",
-                        "Each completed trial's value; the orange line is the best so far.", "No trial completed."),
-        "<h3>Parameter importances</h3>",
-        _figure_or_note(figs, figures.importances(view, importances) if importances else None, "fig-importances",
-                        "How much of each objective's variation each parameter explains (fANOVA; the importances of "
-                        "one objective sum to 1).", "Parameter importances are not available for this study (they "
-                        "need enough completed trials and are computed by the search backend)."),
-        "<h3>Architecture parameters</h3>",
-        _figure_or_note(figs, figures.parallel(view), "fig-parallel",
-                        "One line per completed student through its architecture values, coloured by accuracy. Drag "
-                        "along an axis to keep only the lines in a range. List parameters get one axis per position; "
-                        "\u201cabsent\u201d marks a student without that position (e.g. fewer layers).",
-                        "No completed trial with architecture parameters."),
-    ])
+    return _section(
+        "search",
+        "How the search went",
+        [
+            "<h3>Hypervolume over trials</h3>",
+            _figure_or_note(
+                figs,
+                figures.hypervolume_history(numbers, values),
+                "fig-hypervolume",
+                "The share of the objective space the front dominates, after each trial (objectives "
+                "normalised: accuracy on [0, 1], costs on [0, the teacher's cost]). A curve that has stopped "
+                "rising suggests more trials would change little.",
+                "No trial finished.",
+            ),
+            "<h3>Optimisation history per objective</h3>",
+            _figure_or_note(
+                figs,
+                figures.history(view),
+                "fig-history",
+                "Each completed trial's value; the orange line is the best so far.",
+                "No trial completed.",
+            ),
+            "<h3>Parameter importances</h3>",
+            _figure_or_note(
+                figs,
+                figures.importances(view, importances) if importances else None,
+                "fig-importances",
+                "How much of each objective's variation each parameter explains (fANOVA; the importances of "
+                "one objective sum to 1).",
+                "Parameter importances are not available for this study (they "
+                "need enough completed trials and are computed by the search backend).",
+            ),
+            "<h3>Architecture parameters</h3>",
+            _figure_or_note(
+                figs,
+                figures.parallel(view),
+                "fig-parallel",
+                "One line per completed student through its architecture values, coloured by accuracy. Drag "
+                "along an axis to keep only the lines in a range. List parameters get one axis per position; "
+                "\u201cabsent\u201d marks a student without that position (e.g. fewer layers).",
+                "No completed trial with architecture parameters.",
+            ),
+        ],
+    )
 
 
 _SPACE_COLUMNS = ("name", "kind", "range", "step", "log", "choices", "value", "per", "when")
@@ -657,19 +866,29 @@ def _details_section(view: StudyView) -> str:
     space = facts.get("space") if isinstance(facts.get("space"), Mapping) else {}
     for row in space.get("params") or []:
         if isinstance(row, Mapping):
-            cells = "".join(f"<td>{_e(fmt(row.get(k)) if row.get(k) is not None else '')}</td>"
-                            for k in _SPACE_COLUMNS)
+            cells = "".join(f"<td>{_e(fmt(row.get(k)) if row.get(k) is not None else '')}</td>" for k in _SPACE_COLUMNS)
             rows.append(f"<tr>{cells}</tr>")
     head = "".join(f"<th>{h}</th>" for h in _SPACE_COLUMNS)
-    table = (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>" if rows
-             else _missing("Not recorded."))
+    table = (
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        if rows
+        else _missing("Not recorded.")
+    )
     problems = [r for r in view.records if r.state in ("failed", "infeasible", "pruned") and r.reason]
     state = {"pruned": "stopped at a rung"}
-    listing = "".join(f"<li>trial {r.number} ({_e(state.get(r.state, r.state))}): {_e(r.reason)}</li>"
-                      for r in problems[:200])
-    more = f"<p class=\"note\">… and {len(problems) - 200} more.</p>" if len(problems) > 200 else ""
-    return _section("details", "Details", [
-        "<h3>Search space</h3>", table,
-        "<details><summary>Reasons recorded for infeasible and failed trials and students stopped at a rung "
-        f"({len(problems)})</summary><ul>{listing}</ul>{more}</details>" if problems else "",
-    ])
+    listing = "".join(
+        f"<li>trial {r.number} ({_e(state.get(r.state, r.state))}): {_e(r.reason)}</li>" for r in problems[:200]
+    )
+    more = f'<p class="note">… and {len(problems) - 200} more.</p>' if len(problems) > 200 else ""
+    return _section(
+        "details",
+        "Details",
+        [
+            "<h3>Search space</h3>",
+            table,
+            "<details><summary>Reasons recorded for infeasible and failed trials and students stopped at a rung "
+            f"({len(problems)})</summary><ul>{listing}</ul>{more}</details>"
+            if problems
+            else "",
+        ],
+    )

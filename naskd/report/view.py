@@ -115,7 +115,7 @@ def spec_lines(spec: Mapping[str, Any]) -> list[str]:
     recipe = spec.get("recipe") if isinstance(spec.get("recipe"), Mapping) else {}
     items = [f"{k}={fmt(v)}" for k, v in recipe.items()]
     for i in range(0, len(items), 4):
-        lines.append(("recipe: " if i == 0 else "        ") + ", ".join(items[i:i + 4]))
+        lines.append(("recipe: " if i == 0 else "        ") + ", ".join(items[i : i + 4]))
     lines.extend(f"{k}: {fmt(v)}" for k, v in spec.items() if k not in ("family", "arch", "recipe"))
     return lines
 
@@ -276,8 +276,11 @@ class StudyView:
             return f"{where}: {fid.long_label(steps)}{of}; every metric below is that rung's"
         if record.state == "complete" and (record.steps or fid.target_steps):
             steps = record.steps or fid.target_steps
-            return (f"trained to the target budget: {fid.long_label(steps)}" if steps == fid.target_steps
-                    else f"trained {fid.long_label(steps)}")
+            return (
+                f"trained to the target budget: {fid.long_label(steps)}"
+                if steps == fid.target_steps
+                else f"trained {fid.long_label(steps)}"
+            )
         return ""
 
 
@@ -308,9 +311,14 @@ def _fidelity(facts: Mapping[str, Any], summary: Mapping[str, Any], records: Seq
         if seen and sorted(seen) == list(range(len(seen))):
             rungs = tuple(seen[k] for k in range(len(seen)))
     rule = raw.get("rule")
-    return Fidelity(rule=str(rule) if rule is not None else None, target_steps=target, rungs=rungs,
-                    steps_per_epoch=_count(raw.get("steps_per_epoch")),
-                    reduction_factor=_count(raw.get("reduction_factor")), margin=number(raw.get("margin")))
+    return Fidelity(
+        rule=str(rule) if rule is not None else None,
+        target_steps=target,
+        rungs=rungs,
+        steps_per_epoch=_count(raw.get("steps_per_epoch")),
+        reduction_factor=_count(raw.get("reduction_factor")),
+        margin=number(raw.get("margin")),
+    )
 
 
 def study_view(facts: Mapping[str, Any], records: Sequence[TrialRecord], summary: Mapping[str, Any]) -> StudyView:

@@ -201,8 +201,11 @@ def parse_params(table: Any, file: str, at: KeyPath, section: str = "params") ->
             if sname in taken or (param.per is not None and sname in table):
                 # Optuna would silently merge the two into one parameter; refuse instead.
                 other = taken.get(sname, sname)
-                raise ConfigError(file, at(section, name),
-                                  f'suggests "{sname}", a name parameter "{other}" also uses; rename one of them')
+                raise ConfigError(
+                    file,
+                    at(section, name),
+                    f'suggests "{sname}", a name parameter "{other}" also uses; rename one of them',
+                )
             taken[sname] = name
         parsed[name] = param
     return tuple(parsed.values())
@@ -216,8 +219,9 @@ def _most_entries(param: Param, parsed: Mapping[str, Param]) -> int:
     return int(count.high) if count.kind == "int" else int(count.value)
 
 
-def _parse_param(name: str, entry: Any, earlier: Mapping[str, Param], file: str, at: KeyPath,
-                 section: str = "params") -> Param:
+def _parse_param(
+    name: str, entry: Any, earlier: Mapping[str, Param], file: str, at: KeyPath, section: str = "params"
+) -> Param:
     def error(key: str | None, message: str) -> ConfigError:
         return ConfigError(file, at(section, name, key) if key else at(section, name), message)
 
@@ -341,13 +345,17 @@ def _check_per(per: Any, kind: str, earlier: Mapping[str, Param], error: ErrorAt
         if target.low < 0:
             raise error("per", f'names "{per}", whose low {target.low} is negative; a count must be >= 0')
         if target.high > MAX_PER:
-            raise error("per", f'names "{per}", whose high {target.high} is over {MAX_PER} (the most entries a '
-                               "per list may have)")
+            raise error(
+                "per",
+                f'names "{per}", whose high {target.high} is over {MAX_PER} (the most entries a per list may have)',
+            )
         return
     if target.kind == "fixed" and _is_number(target.value) and isinstance(target.value, int) and target.value >= 0:
         if target.value > MAX_PER:
-            raise error("per", f'names "{per}", whose value {target.value} is over {MAX_PER} (the most entries a '
-                               "per list may have)")
+            raise error(
+                "per",
+                f'names "{per}", whose value {target.value} is over {MAX_PER} (the most entries a per list may have)',
+            )
         return
     raise error("per", f'names "{per}", which is not an int parameter (a per count must be an int)')
 

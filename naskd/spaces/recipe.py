@@ -55,8 +55,9 @@ def knowledge_problem(value: str) -> str | None:
     return None
 
 
-def check_declarations(params: tuple[Param, ...], keys: dict[str, Key], file: str, at: KeyPath, section: str,
-                       *, unknown: str, prefix: str) -> None:
+def check_declarations(
+    params: tuple[Param, ...], keys: dict[str, Key], file: str, at: KeyPath, section: str, *, unknown: str, prefix: str
+) -> None:
     """Every declared param must name one of ``keys`` and fit its type, range and choices
     (shared by ``[space.params]`` against a family and ``[space.recipe]`` against RECIPE_KEYS)."""
     for param in params:

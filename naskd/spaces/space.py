@@ -167,8 +167,15 @@ def _parse_space(data: dict, file: str, at: KeyPath, extra_keys: tuple[str, ...]
 
     params = parse_params(data.get("params", {}), file, at)
     if family_name != "user":
-        check_declarations(params, family.keys, file, at, "params",
-                           unknown=f"{family_name} has no arch key of this name", prefix=family_name)
+        check_declarations(
+            params,
+            family.keys,
+            file,
+            at,
+            "params",
+            unknown=f"{family_name} has no arch key of this name",
+            prefix=family_name,
+        )
     recipe = parse_recipe_space(data["recipe"], file, at) if "recipe" in data else ()
     precision = _precision(data["precision"], file, at) if "precision" in data else None
     return Space(family=family_name, params=params, builder=builder, source=file, recipe=recipe, precision=precision)
@@ -179,10 +186,18 @@ def _precision(value: Any, file: str, at: KeyPath) -> Param:
     choices = value if isinstance(value, list) else [value]
     bad = [c for c in choices if not isinstance(c, str) or c not in DEPLOY_PRECISIONS]
     if bad or not choices or len(set(choices)) != len(choices):
-        problem = (f"got {show(bad[0])}" if bad else "got an empty list" if not choices
-                   else f"repeats a value in {show(value)}")
-        raise ConfigError(file, at("precision"), f"must be one of {', '.join(map(show, DEPLOY_PRECISIONS))} or a list of "
-                                                  f"them; {problem}")
+        problem = (
+            f"got {show(bad[0])}"
+            if bad
+            else "got an empty list"
+            if not choices
+            else f"repeats a value in {show(value)}"
+        )
+        raise ConfigError(
+            file,
+            at("precision"),
+            f"must be one of {', '.join(map(show, DEPLOY_PRECISIONS))} or a list of them; {problem}",
+        )
     if len(choices) == 1:
         return Param(name="precision", kind="fixed", value=choices[0])
     return Param(name="precision", kind="categorical", choices=tuple(choices))

@@ -57,9 +57,11 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.relu2 = nn.ReLU()
         self.downsamples = stride != 1 or c_in != c_out
-        self.shortcut: nn.Module = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                                                  nn.BatchNorm2d(c_out))
-                                    if self.downsamples else nn.Identity())
+        self.shortcut: nn.Module = (
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+            if self.downsamples
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
@@ -75,12 +77,13 @@ class ResNet18(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:
         super().__init__()
         if num_classes < 1 or in_channels < 1 or width < 1:
-            raise NaskdError(f"ResNet18: num_classes, in_channels and width must be >= 1, got {num_classes}, "
-                             f"{in_channels}, {width}")
+            raise NaskdError(
+                f"ResNet18: num_classes, in_channels and width must be >= 1, got {num_classes}, {in_channels}, {width}"
+            )
         self.stem = nn.Sequential(_conv3x3(in_channels, width), nn.BatchNorm2d(width), nn.ReLU())
         stages, c_in = [], width
         for i, blocks in enumerate(BLOCKS_PER_STAGE):
-            c_out = width * 2 ** i
+            c_out = width * 2**i
             stride = 1 if i == 0 else 2
             stage = [BasicBlock(c_in, c_out, stride)]
             stage += [BasicBlock(c_out, c_out) for _ in range(blocks - 1)]
@@ -142,8 +145,9 @@ def train_teacher(out: Path, *, epochs: int = 3, seed: int = 0, samples: int | N
     phases = [(epochs - 1, TEACHER_LR), (1, TEACHER_LR * TEACHER_DECAY)] if epochs > 1 else [(1, TEACHER_LR)]
     seconds = 0.0
     for phase, (phase_epochs, lr) in enumerate(phases):
-        recipe = DistillConfig(epochs=phase_epochs, lr=lr, batch_size=TEACHER_BATCH, seed=seed + 1000 * phase,
-                               alpha=0.0)
+        recipe = DistillConfig(
+            epochs=phase_epochs, lr=lr, batch_size=TEACHER_BATCH, seed=seed + 1000 * phase, alpha=0.0
+        )
         seconds += train(Scratch(model), x, y, recipe).train_seconds
     atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(out))
     return {
@@ -159,22 +163,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m naskd.zoo.resnet",
         description="Train the ResNet-18-shaped shapes32 teacher (naskd.zoo.resnet:resnet18_shapes32) on the "
-                    "built-in shapes32 data and save its state_dict, for [teacher] model = "
-                    '"naskd.zoo.resnet:resnet18_shapes32" with checkpoint = PATH. Prints one line: '
-                    "validation accuracy, parameters, training seconds.")
+        "built-in shapes32 data and save its state_dict, for [teacher] model = "
+        '"naskd.zoo.resnet:resnet18_shapes32" with checkpoint = PATH. Prints one line: '
+        "validation accuracy, parameters, training seconds.",
+    )
     parser.add_argument("--out", type=Path, required=True, help="where to write the checkpoint (.pt)")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and batch-order seed (default 0)")
-    parser.add_argument("--samples", type=int, default=None,
-                        help="train on only the first N training images (default: all 4800)")
+    parser.add_argument(
+        "--samples", type=int, default=None, help="train on only the first N training images (default: all 4800)"
+    )
     args = parser.parse_args(argv)
     try:
         info = train_teacher(args.out, epochs=args.epochs, seed=args.seed, samples=args.samples)
     except NaskdError as exc:
         print(f"naskd.zoo.resnet: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.out}: validation accuracy {info['accuracy']:.4f}, {info['params']:,} params, "
-          f"{info['epochs']} epochs on {info['train_samples']} images in {info['seconds']:.1f} s")
+    print(
+        f"{args.out}: validation accuracy {info['accuracy']:.4f}, {info['params']:,} params, "
+        f"{info['epochs']} epochs on {info['train_samples']} images in {info['seconds']:.1f} s"
+    )
     return 0
 
 

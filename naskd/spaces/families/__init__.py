@@ -18,8 +18,8 @@ from naskd.spaces.families.cnn1d import CNN1D
 from naskd.spaces.families.cnn2d import CNN2D
 from naskd.spaces.families.mlp import MLP
 from naskd.spaces.families.shrink import SHRINK
-from naskd.spaces.families.transformer import TRANSFORMER
 from naskd.spaces.families.teacher import TEACHER
+from naskd.spaces.families.transformer import TRANSFORMER
 from naskd.spaces.families.user import USER, import_builder
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (MLP, CNN1D, CNN2D, TRANSFORMER, TEACHER, SHRINK, USER)}

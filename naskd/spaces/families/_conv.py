@@ -37,8 +37,17 @@ class ConvBlock(nn.Module):
     The shortcut is the identity when shape is kept, else a strided 1x1 projection.
     """
 
-    def __init__(self, dims: int, c_in: int, c_out: int, kernel: int, stride: int, residual: bool,
-                 activation: str, batchnorm: bool) -> None:
+    def __init__(
+        self,
+        dims: int,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int,
+        residual: bool,
+        activation: str,
+        batchnorm: bool,
+    ) -> None:
         super().__init__()
         conv, norm, _ = _LAYERS[dims]
 
@@ -69,8 +78,19 @@ class ConvBlock(nn.Module):
 class ConvStudent(nn.Module):
     """``stages`` (each a Sequential of ConvBlocks), global average pool, linear ``head``."""
 
-    def __init__(self, dims: int, in_channels: int, channels: list[int], blocks: list[int], kernel: int,
-                 stride: int, residual: bool, activation: str, batchnorm: bool, num_classes: int) -> None:
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        channels: list[int],
+        blocks: list[int],
+        kernel: int,
+        stride: int,
+        residual: bool,
+        activation: str,
+        batchnorm: bool,
+        num_classes: int,
+    ) -> None:
         super().__init__()
         stages = []
         c_in = in_channels
@@ -123,6 +143,14 @@ class ConvFamily(Family):
         stages = arch["stages"]
         channels = [max(1, round(arch["width"] * arch["width_mult"] ** s)) for s in range(stages)]
         return ConvStudent(
-            self.dims, input_shape[0], channels, per_unit(arch["blocks"], stages), arch["kernel"], arch["stride"],
-            arch["residual"], arch["activation"], arch["batchnorm"], num_classes,
+            self.dims,
+            input_shape[0],
+            channels,
+            per_unit(arch["blocks"], stages),
+            arch["kernel"],
+            arch["stride"],
+            arch["residual"],
+            arch["activation"],
+            arch["batchnorm"],
+            num_classes,
         )

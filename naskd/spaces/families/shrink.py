@@ -45,6 +45,7 @@ from naskd.errors import InvalidSpec
 from naskd.knowledge.hooks import stage_names
 from naskd.spaces.families._common import BuildContext, Family, Key, shape_problem
 
+
 def _criteria() -> dict[str, Callable[[], Any]]:
     """Channel importance criteria (Torch-Pruning's importances), by the name a spec uses."""
     import torch_pruning as tp
@@ -80,9 +81,12 @@ def teacher_layout(teacher: nn.Module, input_shape: tuple[int, ...]) -> TeacherL
     """Find the stages, blocks and output layer of ``teacher`` from one eval-mode forward pass
     on two zero samples (the teacher is left as it was)."""
     modules = dict(teacher.named_modules())
-    container_items = {f"{name}.{child}" if name else child
-                       for name, m in modules.items() if isinstance(m, (nn.Sequential, nn.ModuleList))
-                       for child, _ in m.named_children()}
+    container_items = {
+        f"{name}.{child}" if name else child
+        for name, m in modules.items()
+        if isinstance(m, (nn.Sequential, nn.ModuleList))
+        for child, _ in m.named_children()
+    }
     shapes: dict[str, bool] = {}
     order: list[str] = []
 
@@ -90,8 +94,14 @@ def teacher_layout(teacher: nn.Module, input_shape: tuple[int, ...]) -> TeacherL
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if isinstance(module, _LAYERS):
                 order.append(name)
-            if name in container_items and args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
+            if (
+                name in container_items
+                and args
+                and isinstance(args[0], torch.Tensor)
+                and isinstance(output, torch.Tensor)
+            ):
                 shapes[name] = args[0].shape == output.shape
+
         return hook
 
     handles = [m.register_forward_hook(watch(n)) for n, m in modules.items() if n]
@@ -143,8 +153,10 @@ class ShrinkFamily(Family):
     def layout(self, ctx: BuildContext) -> TeacherLayout:
         """The layout of the context's teacher (found once per teacher and sample shape)."""
         if ctx.trained_teacher is None or not ctx.teacher_fingerprint:
-            raise InvalidSpec("shrink: the trained teacher is not available here (a TorchScript teacher cannot be "
-                              "rebuilt and pruned; give [teacher] model + checkpoint, or use the built-in teacher)")
+            raise InvalidSpec(
+                "shrink: the trained teacher is not available here (a TorchScript teacher cannot be "
+                "rebuilt and pruned; give [teacher] model + checkpoint, or use the built-in teacher)"
+            )
         key = (ctx.teacher_fingerprint, tuple(ctx.input_shape))
         if key not in _LAYOUTS:
             _LAYOUTS[key] = teacher_layout(ctx.trained_teacher(), tuple(ctx.input_shape))
@@ -161,8 +173,10 @@ class ShrinkFamily(Family):
         except InvalidSpec as exc:
             return str(exc)
         if arch["teacher"] and arch["teacher"] != ctx.teacher_fingerprint:
-            return (f"shrink: this spec was drawn from teacher {arch['teacher']}, the study's teacher is "
-                    f"{ctx.teacher_fingerprint}")
+            return (
+                f"shrink: this spec was drawn from teacher {arch['teacher']}, the study's teacher is "
+                f"{ctx.teacher_fingerprint}"
+            )
         n_stages, n_blocks = max(1, len(layout.stages)), len(layout.blocks)
         stages_text = ", ".join(layout.stages) or "the whole network"
         blocks_text = ", ".join(layout.blocks) or "none"
@@ -170,7 +184,9 @@ class ShrinkFamily(Family):
             if arch[key] and arch[key] != count:
                 return f"shrink: {key} is {arch[key]} but the teacher has {count} {key} ({have})"
         if isinstance(arch["width"], list) and len(arch["width"]) != n_stages:
-            return f"shrink: width has {len(arch['width'])} entries but the teacher has {n_stages} stages ({stages_text})"
+            return (
+                f"shrink: width has {len(arch['width'])} entries but the teacher has {n_stages} stages ({stages_text})"
+            )
         if isinstance(arch["keep"], list) and len(arch["keep"]) != n_blocks:
             return f"shrink: keep has {len(arch['keep'])} entries but the teacher has {n_blocks} blocks ({blocks_text})"
         return None
@@ -197,8 +213,9 @@ class ShrinkFamily(Family):
         return model.train()
 
 
-def _prune(model: nn.Module, layout: TeacherLayout, widths: list[float], criterion: str,
-           input_shape: tuple[int, ...]) -> None:
+def _prune(
+    model: nn.Module, layout: TeacherLayout, widths: list[float], criterion: str, input_shape: tuple[int, ...]
+) -> None:
     """Prune ``model`` in place: each stage keeps ``widths[i]`` of its channels."""
     import torch_pruning as tp
 
@@ -212,9 +229,13 @@ def _prune(model: nn.Module, layout: TeacherLayout, widths: list[float], criteri
     before = [_count(m) for m in scopes]
     try:
         pruner = tp.pruner.BasePruner(
-            model, example, importance=_criteria()[criterion](),
-            pruning_ratio=0.0 if layout.stages else 1.0 - widths[0], pruning_ratio_dict=ratios or None,
-            ignored_layers=[head])
+            model,
+            example,
+            importance=_criteria()[criterion](),
+            pruning_ratio=0.0 if layout.stages else 1.0 - widths[0],
+            pruning_ratio_dict=ratios or None,
+            ignored_layers=[head],
+        )
         pruner.step()
         with torch.no_grad():
             model(example)
@@ -225,8 +246,10 @@ def _prune(model: nn.Module, layout: TeacherLayout, widths: list[float], criteri
     # NumPy) is silently left whole: a student must not pass for pruned when it is not.
     for name, width, scope, count in zip(layout.stages or ("the network",), widths, scopes, before):
         if width < 1.0 and count and _count(scope) == count:
-            raise InvalidSpec(f"shrink: Torch-Pruning cannot prune this teacher: nothing in {name} was pruned at width "
-                              f"{width} (its layers are in no dependency group it could trace)")
+            raise InvalidSpec(
+                f"shrink: Torch-Pruning cannot prune this teacher: nothing in {name} was pruned at width "
+                f"{width} (its layers are in no dependency group it could trace)"
+            )
 
 
 def _count(module: nn.Module) -> int:

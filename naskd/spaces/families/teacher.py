@@ -23,8 +23,10 @@ class TeacherFamily(Family):
         if problem:
             return problem
         if ctx.teacher is None:
-            return ("teacher: the teacher's architecture cannot be rebuilt here (a TorchScript teacher, or no "
-                    "teacher in this context); give [teacher] model + checkpoint, or use the built-in teacher")
+            return (
+                "teacher: the teacher's architecture cannot be rebuilt here (a TorchScript teacher, or no "
+                "teacher in this context); give [teacher] model + checkpoint, or use the built-in teacher"
+            )
         return None
 
     def build(self, spec: Mapping[str, Any], ctx: BuildContext) -> nn.Module:

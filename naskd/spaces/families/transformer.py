@@ -41,8 +41,16 @@ def token_layout(input_shape: tuple[int, ...]) -> tuple[int, int]:
 class TransformerStudent(nn.Module):
     """Embed tokens, run pre-norm encoder blocks, mean-pool, classify."""
 
-    def __init__(self, input_shape: tuple[int, ...], layers: int, d_model: int, heads: int, ffn_ratio: float,
-                 dropout: float, num_classes: int) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        layers: int,
+        d_model: int,
+        heads: int,
+        ffn_ratio: float,
+        dropout: float,
+        num_classes: int,
+    ) -> None:
         super().__init__()
         self.input_rank = len(input_shape)
         tokens, features = token_layout(input_shape)
@@ -52,8 +60,15 @@ class TransformerStudent(nn.Module):
         nn.init.trunc_normal_(self.position, std=0.02)
         ffn = max(1, round(d_model * ffn_ratio))
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=ffn, dropout=dropout, activation="gelu",
-                                       batch_first=True, norm_first=True)
+            nn.TransformerEncoderLayer(
+                d_model,
+                heads,
+                dim_feedforward=ffn,
+                dropout=dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
             for _ in range(layers)
         )
         # Pre-norm blocks leave the residual stream unnormalised; normalise once before pooling.
@@ -96,8 +111,15 @@ class TransformerFamily(Family):
         return None
 
     def _build(self, arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-        return TransformerStudent(input_shape, arch["layers"], arch["d_model"], arch["heads"],
-                                  float(arch["ffn_ratio"]), float(arch["dropout"]), num_classes)
+        return TransformerStudent(
+            input_shape,
+            arch["layers"],
+            arch["d_model"],
+            arch["heads"],
+            float(arch["ffn_ratio"]),
+            float(arch["dropout"]),
+            num_classes,
+        )
 
 
 TRANSFORMER = TransformerFamily()
