@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test install install-dev bench clean
+.PHONY: demo test lint install install-dev bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ install-dev: $(STAMP)
 demo: install
 	$(BIN)/naskd search studies/digits.toml
 
-test: install-dev
+# The linter, the formatter's check and the type checker first (seconds), then the suite.
+lint: install-dev
+	$(BIN)/ruff check naskd tests benchmarks
+	$(BIN)/ruff format --check naskd tests benchmarks
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -169,7 +169,7 @@ def content_sha256(payload: Any) -> str | None:
     for name, tensor in items:
         t = tensor.detach().cpu().contiguous()
         h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

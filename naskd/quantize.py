@@ -23,6 +23,7 @@ import io
 import logging
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ def _quiet() -> None:
     import torchao.quantization.pt2e  # noqa: F401  (the import that logs; also registers the int8 ops)
 
 
-def _quantizer():  # type: ignore[no-untyped-def]
+def _quantizer() -> Any:
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
@@ -111,7 +112,7 @@ def fold_batchnorm(student: nn.Module, example: torch.Tensor) -> nn.Module:
         conv_name, bn_name = _module_of(source), _module_of(node)
         conv, bn = (model.get_submodule(n) if n else None for n in (conv_name, bn_name))
         if isinstance(conv, nn.modules.conv._ConvNd) and isinstance(bn, _BATCHNORMS):
-            model.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))  # type: ignore[arg-type]
+            model.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
             model.set_submodule(bn_name, nn.Identity())
     return model
 
@@ -136,7 +137,7 @@ def prepare(student: nn.Module, example: torch.Tensor) -> Int8Student:
     batch = torch.export.Dim("batch", min=1)
     try:
         graph = torch.export.export(folded, (example,), dynamic_shapes=({0: batch},)).module()
-        prepared = prepare_qat_pt2e(graph, _quantizer())  # type: ignore[arg-type]
+        prepared = prepare_qat_pt2e(graph, _quantizer())
     except Exception as exc:  # noqa: BLE001  (export and annotation refuse many model shapes)
         raise InvalidSpec(
             f"int8: the x86 quantizer cannot take this student ({type(exc).__name__}: {_first_line(exc)})"
@@ -181,7 +182,7 @@ def lower(model: Int8Student, example: torch.Tensor) -> Callable[[torch.Tensor],
     compiled = torch.compile(model.graph)
     with inductor_config.patch(freezing=True), torch.inference_mode():
         compiled(example)
-    return compiled  # type: ignore[return-value]
+    return compiled
 
 
 def int8_bytes(model: Int8Student) -> int:
@@ -320,7 +321,8 @@ def int8_state(model: Int8Student) -> dict[str, torch.Tensor]:
     """Everything a converted int8 model learned, as tensors only (``torch.load(...,
     weights_only=True)`` reads it back): its state_dict, plus the activations' scales and zero
     points, which convert writes into the graph as constants rather than as tensors."""
-    qparams = [(float(n.args[1]), float(n.args[2])) for n in _qdq_nodes(model)]
+    # The graph's quantize nodes carry (input, scale, zero_point, ...) with numbers as constants.
+    qparams = [(float(n.args[1]), float(n.args[2])) for n in _qdq_nodes(model)]  # type: ignore[arg-type]
     return {
         **{f"graph.{k}": v for k, v in model.graph.state_dict().items()},
         "qparams": torch.tensor(qparams, dtype=torch.float64).reshape(-1, 2),

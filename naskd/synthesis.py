@@ -97,8 +97,8 @@ def synthesize(
         )
     start = time.perf_counter()
     device = torch.device(device)
-    home = next(iter(teacher.parameters()), None)
-    home = home if home is not None else next(iter(teacher.buffers()))  # it has BN buffers at least
+    # Where the teacher lives now, to put it back: its parameters', or its BN buffers' (it has those at least).
+    home = next(iter((*teacher.parameters(), *teacher.buffers()))).device
     modes = [(m, m.training) for m in teacher.modules()]  # each module's own, in case they differ
     flags = [(p, p.requires_grad) for p in teacher.parameters()]
     bn_terms: list[torch.Tensor] = []
@@ -115,7 +115,7 @@ def synthesize(
     finally:
         for h in handles:
             h.remove()
-        teacher.to(home.device)
+        teacher.to(home)
         for p, flag in flags:
             p.requires_grad_(flag)
         for m, mode in modes:
@@ -126,12 +126,14 @@ def _bn_hook(out: list[torch.Tensor], weight: float) -> Callable[..., None]:
     """A forward hook that appends ``weight * (||mu - running_mean|| + ||var - running_var||)``
     of the layer's input, statistics over every dim but the channels (dim 1)."""
 
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+    def hook(module: _BatchNorm, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         x = inputs[0]
+        mean_t, var_t = module.running_mean, module.running_var
+        assert mean_t is not None and var_t is not None  # only layers that track statistics are hooked
         dims = [0, *range(2, x.ndim)]
         mean = x.mean(dim=dims)
         var = x.var(dim=dims, unbiased=False)  # biased, as BatchNorm normalises with
-        term = torch.linalg.vector_norm(mean - module.running_mean) + torch.linalg.vector_norm(var - module.running_var)
+        term = torch.linalg.vector_norm(mean - mean_t) + torch.linalg.vector_norm(var - var_t)
         out.append(term * weight)
 
     return hook

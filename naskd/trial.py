@@ -24,6 +24,7 @@ from naskd.cache import TeacherCache, cache_root, load_entry, save_entry
 from naskd.config import DistillConfig, StudyConfig
 from naskd.data import Data, load_data
 from naskd.distill import (
+    Distiller,
     DistillResult,
     Diverged,
     Placement,
@@ -209,7 +210,7 @@ def build_context(
         # (the real validation part still scores them).
         data = seen = transfer_set(config, data, teachers[0])
     cache = TeacherCache(cache_root(config.teacher.cache_dir) / "outputs")
-    scored = seen.x_val if seen.real_validation else seen.x_holdout
+    scored = seen.x_val if seen.real_validation or seen.x_holdout is None else seen.x_holdout
     vals = [cache.logits(t.model, t.fingerprint, scored, f"{seen.fingerprint}:val") for t in teachers]
     val_logits = combine(vals, [t.weight for t in teachers], config.distill.combine)
     train_logits: list[torch.Tensor | None] = [None] * len(teachers)
@@ -388,6 +389,7 @@ def fit(
     torch.manual_seed(recipe.seed)  # same seed -> same adapters, heads and dropout masks
     place = context.placement
     student.to(place.device)
+    distiller: Distiller
     if scratch:
         distiller = Scratch(student)
     else:
@@ -417,7 +419,7 @@ def fit(
         context.y_train,
         recipe,
         rungs=rungs,
-        on_rung=on_rung,  # type: ignore[arg-type]
+        on_rung=on_rung,
         resume=resume,
         placement=place,
         steps=steps,
@@ -483,7 +485,7 @@ def validate(student: nn.Module, context: StudyContext) -> dict[str, float]:
     student's device: an int8 student runs on the CPU)."""
     on = next((t.device for t in (*student.parameters(), *student.buffers())), context.placement.device)
     x = context.x_val if on == context.placement.device else context.x_val.to(on)
-    logits = predict(student, x).float().cpu()  # type: ignore[arg-type]
+    logits = predict(student, x).float().cpu()
     if not context.data.real_validation:  # no real data: accuracy is unavailable, never guessed
         return {"synthetic_agreement": (logits.argmax(-1) == context.val_logits.argmax(-1)).float().mean().item()}
     return score(logits, context.data.y_val, context.val_logits)
@@ -577,12 +579,12 @@ def evaluate(
     int8 = until is not None
     judged = [r for r in plan.rungs if until is None or r < until]
     resume = checkpoint.load() if checkpoint is not None else None
-    if resume is not None and int(resume["step"]) not in judged:
+    if checkpoint is not None and resume is not None and int(resume["step"]) not in judged:
         log.warning(
             "%s: saved at step %s, which is not a rung of this study; the student starts again",
             checkpoint.path,
             resume["step"],
-        )  # type: ignore[union-attr]
+        )
         resume = None
     rungs = [dict(e) for e in carried if resume is not None and e["steps"] < int(resume["step"])]
     stopped: list[tuple[int, str]] = []  # the rung a student stopped at, and why

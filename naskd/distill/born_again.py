@@ -30,6 +30,7 @@ class BornAgain(Distiller):
         if not inputs.teachers:
             raise InvalidSpec("born-again distillation needs a teacher for its first generation")
         self.inputs, self.student = inputs, inputs.student
+        self.new_student, self.x, self.y = inputs.new_student, inputs.x, inputs.y  # checked above
         self.inner: Offline | None = None
 
     @classmethod
@@ -41,20 +42,20 @@ class BornAgain(Distiller):
         teachers = list(inputs.teachers)
         started = time.perf_counter()
         for generation in range(1, recipe.generations):
-            model = inputs.new_student(recipe.seed + generation).to(inputs.device)  # type: ignore[misc]
+            model = self.new_student(recipe.seed + generation).to(inputs.device)
             # Each generation's own batch order, so generations are not copies of one run.
             train(
                 Offline(model, dataclasses.replace(recipe, seed=recipe.seed + generation), teachers, inputs.pairs),
-                inputs.x,
-                inputs.y,
+                self.x,
+                self.y,
                 recipe,
                 placement=Placement(device=inputs.device),
-            )  # type: ignore[arg-type]
+            )
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)
             # Its logits over the training set, once: the next generation reads them like a cache.
-            teachers = [TeacherSource(f"generation {generation}", model, logits=predict(model, inputs.x))]
+            teachers = [TeacherSource(f"generation {generation}", model, logits=predict(model, self.x))]
         self.prepare_seconds = time.perf_counter() - started
         self.inner = Offline(self.student, recipe, teachers, inputs.pairs)
         self.inner.setup(x, probe)

@@ -154,7 +154,9 @@ def train(
         distiller.setup(x, torch.arange(min(2, n), device=x.device))
         modules = distiller.modules()
         for module in modules.values():
-            module.to(place.device, memory_format=torch.channels_last) if channels_last else module.to(place.device)
+            module.to(place.device)
+            if channels_last:  # Module.to takes memory_format at run time, though torch's stubs omit it
+                module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         params = [p for m in modules.values() for p in m.parameters()]
         optimizer = make_optimizer(params, recipe)
         scaler = torch.amp.GradScaler(place.device.type) if place.precision == "fp16" else None
@@ -198,15 +200,15 @@ def train(
             loss = _total(terms)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
-                scaler.scale(loss).backward()  # type: ignore[union-attr]
+                scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                loss.backward()  # type: ignore[union-attr]
+                loss.backward()
                 optimizer.step()
             if step % every == 0 or step == steps - 1 or step + 1 in judged:
                 # One synchronising read per curve point, of the loss and every term together.
-                values = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).float().tolist()  # type: ignore[union-attr]
+                values = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).float().tolist()
                 if not math.isfinite(values[0]):
                     raise Diverged(step, values[0])
                 names = list(terms)

@@ -69,7 +69,8 @@ class Offline(Distiller):
             raise ValueError("offline distillation needs a teacher")
         self.student, self.recipe, self.teachers = student, recipe, list(teachers)
         self.terms = [t for t in recipe.knowledge or () if t["weight"] > 0]
-        self.ce_weight = recipe.ce_weight if self.terms else 1.0
+        ce_weight = recipe.ce_weight if recipe.ce_weight is not None else 1.0 - recipe.alpha  # set by DistillConfig
+        self.ce_weight = float(ce_weight) if self.terms else 1.0
         self.feature_source = next((t for t in self.teachers if t.name == recipe.feature_teacher), self.teachers[0])
         for t in self.teachers:
             t.model.eval()  # a teacher's BatchNorm/dropout must never run in training mode

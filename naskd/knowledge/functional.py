@@ -265,7 +265,7 @@ def attention_transfer(student_features: torch.Tensor, teacher_features: torch.T
     a_t = _spatial_attention(teacher_features.detach(), p)
     if a_s.shape != a_t.shape:
         size = tuple(min(s, t) for s, t in zip(a_s.shape[1:], a_t.shape[1:]))
-        pool = F.adaptive_avg_pool1d if a_s.ndim == 2 else F.adaptive_avg_pool2d
+        pool: Callable[..., torch.Tensor] = F.adaptive_avg_pool1d if a_s.ndim == 2 else F.adaptive_avg_pool2d
         # The pooling functions want a channel axis: add a singleton one and drop it again.
         if tuple(a_s.shape[1:]) != size:
             a_s = pool(a_s.unsqueeze(1), size).squeeze(1)

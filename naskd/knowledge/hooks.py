@@ -109,12 +109,14 @@ class Tap:
 
     def _keep_attention(self, name: str, module: nn.Module) -> Any:
         def hook(mod: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
-            x = args[0] if args else kwargs.get("src", kwargs.get("query"))
+            # The layer's input: positional, or by name (src for an encoder layer, query for attention).
+            x: torch.Tensor = args[0] if args else kwargs["src"] if "src" in kwargs else kwargs["query"]
             if isinstance(module, nn.TransformerEncoderLayer):
                 h = module.norm1(x) if module.norm_first else x
                 self.values[f"attention:{name}"] = attention_probs(module.self_attn, h, h)
             else:
-                key = args[1] if len(args) > 1 else kwargs.get("key", x)
+                key: torch.Tensor = args[1] if len(args) > 1 else kwargs.get("key", x)
+                assert isinstance(module, nn.MultiheadAttention)  # the only other kind hooked here
                 self.values[f"attention:{name}"] = attention_probs(module, x, key)
 
         return hook

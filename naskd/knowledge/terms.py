@@ -9,7 +9,7 @@ are dropped when the student is saved or exported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,7 +117,7 @@ def _numel(shape: Sequence[int]) -> int:
 
 def _pool_to_smaller(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     size = tuple(min(x, y) for x, y in zip(a.shape[2:], b.shape[2:]))
-    pool = F.adaptive_avg_pool1d if a.ndim == 3 else F.adaptive_avg_pool2d
+    pool: Callable[..., torch.Tensor] = F.adaptive_avg_pool1d if a.ndim == 3 else F.adaptive_avg_pool2d
     a = a if tuple(a.shape[2:]) == size else pool(a, size)
     b = b if tuple(b.shape[2:]) == size else pool(b, size)
     return a, b
@@ -198,10 +198,12 @@ class KnowledgeLoss(nn.Module):
                 return info.fn(s_vals[EMBEDDING], t_vals[EMBEDDING], s_logits, t_logits, **hyper)
             return info.fn(s_vals[EMBEDDING], t_vals[EMBEDDING], **hyper)
         if info.consumes == "attention":
-            return sum(
+            # A 0-dim start adds exactly as sum's usual 0 does, and keeps the result a tensor.
+            terms = (
                 info.fn(s_vals[f"attention:{s}"], t_vals[f"attention:{t}"], **hyper)
                 for t, s in self.plan.attention_pairs
             )
+            return sum(terms, torch.zeros(()))
         losses = []
         for i, (t, s) in enumerate(self.plan.feature_pairs):
             student, teacher = s_vals[s], t_vals[t]

@@ -32,7 +32,7 @@ def hypervolume_history(view: StudyView) -> tuple[list[int], list[float]]:
     ``front_summary`` makes), so the last value equals the summary's hypervolume and the
     curve only rises.
     """
-    objectives, directions = list(view.objectives), list(view.directions)
+    objectives, directions = list(view.objectives), view.directions
     usable = {r.number for r in view.complete if all(number(r.metrics.get(o)) is not None for o in objectives)}
     rows = [[float(r.metrics[o]) for o in objectives] for r in view.complete if r.number in usable]
     points = np.array(rows, dtype=float).reshape(-1, len(objectives))
@@ -159,10 +159,11 @@ class RankAgreement:
 def rank_agreement(view: StudyView) -> RankAgreement | None:
     """Kendall's tau between the search's and the confirmation runs' accuracy; None when no
     trial was confirmed."""
-    pairs = [
-        (r.number, number(r.metrics.get("accuracy")), number(r.metrics.get("long_accuracy"))) for r in view.complete
-    ]
-    pairs = [(n, s, lo) for n, s, lo in pairs if s is not None and lo is not None]
+    pairs: list[tuple[int, float, float]] = []
+    for r in view.complete:
+        s, lo = number(r.metrics.get("accuracy")), number(r.metrics.get("long_accuracy"))
+        if s is not None and lo is not None:
+            pairs.append((r.number, s, lo))
     if not pairs:
         return None
     numbers = [p[0] for p in pairs]
@@ -239,8 +240,11 @@ def learning_curves(view: StudyView) -> list[Curve]:
     for r in view.records:
         if r.state not in ("complete", "pruned"):
             continue
-        points = [(p.steps, number(p.metrics.get("accuracy")), p.rung) for p in rung_points(r, fid)]
-        points = [(s, a, k) for s, a, k in points if s is not None and a is not None]
+        points: list[tuple[int, float, int]] = []
+        for p in rung_points(r, fid):
+            a = number(p.metrics.get("accuracy"))
+            if p.steps is not None and a is not None:
+                points.append((p.steps, a, p.rung))
         if not points:
             continue
         rungs = [k for _, _, k in points]
@@ -303,20 +307,23 @@ def rung_agreement(view: StudyView) -> list[RungRank]:
 def rung_agreement_sentence(view: StudyView, rows: list[RungRank]) -> str:
     """What the rank agreement says about stopping students at the rungs (plain text)."""
     fid = view.fidelity
-    measured = [row for row in rows if row.tau is not None]
+    # (row, its tau): the rungs where enough students were measured to rank them.
+    measured = [(row, row.tau) for row in rows if row.tau is not None]
     if not measured:
         return (
             f"Too few students trained to the target budget have rung scores (at least {MIN_FOR_TAU} are "
             "needed at a rung) to tell whether the rungs rank students as the target budget does."
         )
-    each = "; ".join(f"{row.tau:.2f} at {fid.label(row.steps)} (rung {row.rung}, {row.n} students)" for row in measured)
-    first = measured[0]
-    if first.tau >= 0.7:
+    each = "; ".join(
+        f"{tau:.2f} at {fid.label(row.steps)} (rung {row.rung}, {row.n} students)" for row, tau in measured
+    )
+    first, first_tau = measured[0]
+    if first_tau >= 0.7:
         verdict = (
             f"even at {fid.label(first.steps)} students rank much as they do at the target budget, so "
             "stopping the clearly beaten ones there lost little"
         )
-    elif first.tau >= 0.4:
+    elif first_tau >= 0.4:
         verdict = (
             f"at {fid.label(first.steps)} students rank roughly as at the target budget: a student close "
             "to the front may have been stopped there; a [fidelity].margin keeps such students going"
@@ -380,11 +387,11 @@ def training_saved(view: StudyView) -> TrainingSaved | None:
         each = ", ".join(
             f"{n} at "
             + (
-                f"rung {k} ({fid.label(fid.rung_steps(k))})"
+                "an unrecorded rung"
+                if k is None
+                else f"rung {k} ({fid.label(fid.rung_steps(k))})"
                 if fid.rung_steps(k)
                 else f"rung {k}"
-                if k is not None
-                else "an unrecorded rung"
             )
             for k, n in per_rung
         )

@@ -149,7 +149,7 @@ def open_report(
             page = context.new_page()
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("dialog", lambda d: _dismiss(d, dialogs))
             for _ in range(loads):
                 start = time.perf_counter()
                 page.goto(url, wait_until="load", timeout=timeout_s * 1000)
@@ -198,3 +198,9 @@ _SCROLL_JS = """(id) => {
   document.getElementById(id).scrollIntoView({block: 'center'});
   return at;
 }"""
+
+
+def _dismiss(dialog: Any, seen: list[str]) -> None:
+    """A page's alert/confirm/prompt: recorded (a report must open none) and dismissed so the page goes on."""
+    seen.append(dialog.message)
+    dialog.dismiss()

@@ -86,8 +86,7 @@ def _too_few(view: StudyView) -> list[Finding]:
 
 def _teacher_below_student(view: StudyView) -> list[Finding]:
     teacher = view.teacher_value("accuracy")
-    scored = [(number(r.metrics.get("accuracy")), r.number) for r in view.complete]
-    scored = [(a, n) for a, n in scored if a is not None]
+    scored = [(a, r.number) for r in view.complete if (a := number(r.metrics.get("accuracy"))) is not None]
     if teacher is None or not scored:
         return []
     best, at = max(scored, key=lambda s: (s[0], -s[1]))

@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 from naskd.front import non_dominated
 from naskd.metrics import names_where
 from naskd.report.analysis import Curve, GapRow, RankAgreement, TermRow, best_so_far
-from naskd.report.view import StudyView, arch_text, fmt, label, number, plot_text
+from naskd.report.view import StudyView, arch_text, fmt, label, number, plot_text, table
 from naskd.results import TrialRecord
 
 #: Size of the largest marker, in pixels; others scale by area with their params.
@@ -691,11 +691,11 @@ def _spec_columns(records: Sequence[TrialRecord], view: StudyView) -> list[tuple
     """Axis name -> {trial number: value}: every architecture key in the space's order (lists
     split by position as ``width_0``, ``width_1``, the names the space gives them), then the
     recipe keys that vary between trials (a fixed recipe says nothing)."""
-    space = view.facts.get("space") if isinstance(view.facts.get("space"), Mapping) else {}
+    space = table(view.facts, "space")
     order = {row.get("name"): i for i, row in enumerate(space.get("params") or []) if isinstance(row, Mapping)}
     columns: dict[tuple[int, str, int], dict[int, Any]] = {}  # (declared position, name, list index)
     for r in records:
-        arch = r.spec.get("arch") if isinstance(r.spec.get("arch"), Mapping) else {}
+        arch = table(r.spec, "arch")
         for key, value in arch.items():
             at = order.get(key, len(order))
             items = enumerate(value) if isinstance(value, (list, tuple)) else [(-1, value)]

@@ -23,7 +23,17 @@ from naskd.metrics import BUDGETS, METRICS
 from naskd.report import analysis, assets, figures
 from naskd.report.checks import Finding, findings
 from naskd.report.commands import export_command, parse_search_command
-from naskd.report.view import DIAGNOSTIC_METRICS, StudyView, arch_text, fmt, label, number, recipe_text, scheme_text
+from naskd.report.view import (
+    DIAGNOSTIC_METRICS,
+    StudyView,
+    arch_text,
+    fmt,
+    label,
+    number,
+    recipe_text,
+    scheme_text,
+    table,
+)
 from naskd.results import FRONT_COLUMNS
 
 #: Distributions whose versions the header lists (read from package metadata: importing
@@ -252,7 +262,7 @@ def _data_text(data: Any) -> str:
 
 
 def _teacher_text(view: StudyView) -> str:
-    teacher = view.facts.get("teacher") if isinstance(view.facts.get("teacher"), Mapping) else {}
+    teacher = table(view.facts, "teacher")
     if not view.teacher and not teacher:
         return "not recorded"
     if view.teachers:  # several: the ensemble, then each teacher's own figures
@@ -532,7 +542,7 @@ def _versions_section(view: StudyView) -> str:
     )
     rows = []
     for v in view.versions:
-        teacher = v.get("teacher") if isinstance(v.get("teacher"), Mapping) else {}
+        teacher = table(v, "teacher")
         members = []
         for e in v.get("front") or ():
             m = e.get("metrics") or {}
@@ -572,7 +582,7 @@ def _versions_section(view: StudyView) -> str:
 def _shows_scheme(view: StudyView) -> bool:
     """Whether the front table names each student's scheme: when any trial was distilled other
     than offline, or the space searches the scheme (``recipe.scheme``)."""
-    space = view.facts.get("space") if isinstance(view.facts.get("space"), Mapping) else {}
+    space = table(view.facts, "space")
     searched = any(isinstance(p, Mapping) and p.get("name") == "recipe.scheme" for p in space.get("params") or [])
     return searched or any(scheme_text(r.spec) != "offline" for r in view.records)
 
@@ -789,8 +799,10 @@ def _confirmation(view: StudyView, figs: _Figures) -> str:
             )
         )
     else:
-        steps = {number(r.metrics.get("long_steps")) for r in view.complete if r.number in set(agreement.numbers)}
-        steps.discard(None)
+        confirmed = set(agreement.numbers)
+        steps = {
+            s for r in view.complete if r.number in confirmed and (s := number(r.metrics.get("long_steps"))) is not None
+        }
         how = f" (long runs of {', '.join(fmt(s, 'long_steps') for s in sorted(steps))} steps)" if steps else ""
         out += [
             '<div id="trust">',
@@ -863,13 +875,13 @@ _SPACE_COLUMNS = ("name", "kind", "range", "step", "log", "choices", "value", "p
 def _details_section(view: StudyView) -> str:
     facts = view.facts
     rows = []
-    space = facts.get("space") if isinstance(facts.get("space"), Mapping) else {}
+    space = table(facts, "space")
     for row in space.get("params") or []:
         if isinstance(row, Mapping):
             cells = "".join(f"<td>{_e(fmt(row.get(k)) if row.get(k) is not None else '')}</td>" for k in _SPACE_COLUMNS)
             rows.append(f"<tr>{cells}</tr>")
     head = "".join(f"<th>{h}</th>" for h in _SPACE_COLUMNS)
-    table = (
+    html_table = (
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         if rows
         else _missing("Not recorded.")
@@ -885,7 +897,7 @@ def _details_section(view: StudyView) -> str:
         "Details",
         [
             "<h3>Search space</h3>",
-            table,
+            html_table,
             "<details><summary>Reasons recorded for infeasible and failed trials and students stopped at a rung "
             f"({len(problems)})</summary><ul>{listing}</ul>{more}</details>"
             if problems

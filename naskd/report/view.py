@@ -20,7 +20,7 @@ import numpy as np
 
 from naskd.config import SearchConfig
 from naskd.fidelity import budget_label
-from naskd.front import pareto_ranks
+from naskd.front import Direction, pareto_ranks
 from naskd.metrics import DIRECTIONS, METRICS, label, names_where
 from naskd.results import DIAGNOSTIC_COLUMNS, FRONT_COLUMNS, TrialRecord
 
@@ -72,6 +72,19 @@ def fmt(value: Any, metric: str | None = None) -> str:
     return str(value)
 
 
+def table(mapping: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``mapping[key]`` when it is a table, else an empty one: stored facts and specs come from
+    storage written by any naskd version, so a part may be missing or of another shape."""
+    value = mapping.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def entries(mapping: Mapping[str, Any], key: str) -> Sequence[Any]:
+    """``mapping[key]`` when it is a list, else an empty one (as ``table``)."""
+    value = mapping.get(key)
+    return value if isinstance(value, (list, tuple)) else []
+
+
 def plot_text(value: Any) -> str:
     """Text for plotly (hover, tick labels): escaped so a user's ``<b>`` or ``<script>`` shows
     as typed; plotly turns the entities back into characters when it draws."""
@@ -86,21 +99,21 @@ def slug(name: str) -> str:
 def arch_text(spec: Mapping[str, Any]) -> str:
     """``mlp(depth=2, width=[16, 32])``: the architecture on one line, prefixed ``int8`` for
     an int8 student (without a shrink student's teacher fingerprint)."""
-    arch = spec.get("arch") if isinstance(spec.get("arch"), Mapping) else {}
+    arch = table(spec, "arch")
     inner = ", ".join(f"{k}={fmt(v)}" for k, v in arch.items() if k != "teacher")
     prefix = "int8 " if spec.get("precision") == "int8" else ""
     return f"{prefix}{spec.get('family', '?')}({inner})"
 
 
 def recipe_text(spec: Mapping[str, Any]) -> str:
-    recipe = spec.get("recipe") if isinstance(spec.get("recipe"), Mapping) else {}
+    recipe = table(spec, "recipe")
     return ", ".join(f"{k}={fmt(v)}" for k, v in recipe.items())
 
 
 def scheme_text(spec: Mapping[str, Any]) -> str:
     """``offline``, ``mutual``, ``self`` or ``born_again, 3 generations``: how the student was
     distilled (a spec from before naskd recorded a scheme is offline)."""
-    recipe = spec.get("recipe") if isinstance(spec.get("recipe"), Mapping) else {}
+    recipe = table(spec, "recipe")
     scheme = str(recipe.get("scheme") or "offline")
     if scheme == "born_again" and recipe.get("generations") is not None:
         gens = recipe["generations"]
@@ -112,7 +125,7 @@ def spec_lines(spec: Mapping[str, Any]) -> list[str]:
     """The whole spec as short lines: family and architecture first, recipe in groups of four
     so a hover label stays narrow, then any other key (e.g. a user family's builder)."""
     lines = [arch_text(spec)]
-    recipe = spec.get("recipe") if isinstance(spec.get("recipe"), Mapping) else {}
+    recipe = table(spec, "recipe")
     items = [f"{k}={fmt(v)}" for k, v in recipe.items()]
     for i in range(0, len(items), 4):
         lines.append(("recipe: " if i == 0 else "        ") + ", ".join(items[i : i + 4]))
@@ -142,7 +155,10 @@ class Fidelity:
     def in_epochs(self) -> bool:
         """Whether every rung and the target are whole epochs (axes then count epochs)."""
         budgets = [*self.rungs, *([self.target_steps] if self.target_steps else [])]
-        return bool(self.steps_per_epoch and budgets) and all(b % self.steps_per_epoch == 0 for b in budgets)
+        per = self.steps_per_epoch
+        if not per or not budgets:
+            return False
+        return all(b % per == 0 for b in budgets)
 
     def rung_steps(self, rung: int) -> int | None:
         return self.rungs[rung] if 0 <= rung < len(self.rungs) else None
@@ -194,7 +210,7 @@ class StudyView:
 
     name: str
     objectives: tuple[str, ...]
-    directions: tuple[str, ...]
+    directions: tuple[Direction, ...]
     teacher: dict[str, float]
     records: tuple[TrialRecord, ...]
     complete: tuple[TrialRecord, ...]
@@ -222,7 +238,7 @@ class StudyView:
     def teachers(self) -> list[Mapping[str, Any]]:
         """Each teacher's own figures when the study distils from several (``teacher["teachers"]``:
         the top-level accuracy is then the ensemble's, the costs the largest teacher's); [] for one."""
-        teacher = self.facts.get("teacher") if isinstance(self.facts.get("teacher"), Mapping) else {}
+        teacher = table(self.facts, "teacher")
         listed = teacher.get("teachers")
         return [t for t in listed if isinstance(t, Mapping)] if isinstance(listed, (list, tuple)) else []
 
@@ -302,9 +318,9 @@ def _teacher(facts: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, 
 def _fidelity(facts: Mapping[str, Any], summary: Mapping[str, Any], records: Sequence[TrialRecord]) -> Fidelity:
     """The rungs and target from the facts; the target from the summary and the rungs from the
     trials' own entries when the facts lack them."""
-    raw = facts.get("fidelity") if isinstance(facts.get("fidelity"), Mapping) else {}
+    raw = table(facts, "fidelity")
     target = _count(raw.get("target_steps")) or _count(summary.get("target_steps"))
-    listed = raw.get("rungs") if isinstance(raw.get("rungs"), (list, tuple)) else []
+    listed = entries(raw, "rungs")
     rungs = tuple(s for s in (_count(v) for v in listed) if s is not None)
     if not rungs:  # read them off the trials: rung k's steps, when every rung 0..n-1 is seen
         seen = {p.rung: p.steps for r in records for p in rung_points(r) if p.steps is not None}
@@ -328,7 +344,9 @@ def study_view(facts: Mapping[str, Any], records: Sequence[TrialRecord], summary
     stored = [o.get("name") for o in summary.get("objectives", []) if isinstance(o, Mapping)]
     objectives = tuple(facts.get("objectives") or stored or DEFAULT_OBJECTIVES)
     known = {o.get("name"): o.get("direction") for o in summary.get("objectives", []) if isinstance(o, Mapping)}
-    directions = tuple(known.get(o) or DIRECTIONS.get(o, "maximize") for o in objectives)
+    directions: tuple[Direction, ...] = tuple(
+        "minimize" if (known.get(o) or DIRECTIONS.get(o)) == "minimize" else "maximize" for o in objectives
+    )
     listed = tuple(v for v in summary.get("versions") or () if isinstance(v, Mapping))
     if listed:  # lifelong: the figures are the current teacher version's; the others get a table
         latest = int(listed[-1].get("version", 1))

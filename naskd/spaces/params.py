@@ -117,6 +117,20 @@ class Param:
     per: str | None = None
     when: Condition | None = None
 
+    @property
+    def bounds(self) -> tuple[int | float, int | float]:
+        """``(low, high)`` of an int or float param (validation sets both for those kinds)."""
+        if self.low is None or self.high is None:
+            raise TypeError(f"param {self.name!r} ({self.kind}) has no bounds")
+        return self.low, self.high
+
+    @property
+    def options(self) -> tuple[Scalar, ...]:
+        """The choices of a categorical param (validation sets them for that kind)."""
+        if self.choices is None:
+            raise TypeError(f"param {self.name!r} ({self.kind}) has no choices")
+        return self.choices
+
     def suggester_names(self, count: int | None = None) -> list[str]:
         """The names this param is suggested under (``count`` items when it has ``per``)."""
         if self.per is None:
@@ -126,15 +140,16 @@ class Param:
     def suggest(self, suggester: Suggester, name: str) -> Any:
         """Ask ``suggester`` for one value under ``name``; returns a plain JSON value."""
         if self.kind == "int":
-            return int(suggester.suggest_int(name, int(self.low), int(self.high), step=int(self.step), log=self.log))
+            low, high = self.bounds
+            return int(suggester.suggest_int(name, int(low), int(high), step=int(self.step or 1), log=self.log))
         if self.kind == "float":
-            low, high = float(self.low), float(self.high)
+            low, high = (float(b) for b in self.bounds)
             return float(suggester.suggest_float(name, low, high, step=self.step, log=self.log))
         if self.kind == "categorical":
-            picked = suggester.suggest_categorical(name, list(self.choices))
+            picked = suggester.suggest_categorical(name, list(self.options))
             # Hand back our own copy of the choice so the spec holds plain Python values even if
             # a suggester returns e.g. numpy scalars.
-            return next((c for c in self.choices if same_value(c, picked)), picked)
+            return next((c for c in self.options if same_value(c, picked)), picked)
         return list(self.value) if isinstance(self.value, tuple) else self.value
 
     def summary(self) -> dict[str, Any]:
@@ -216,7 +231,7 @@ def _most_entries(param: Param, parsed: Mapping[str, Param]) -> int:
     if param.per is None:
         return 1
     count = parsed[param.per]
-    return int(count.high) if count.kind == "int" else int(count.value)
+    return int(count.bounds[1]) if count.kind == "int" else int(count.value)
 
 
 def _parse_param(
@@ -279,7 +294,7 @@ def _parse_range(kind: str, entry: Mapping[str, Any], error: ErrorAt) -> dict[st
     # Optuna refuses a step on a log scale; say so here rather than on the first trial.
     if log and "step" in entry and not (kind == "int" and step == 1):
         raise error("step", "cannot be combined with log = true")
-    if kind == "int" and (high - low) % step != 0:
+    if kind == "int" and step is not None and (high - low) % step != 0:
         raise error("high", f"high - low must be a multiple of step {step} (low {low}, high {high})")
     return {"low": low, "high": high, "step": step, "log": log}
 
@@ -342,9 +357,10 @@ def _check_per(per: Any, kind: str, earlier: Mapping[str, Param], error: ErrorAt
     if target.per is not None:
         raise error("per", f'names "{per}", which is itself a per-{target.per} list; per needs a single int')
     if target.kind == "int":
-        if target.low < 0:
+        low, high = target.bounds
+        if low < 0:
             raise error("per", f'names "{per}", whose low {target.low} is negative; a count must be >= 0')
-        if target.high > MAX_PER:
+        if high > MAX_PER:
             raise error(
                 "per",
                 f'names "{per}", whose high {target.high} is over {MAX_PER} (the most entries a per list may have)',
@@ -395,8 +411,8 @@ def _parse_when(when: Any, name: str, earlier: Mapping[str, Param], error: Error
         if not _is_scalar(option):
             raise error("when", f"{op} needs a string, number or boolean, got {show(option)}")
         # A condition on a value the target can never take is a typo (e.g. "True" for true).
-        if target.kind == "categorical" and not any(same_value(option, c) for c in target.choices):
-            raise error("when", f'{show(option)} is not one of the choices of "{ref}": {show(list(target.choices))}')
+        if target.kind == "categorical" and not any(same_value(option, c) for c in target.options):
+            raise error("when", f'{show(option)} is not one of the choices of "{ref}": {show(list(target.options))}')
         if target.kind in ("int", "float") and not _is_number(option):
             raise error("when", f'"{ref}" is numeric, got {show(option)}')
     return Condition(ref, op, tuple(operand) if op == "in" else operand)
@@ -406,5 +422,5 @@ def _takes_numbers(param: Param) -> bool:
     if param.kind in ("int", "float"):
         return True
     if param.kind == "categorical":
-        return all(_is_number(c) for c in param.choices)
+        return all(_is_number(c) for c in param.options)
     return _is_number(param.value)

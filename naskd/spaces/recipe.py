@@ -21,6 +21,7 @@ aux_weight    self: the share of each auxiliary head's loss from the deepest out
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from naskd.config import SCHEMES
@@ -56,7 +57,14 @@ def knowledge_problem(value: str) -> str | None:
 
 
 def check_declarations(
-    params: tuple[Param, ...], keys: dict[str, Key], file: str, at: KeyPath, section: str, *, unknown: str, prefix: str
+    params: tuple[Param, ...],
+    keys: Mapping[str, Key],
+    file: str,
+    at: KeyPath,
+    section: str,
+    *,
+    unknown: str,
+    prefix: str,
 ) -> None:
     """Every declared param must name one of ``keys`` and fit its type, range and choices
     (shared by ``[space.params]`` against a family and ``[space.recipe]`` against RECIPE_KEYS)."""

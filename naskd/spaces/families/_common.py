@@ -88,10 +88,10 @@ class Key:
                     return (bound, problem)
             return None
         if param.kind == "categorical":
-            problem = next((p for p in map(self.problem, param.choices) if p), None)
+            problem = next((p for p in map(self.problem, param.options) if p), None)
             return ("choices", problem) if problem else None
-        value = list(param.value) if isinstance(param.value, tuple) else param.value
-        problem = self.problem(value)
+        fixed = list(param.value) if isinstance(param.value, tuple) else param.value
+        problem = self.problem(fixed)
         return ("value", problem) if problem else None
 
 
