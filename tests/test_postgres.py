@@ -84,12 +84,11 @@ def test_racing_workers_hold_exactly_the_requested_count(kind, postgres, fast_he
 
     def worker(seed: int) -> None:
         try:
+            storage = ob.open_storage(choice)  # heartbeats on for rdb
             study = optuna.load_study(
-                study_name=name,
-                storage=ob.open_storage(choice),  # heartbeats on for rdb
-                sampler=optuna.samplers.RandomSampler(seed=seed),
+                study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=seed)
             )
-            ob._optimize_until(study, _Quick(), target, lock_path=ob._creation_lock_path(choice))
+            ob._optimize_until(study, storage, _Quick(), target, lock_path=ob._creation_lock_path(choice))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 

@@ -22,13 +22,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 import optuna
 import torch
 from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from naskd.cache import atomic_write_bytes
@@ -38,7 +38,7 @@ from naskd.errors import NaskdError
 from naskd.export import save_student
 from naskd.fidelity import CheckpointFile, RungGate
 from naskd.metrics import budget_limits, direction
-from naskd.results import StudyFacts, TrialRecord, front_summary, render_csv, render_json, rung_progress
+from naskd.results import State, StudyFacts, TrialRecord, front_summary, render_csv, render_json, rung_progress
 from naskd.results import counts as counts_of
 from naskd.terminal import printable
 from naskd.trial import StudyContext, TrialResult, build_context, evaluate, full_spec
@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 SQLITE_NAME = "study.db"
 JOURNAL_NAME = "study.journal"
-_FACTS_ATTR = "naskd"
+#: The study user attribute that holds the study's facts (``study_facts_for``).
+FACTS_ATTR = "naskd"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -220,6 +221,30 @@ def heartbeat_settings() -> tuple[int, int]:
     return values[0], values[1]
 
 
+class Heartbeats(NamedTuple):
+    """A storage that takes heartbeats, and the seconds between a trial's heartbeats."""
+
+    storage: RDBStorage
+    interval: int
+
+
+def heartbeats(storage: optuna.storages.BaseStorage) -> Heartbeats | None:
+    """``storage`` with its heartbeat interval when it takes heartbeats (a server database as
+    ``open_storage`` opens it), else None. Of naskd's storages only ``RDBStorage`` has
+    heartbeats, and its interval is None when they are off (SQLite files)."""
+    if isinstance(storage, RDBStorage):
+        interval = storage.get_heartbeat_interval()
+        if interval is not None:
+            return Heartbeats(storage, interval)
+    return None
+
+
+def trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study``: what the storage's per-trial methods
+    (heartbeats, attributes of a trial this process does not hold) take."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
 def _log_stale(study: optuna.Study, trial: FrozenTrial) -> None:
     """Called by Optuna for a trial it failed because its worker's heartbeat stopped. The trial
     is finished by then and takes no more attributes; having no naskd status marks it (see
@@ -272,7 +297,7 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, cre
             study = optuna.create_study(
                 study_name=config.name,
                 storage=storage,
-                directions=directions,
+                directions=[StudyDirection[d.upper()] for d in directions],
                 sampler=make_sampler(config),
                 load_if_exists=True,
             )
@@ -286,6 +311,14 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage, *, cre
             f"{config.file}: [search].objectives: the stored study optimises {len(stored)} objectives "
             f"({', '.join(stored)}); use a new --out to change them"
         )
+    names = list(config.search.objectives)
+    # Named objectives label plots and optuna-dashboard's columns; a study made before naskd
+    # named them gains the names when it is resumed. Read-only commands (create=False) never write.
+    if create and study.metric_names != names:
+        # set_metric_names is marked experimental by Optuna; the warning says nothing the user can act on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
     return study
 
 
@@ -329,13 +362,13 @@ def study_facts_for(
 _RUN_FACTS = ("trials", "command", "versions", "description")
 
 
-def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]) -> bool:
+def check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]) -> bool:
     """Record data/teacher facts on first run; a changed teacher begins a new teacher version
     (True; with it, data may change too); refuse different data under the same teacher, or
     another budget or objectives."""
-    stored = study.user_attrs.get(_FACTS_ATTR)
+    stored = study.user_attrs.get(FACTS_ATTR)
     if stored is None:
-        study.set_user_attr(_FACTS_ATTR, {**facts, VERSIONS_KEY: [version_entry(1, facts, 0)]})
+        study.set_user_attr(FACTS_ATTR, {**facts, VERSIONS_KEY: [version_entry(1, facts, 0)]})
         return False
     if stored.get("objectives") != facts["objectives"]:
         raise NaskdError(f"{config.file}: [search].objectives: the stored study uses {stored.get('objectives')}")
@@ -344,7 +377,7 @@ def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]
         listed = versions(stored)
         entry = version_entry(len(listed) + 1, facts, len(study.get_trials(deepcopy=False)))
         study.set_user_attr(
-            _FACTS_ATTR,
+            FACTS_ATTR,
             {
                 **stored,
                 **{k: facts.get(k) for k in (*_RUN_FACTS, "teacher", "data", "fidelity")},
@@ -381,7 +414,7 @@ def _check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]
     if before is None:  # a study from before multi-fidelity search: its facts gain the plan
         updated["fidelity"] = now
     if updated != stored:  # what the latest run asked for (trial count, command, versions)
-        study.set_user_attr(_FACTS_ATTR, updated)
+        study.set_user_attr(FACTS_ATTR, updated)
     return False
 
 
@@ -389,7 +422,7 @@ def continue_front(study: optuna.Study, config: StudyConfig, out_dir: Path) -> i
     """Queue the Pareto students of the previous teacher version to be continued under the
     current one (learning without forgetting): each becomes a new trial with the same
     parameters and ``lifelong_from`` = its trial number. Returns how many were queued."""
-    facts = study.user_attrs.get(_FACTS_ATTR, {})
+    facts = study.user_attrs.get(FACTS_ATTR, {})
     listed = versions(facts)
     if len(listed) < 2:
         return 0
@@ -437,15 +470,17 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage)
     """
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
-        storage.set_trial_user_attr(t._trial_id, "status", "failed")
+        # The trial belongs to no live Trial object here: its attributes go through the storage.
+        held = trial_id(storage, study, t.number)
+        storage.set_trial_user_attr(held, "status", "failed")
         storage.set_trial_user_attr(
-            t._trial_id,
+            held,
             "reason",
             "the process running this trial ended before it finished"
             + ("; its student is continued from its last rung by a later trial" if continue_later(study, t) else ""),
         )
-        storage.set_trial_user_attr(t._trial_id, "stale", True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        storage.set_trial_user_attr(held, "stale", True)
+        study.tell(t.number, state=TrialState.FAIL)
     if stale:
         log.warning("marked %d trial(s) left running by an ended process as failed", len(stale))
     return len(stale)
@@ -541,7 +576,7 @@ class StudyLedger:
 def rung_peers(study: optuna.Study, rung: int, exclude: int | None = None, version: int = 1) -> list[dict[str, float]]:
     """Metrics recorded at ``rung`` by the study's counted trials of one teacher version
     (``exclude``: one trial number)."""
-    out = []
+    out: list[dict[str, float]] = []
     for t in study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)):
         if t.number == exclude or not counts(t) or t.user_attrs.get("teacher_version", 1) != version:
             continue
@@ -570,7 +605,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         spec = full_spec(self.config.space.sample(trial), self.config, self.context.teacher.fingerprint)
         trial.set_user_attr("spec", spec)  # now, not at the end: a continued trial checks it
-        trial.set_user_attr("teacher_version", current(trial.study.user_attrs.get(_FACTS_ATTR, {})))
+        trial.set_user_attr("teacher_version", current(trial.study.user_attrs.get(FACTS_ATTR, {})))
         gate = RungGate(self.context.plan, tuple(self.config.search.objectives), StudyLedger(trial.study, trial))
         checkpoint, carried = resume_point(trial, spec, self.out_dir)
         result = evaluate(
@@ -669,6 +704,7 @@ def optuna_objective(config: StudyConfig | str | Path) -> Objective:
 def to_record(t: FrozenTrial) -> TrialRecord:
     """An Optuna trial as a framework-free record."""
     status = t.user_attrs.get("status")
+    state: State
     if t.state == TrialState.COMPLETE:
         state = "infeasible" if status == "infeasible" else "complete"
     elif t.state == TrialState.PRUNED:
@@ -700,7 +736,7 @@ def to_record(t: FrozenTrial) -> TrialRecord:
 
 
 def study_facts(study: optuna.Study, config: StudyConfig) -> StudyFacts:
-    stored = study.user_attrs.get(_FACTS_ATTR, {})
+    stored = study.user_attrs.get(FACTS_ATTR, {})
     return StudyFacts(
         name=config.name,
         objectives=tuple(stored.get("objectives", config.search.objectives)),
@@ -730,7 +766,7 @@ def write_front(out_dir: Path, summary: dict[str, Any]) -> None:
 # --- running a search --------------------------------------------------------------------
 
 
-class _Progress:
+class Progress:
     """Trial n/N, elapsed and ETA (tqdm), best accuracy so far and the front size."""
 
     def __init__(self, config: StudyConfig, target: int, done: int, enabled: bool) -> None:
@@ -779,7 +815,8 @@ class _CreationLock:
     """An exclusive lock on a file (``flock``), or nothing when there is no file."""
 
     def __init__(self, path: Path | None) -> None:
-        self.path, self._fh = path, None
+        self.path = path
+        self._fh: IO[bytes] | None = None
 
     def acquire(self) -> None:
         if self.path is not None and self._fh is None:
@@ -799,6 +836,7 @@ class _CreationLock:
 
 def _optimize_until(
     study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
     objective: Objective,
     target: int,
     on_trial: Callable[[], None] | None = None,
@@ -820,15 +858,16 @@ def _optimize_until(
 
     With a journal file (``lock_path``), workers on this machine also hold a file lock from
     the count to the trial's creation, so races, and surplus trials, do not happen there.
+    ``storage`` is the one ``study`` was opened on.
     """
-    storage = study._storage
-    heartbeat = is_heartbeat_enabled(storage)
-    poll_s = float(storage.get_heartbeat_interval() or 1) if heartbeat else 0.0
+    beats = heartbeats(storage)
+    heartbeat = beats is not None
+    poll_s = float(beats.interval) if beats is not None else 0.0
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def take_slot(trial: optuna.Trial) -> tuple[float, ...]:
-        if heartbeat:  # now, not when Optuna's heartbeat thread first runs: a trial with none is never failed
-            storage.record_heartbeat(trial._trial_id)
+        if beats is not None:  # now, not when Optuna's heartbeat thread first runs: a trial with none is never failed
+            beats.storage.record_heartbeat(trial_id(storage, study, trial.number))
         trial.set_user_attr("worker", worker)
         before = study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING))
         taken = sum(1 for t in before if t.number < trial.number and counts(t))
@@ -882,10 +921,15 @@ def _worker_main(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(threads)
     context = build_context(config, teacher_info=teacher_info, device=device)
-    study = open_study(config, open_storage(choice), create=False)
+    storage = open_storage(choice)
+    study = open_study(config, storage, create=False)
     study.sampler.reseed_rng()  # same seed in every worker would sample the same students
     _optimize_until(
-        study, Objective(config, context=context, out_dir=out_dir), target, lock_path=_creation_lock_path(choice)
+        study,
+        storage,
+        Objective(config, context=context, out_dir=out_dir),
+        target,
+        lock_path=_creation_lock_path(choice),
     )
 
 
@@ -916,13 +960,13 @@ def run_search(
     refuse_orphan_students(storage, config, out_dir)
     study = open_study(config, storage, create=True)
     facts = study_facts_for(config, context, choice, command)
-    _check_facts(study, config, facts)
+    check_facts(study, config, facts)
     if choice.kind != "rdb":
         fail_stale_trials(study, storage)
     target = run_target(study, config, out_dir)
     log.info("study %s: storage %s, %d/%d trials done", config.name, redact(choice.url), counted_trials(study), target)
     try:
-        _search(config, choice, out_dir, target, context, study, show_progress)
+        _search(config, choice, out_dir, target, context, storage, study, show_progress)
     except Exception as exc:
         lost = _lost_storage(exc)
         if lost is None:
@@ -971,12 +1015,14 @@ def _search(
     out_dir: Path,
     target: int,
     context: StudyContext,
+    storage: optuna.storages.BaseStorage,
     study: optuna.Study,
     show_progress: bool,
 ) -> None:
-    """The trials of ``run_search``, in this process or in worker processes."""
+    """The trials of ``run_search``, in this process or in worker processes (which open the
+    storage themselves); ``storage`` is the one ``study`` was opened on."""
     workers = config.search.workers
-    progress = _Progress(config, target, counted_trials(study), show_progress)
+    progress = Progress(config, target, counted_trials(study), show_progress)
     progress.refresh(study)
     try:
         if workers == 1:
@@ -985,6 +1031,7 @@ def _search(
                 study.sampler.reseed_rng()
             _optimize_until(
                 study,
+                storage,
                 objective,
                 target,
                 on_trial=lambda: progress.refresh(study),
@@ -1010,7 +1057,7 @@ def load_summary_from(
         if extra:
             record = dataclasses.replace(record, metrics={**record.metrics, **extra})
         records.append(record)
-    facts, listed = study_facts(study, config), versions(attrs.get(_FACTS_ATTR, {}))
+    facts, listed = study_facts(study, config), versions(attrs.get(FACTS_ATTR, {}))
     summary = front_summary(facts, of_version(records, int(listed[-1]["version"])))
     if len(listed) > 1:
         summary["counts"] = counts_of(records)
@@ -1025,7 +1072,7 @@ def _run_workers(
     target: int,
     context: StudyContext,
     study: optuna.Study,
-    progress: _Progress,
+    progress: Progress,
 ) -> None:
     workers = config.search.workers
     # Each worker gets an equal share of the cores so their torch thread pools do not fight.
@@ -1104,7 +1151,7 @@ def _diagnose(
     if not todo:
         log.info("%s: nothing to do, every selected student has it", what)
         return summary
-    context = build_context(config, teacher_info=study.user_attrs.get(_FACTS_ATTR, {}).get("teacher"))
+    context = build_context(config, teacher_info=study.user_attrs.get(FACTS_ATTR, {}).get("teacher"))
     for entry in tqdm(todo, desc=what, unit="student", disable=not show_progress):
         _record_diagnostics(study, entry["number"], run(entry["spec"], context))
     summary, _, _ = load_summary_from(study, config)
@@ -1147,7 +1194,7 @@ def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
     trials only (an infeasible trial's accuracy is a placeholder 0, which would make the
     importances measure "over budget or not"). Empty for an objective Optuna cannot compute
     (too few trials, no parameter that varies)."""
-    names = study.user_attrs.get(_FACTS_ATTR, {}).get("objectives", [])
+    names = study.user_attrs.get(FACTS_ATTR, {}).get("objectives", [])
     feasible = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -1159,11 +1206,16 @@ def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
     for i, name in enumerate(names):
         try:
             out[name] = optuna.importance.get_param_importances(
-                view, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=lambda t, i=i: t.values[i]
+                view, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=_value_of(i)
             )
         except (RuntimeError, ValueError, ZeroDivisionError) as exc:
             log.info("parameter importances for %s not available: %s", name, exc)
     return out
+
+
+def _value_of(index: int) -> Callable[[FrozenTrial], float]:
+    """A trial's ``index``-th objective value: a target for Optuna's importance evaluators."""
+    return lambda t: t.values[index]
 
 
 def write_study_report(config: StudyConfig, out_dir: Path, path: Path | None = None) -> Path:
@@ -1171,7 +1223,7 @@ def write_study_report(config: StudyConfig, out_dir: Path, path: Path | None = N
     from naskd.report import build_report, write_report
 
     summary, records, study = load_summary(config, out_dir)
-    facts = dict(study.user_attrs.get(_FACTS_ATTR, {}))
+    facts = dict(study.user_attrs.get(FACTS_ATTR, {}))
     return write_report(
         path or out_dir / "report.html", build_report(facts, records, summary, importances=param_importances(study))
     )

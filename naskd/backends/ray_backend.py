@@ -2,15 +2,16 @@
 recorded in the same Optuna study storage as the Optuna backend.
 
 The driver builds the study context once (data, teacher, teacher outputs) and puts it in
-Ray's object store; each trial's worker takes it from there and never runs the teacher. Ray's
-``OptunaSearch`` samples from the study's own space with the study's own sampler and writes
-to the study's own storage, so ``naskd front`` reads a Ray-run study unchanged, and a study
-can move between ``--backend optuna`` and ``--backend ray`` at any point. ``NaskdSearch``
-records each result as ``optuna_backend.record`` does (spec, status, metrics, reason,
-constraints, rungs) and never lets a trial that was stopped early enter the front with partial
-values. Each trial reports every metric at every rung of the study's plan; ``RungScheduler``
-(``ray_scheduler.py``) judges it there with the same rule and the same rung records (in the
-study storage) as the Optuna backend, so students stop at rungs as they would there.
+Ray's object store; each trial's worker takes it from there and never runs the teacher.
+``NaskdSearch``, a Tune search algorithm on Optuna's ask-and-tell, samples from the study's
+own space with the study's own sampler and writes to the study's own storage, so ``naskd
+front`` reads a Ray-run study unchanged, and a study can move between ``--backend optuna`` and
+``--backend ray`` at any point. It records each result as ``optuna_backend.record`` does
+(spec, status, metrics, reason, constraints, rungs) and never lets a trial that was stopped
+early enter the front with partial values. Each trial reports every metric at every rung of
+the study's plan; ``RungScheduler`` (``ray_scheduler.py``) judges it there with the same rule
+and the same rung records (in the study storage) as the Optuna backend, so students stop at
+rungs as they would there.
 
 Only the driver writes the study storage. Workers save the trained students
 (``students/trial_N.pt``) and their states at rungs (``checkpoints/``) themselves: on a
@@ -38,10 +39,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import optuna
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 from naskd.backends import optuna_backend as ob
 from naskd.backends.ray_scheduler import RungScheduler
@@ -135,17 +135,21 @@ def _unpack(context: StudyContext) -> StudyContext:
 def _count_forwards(models: list[Any]) -> tuple[Callable[[], int], Callable[[], None]]:
     """A counter of the teachers' forward calls in this process, and its remover."""
     calls = [0]
-    handles = []
+    handles: list[Any] = []  # torch hook handles
 
     def hook(*_: Any) -> None:
         calls[0] += 1
+
+    def remove() -> None:
+        for handle in handles:
+            handle.remove()
 
     for model in models:
         try:
             handles.append(model.register_forward_hook(hook))
         except Exception:  # a scripted teacher may not take hooks: the cache's own count remains
             continue
-    return (lambda: calls[0]), (lambda: [h.remove() for h in handles] and None)
+    return (lambda: calls[0]), remove
 
 
 def result_payload(
@@ -247,13 +251,13 @@ def make_trainable(config: StudyConfig, context: StudyContext, students_dir: Pat
 
 
 def _space(config: StudyConfig, out_dir: Path | None, teacher: str) -> Callable[[optuna.Trial], dict[str, Any]]:
-    """The define-by-run function ``OptunaSearch`` calls: the study's own space declaration,
+    """The define-by-run function ``NaskdSearch`` calls: the study's own space declaration,
     plus where the trial's student saves its state (and the state it continues, if any)."""
 
     def define(trial: optuna.Trial) -> dict[str, Any]:
         spec = full_spec(config.space.sample(trial), config, teacher)
         trial.set_user_attr("spec", spec)
-        version = ob.current(trial.study.user_attrs.get(ob._FACTS_ATTR, {}))
+        version = ob.current(trial.study.user_attrs.get(ob.FACTS_ATTR, {}))
         trial.set_user_attr("teacher_version", version)
         checkpoint, carried = ob.resume_point(trial, spec, out_dir)
         earlier = trial.user_attrs.get("lifelong_from")
@@ -269,15 +273,23 @@ def _space(config: StudyConfig, out_dir: Path | None, teacher: str) -> Callable[
     return define
 
 
-class NaskdSearch(OptunaSearch):
-    """``OptunaSearch`` over a naskd study: the study's space, sampler, objectives and storage.
+class NaskdSearch(Searcher):
+    """A Ray Tune search algorithm over a naskd study: its space, sampler, objectives and
+    storage, on Optuna's public ask-and-tell (``study.ask`` per Tune trial, ``study.tell`` when
+    it ends).
 
-    Results are recorded as the Optuna backend records them. Unlike ``OptunaSearch``, a trial
-    that ends without its final result (stopped by a scheduler such as ASHA, or by a stopper)
-    is recorded PRUNED, never COMPLETE with partial values; a trial whose worker raised or
-    died after its retries is FAIL with the reason; a trial that never ran does not count.
-    On a server database the driver sends heartbeats for the trials it holds open, so a
-    killed driver's trials are failed like a killed worker's.
+    Results are recorded as the Optuna backend records them. A trial that ends without its
+    final result (stopped by a scheduler such as ASHA, or by a stopper) is recorded PRUNED,
+    never COMPLETE with partial values; a trial whose worker raised or died after its retries
+    is FAIL with the reason; a trial that never ran does not count. On a server database the
+    driver sends heartbeats for the trials it holds open, so a killed driver's trials are
+    failed like a killed worker's.
+
+    Args:
+        config: the validated study.
+        storage: the study's storage, as ``optuna_backend.open_storage`` opened it.
+        out_dir: the study's output directory (students' saved states); None: none saved.
+        teacher: the teacher's fingerprint, recorded in every spec.
     """
 
     def __init__(
@@ -289,15 +301,16 @@ class NaskdSearch(OptunaSearch):
         teacher: str = "",
     ) -> None:
         objectives = list(config.search.objectives)
-        super().__init__(
-            space=_space(config, out_dir, teacher),
-            metric=objectives,
-            mode=["max" if direction(m) == "maximize" else "min" for m in objectives],
-            sampler=ob.make_sampler(config),
-            study_name=config.name,
-            storage=storage,
-        )
+        modes = ["max" if direction(m) == "maximize" else "min" for m in objectives]
+        # Searcher takes one list per objective (and checks them) though its hints say str.
+        super().__init__(metric=objectives, mode=modes)  # type: ignore[arg-type]
         self.naskd_objectives = tuple(objectives)
+        self.storage = storage
+        self.study = ob.open_study(config, storage, create=True)
+        self._define = _space(config, out_dir, teacher)
+        self._beats = ob.heartbeats(storage)
+        # Tune trial id -> its Optuna trial and that trial's id in the storage, until it ends.
+        self._open: dict[str, tuple[optuna.Trial, int]] = {}
         self._beat_lock = threading.Lock()
         self._beat_thread: threading.Thread | None = None
 
@@ -312,31 +325,45 @@ class NaskdSearch(OptunaSearch):
         self.__dict__.update(state)
         self._beat_lock = threading.Lock()
 
-    @property
-    def study(self) -> optuna.Study:
-        return self._ot_study
-
     def optuna_trial(self, trial_id: str) -> optuna.Trial | None:
         """The Optuna trial behind a Tune trial, while it is open."""
-        return self._ot_trials.get(trial_id)
+        held = self._open.get(trial_id)
+        return held[0] if held is not None else None
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """A new Optuna trial of the study (an enqueued one first), sampled by the study's own
+        space; its parameters and naskd's keys (``SPEC_KEY``, ...) are the Tune trial's config."""
+        with warnings.catch_warnings():
+            # Optuna warns that heartbeats are meant for Study.optimize: here the driver sends them itself.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            trial = self.study.ask()
+        try:
+            config = self._define(trial)
+        except BaseException:
+            # As in the Optuna backend: a trial whose sampling raised is FAIL without a naskd
+            # status, so it is not counted, never left RUNNING to hold a slot.
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise
+        held = ob.trial_id(self.storage, self.study, trial.number)
+        if self._beats is not None:
+            # Now, not at the next beat: a trial without any heartbeat is never failed.
+            self._beats.storage.record_heartbeat(held)
+        with self._beat_lock:
+            self._open[trial_id] = (trial, held)
+        self._start_heartbeats()
+        return {**trial.params, **config}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """A rung result of a trial that goes on: its entry joins the trial's rung records."""
-        trial = self._ot_trials.get(trial_id)
+        trial = self.optuna_trial(trial_id)
         if trial is not None and result.get(RUNG_KEY) is not None:
             record_rung(trial, result)
 
-    def suggest(self, trial_id: str) -> dict | None:
-        params = super().suggest(trial_id)
-        self._start_heartbeats()
-        return params
-
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
         with self._beat_lock:
-            self._completed_trials.add(trial_id)
-        record_ray_result(self._ot_study, self._ot_trials[trial_id], result, error, self.naskd_objectives)
+            held = self._open.pop(trial_id, None)
+        if held is not None:  # Tune may report a trial's end more than once
+            record_ray_result(self.study, held[0], result, error, self.naskd_objectives)
 
     # naskd resumes through the study storage, not through Tune's searcher checkpoints.
     def save(self, checkpoint_path: str) -> None:
@@ -350,21 +377,20 @@ class NaskdSearch(OptunaSearch):
         )
 
     def _start_heartbeats(self) -> None:
-        storage = self._ot_study._storage
-        if self._beat_thread is not None or not is_heartbeat_enabled(storage):
+        beats = self._beats
+        if self._beat_thread is not None or beats is None:
             return
-        interval = float(storage.get_heartbeat_interval())
 
         def beat() -> None:
             while True:
                 with self._beat_lock:
-                    open_trials = [t for tid, t in self._ot_trials.items() if tid not in self._completed_trials]
-                for t in open_trials:
+                    open_trials = list(self._open.values())
+                for trial, held in open_trials:
                     try:
-                        storage.record_heartbeat(t._trial_id)
+                        beats.storage.record_heartbeat(held)
                     except Exception as exc:  # a lost connection must not end the sweep
-                        log.debug("heartbeat for trial %d failed: %s", t.number, exc)
-                time.sleep(interval)
+                        log.debug("heartbeat for trial %d failed: %s", trial.number, exc)
+                time.sleep(float(beats.interval))
 
         self._beat_thread = threading.Thread(target=beat, name="naskd-heartbeats", daemon=True)
         self._beat_thread.start()
@@ -471,7 +497,7 @@ def _prepare(
     ob.refuse_orphan_students(storage, config, out_dir)
     study = ob.open_study(config, storage, create=True)
     facts = ob.study_facts_for(config, context, choice, command)
-    ob._check_facts(study, config, facts)
+    ob.check_facts(study, config, facts)
     if choice.kind != "rdb":
         ob.fail_stale_trials(study, storage)
     else:
@@ -603,7 +629,7 @@ def run_ray_search(
         ob.counted_trials(study),
         target,
     )
-    progress = ob._Progress(config, target, ob.counted_trials(study), show_progress)
+    progress = ob.Progress(config, target, ob.counted_trials(study), show_progress)
     progress.refresh(study)
     started = False
     try:
