@@ -77,7 +77,11 @@ class StorageChoice:
 def choose_storage(config: StudyConfig, out_dir: Path, workers: int) -> StorageChoice:
     """``--storage``/``[search].storage`` when given; otherwise the output directory's journal
     when one exists or several workers will write, else its SQLite file."""
-    given = config.search.storage
+    return storage_choice(config.search.storage, out_dir, workers)
+
+
+def storage_choice(given: str | None, out_dir: Path, workers: int) -> StorageChoice:
+    """The storage a URL or journal path names, or the output directory's (see ``choose_storage``)."""
     if given:
         if given.endswith((".journal", ".log")) and "://" not in given:
             return StorageChoice(str(Path(given).resolve()), "journal")
@@ -354,12 +358,15 @@ def study_facts_for(
         "trials": config.search.trials,
         "description": config.raw.get("description", ""),
         "versions": library_versions(),
+        # Where the study file is and the seed it ran with, so naskd.load(OUT) rebuilds it as it ran.
+        "study_file": str(config.file.resolve()),
+        "study_seed": config.seed,
         **context.describe(),
     }
 
 
 #: Facts that describe the latest run rather than the study; refreshed on every resume.
-_RUN_FACTS = ("trials", "command", "versions", "description")
+_RUN_FACTS = ("trials", "command", "versions", "description", "study_file", "study_seed")
 
 
 def check_facts(study: optuna.Study, config: StudyConfig, facts: dict[str, Any]) -> bool:
@@ -748,14 +755,48 @@ def study_facts(study: optuna.Study, config: StudyConfig) -> StudyFacts:
 
 def load_summary(config: StudyConfig, out_dir: Path) -> tuple[dict[str, Any], list[TrialRecord], optuna.Study]:
     """The front summary, all records and the study, from an existing output directory."""
-    choice = choose_storage(config, out_dir, workers=1)
+    storage = open_existing(config.search.storage, out_dir)
+    return load_summary_from(open_study(config, storage, create=False), config)
+
+
+def open_existing(given: str | None, out_dir: Path) -> optuna.storages.BaseStorage:
+    """The storage of a study that was run (``given``, else the output directory's), opened to
+    read: a torn journal is left as it is.
+
+    Raises:
+        NaskdError: the output directory holds no storage, or its file is damaged or foreign.
+    """
+    choice = storage_choice(given, out_dir, workers=1)
     if choice.kind != "rdb" and not Path(choice.url.removeprefix("sqlite:///")).exists():
         raise NaskdError(
             f"{out_dir}: no study here (looked for {SQLITE_NAME} and {JOURNAL_NAME}); "
             "run `naskd search` first or pass --out"
         )
     check_storage_file(choice, repair=False)
-    return load_summary_from(open_study(config, open_storage(choice), create=False), config)
+    return open_storage(choice)
+
+
+def stored_facts(out_dir: Path, given: str | None = None, *, name: str | None = None) -> dict[str, Any]:
+    """What a study records about itself (``FACTS_ATTR``), read without writing: the study
+    ``name``, or the storage's only study; ``{}`` when there is no study of that name
+    (``load_summary`` then says so).
+
+    Raises:
+        NaskdError: no storage, a damaged one, or (without ``name``) not exactly one study in it.
+    """
+    storage = open_existing(given, out_dir)
+    names = [s.study_name for s in storage.get_all_studies()]
+    if name is None:
+        if len(names) != 1:
+            where = redact(given) if given else str(out_dir)
+            raise NaskdError(
+                f"{where}: its storage holds {len(names)} studies ({', '.join(names) or 'none'}); load the "
+                "study file instead: naskd.load('STUDY.toml', out=...)"
+            )
+        name = names[0]
+    if name not in names:
+        return {}
+    return dict(storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get(FACTS_ATTR, {}))
 
 
 def write_front(out_dir: Path, summary: dict[str, Any]) -> None:
