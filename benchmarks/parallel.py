@@ -80,7 +80,7 @@ def steady_rate(trials: list[optuna.trial.FrozenTrial]) -> float:
 
     Counting from the first completion, not the first start, leaves out each backend's
     one-off warm-up, which lands in different places: Optuna worker processes create their
-    first trial only once started, while Ray's OptunaSearch creates it on the driver before
+    first trial only once started, while naskd's Ray searcher creates it on the driver before
     the Ray worker has imported torch and unpacked the study context (~6 s here).
     """
     ends = sorted(t.datetime_complete for t in trials if t.datetime_complete is not None)

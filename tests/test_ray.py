@@ -221,7 +221,7 @@ def test_failing_infeasible_and_dying_trials_on_ray(cluster, write_study, tmp_pa
     )
     out = tmp_path / "out"
     out.mkdir()
-    # One trial of each kind, in a known order: Ray's OptunaSearch asks the study, which hands
+    # One trial of each kind, in a known order: naskd's Ray searcher asks the study, which hands
     # out enqueued trials first.
     pre = optuna.create_study(
         study_name="tiny", storage=f"sqlite:///{out / 'study.db'}", directions=["maximize", "minimize", "minimize"]
@@ -259,7 +259,7 @@ def test_ray_trainable_in_a_users_tuner_with_a_stopper(ray_driver, write_study, 
 
     # A user's trainable: odd trials first report a (dominating) partial result, which the
     # user's stopper ends; even ones are naskd's trainable as is, judged at rungs by naskd's
-    # scheduler. Ray's OptunaSearch would record the partial values as COMPLETE; naskd records
+    # scheduler. Ray's own OptunaSearch would record the partial values as COMPLETE; naskd records
     # those trials as pruned, never with their values.
     def users_trainable(config):
         if config[NUMBER_KEY] % 2:
