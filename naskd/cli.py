@@ -18,7 +18,7 @@ from naskd.errors import NaskdError
 from naskd.terminal import PrintableFormatter, printable
 
 if TYPE_CHECKING:
-    from naskd.config import StudyConfig
+    from naskd.api import Study
 
 EPILOG = """examples:
   naskd search studies/digits.toml                 run (or resume) the study, print its front
@@ -134,12 +134,18 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "export",
         help="export one student",
-        description="Write a trial's student (state_dict, spec "
-        "JSON, TorchScript, README) and check that it reproduces its recorded accuracy.",
+        description="Write a trial's student (state_dict, torch.export program model.pt2, ONNX model, spec "
+        "JSON, README; with --torchscript also a TorchScript trace) and check that every program reproduces its "
+        "recorded accuracy before anything is written.",
     )
     common(e)
     e.add_argument("--trial", type=int, required=True, metavar="N", help="the trial number (see `naskd front`)")
     e.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="where to write the student")
+    e.add_argument(
+        "--torchscript",
+        action="store_true",
+        help="also write model.torchscript.pt (TorchScript is deprecated in torch)",
+    )
     return p
 
 
@@ -257,59 +263,17 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     return _export(config, out_dir, args)
 
 
-def _export(config: StudyConfig, out_dir: Path, args: argparse.Namespace) -> int:
-    from naskd.backends import optuna_backend as ob
-    from naskd.data import load_data
-    from naskd.export import export_student
-    from naskd.spaces import BuildContext
-    from naskd.teacher import load_teacher
-
-    if args.output.exists() and not args.output.is_dir():
-        raise NaskdError(f"-o {args.output}: is a file; expected a directory for the exported student")
-    _, records, _ = ob.load_summary(config, out_dir)
-    record = next((r for r in records if r.number == args.trial), None)
-    if record is None or record.state != "complete":
-        state = (
-            "no such trial"
-            if record is None
-            else f"trial was stopped at a rung ({record.steps} training steps)"
-            if record.state == "pruned"
-            else f"trial is {record.state}"
-        )
-        raise NaskdError(
-            f"--trial {args.trial}: {state}; only completed, feasible trials (trained to the target "
-            "budget) can be exported"
-        )
-    data = load_data(config.data)
-    ctx = BuildContext(data.input_shape, data.num_classes)
-    if record.spec.get("family") in ("teacher", "shrink"):  # students built from the teacher need it loaded
-        teacher = load_teacher(config.teacher, data.teacher_view(), dataset_key=config.data.dataset or "synthetic")
-        ctx = teacher.build_context(data.input_shape, data.num_classes)
-    check = export_student(
-        record.spec,
-        out_dir / "students" / f"trial_{record.number}.pt",
-        data,
-        record.metrics,
-        args.output,
-        number=record.number,
-        study=config.name,
-        ctx=ctx,
-    )
-    if not args.quiet and check["accuracy"] is None:  # no real data: outputs compared instead
-        print(
-            printable(
-                f"exported trial {record.number} to {args.output} (no real data: accuracy unavailable; "
-                f"{check['program']} matches the rebuilt student on random inputs within "
-                f"{check['output_gap']:.2g})"
-            )
-        )
-    elif not args.quiet:
-        print(
-            printable(
-                f"exported trial {record.number} to {args.output} (accuracy recorded {check['accuracy']:.4f}, "
-                f"reloaded {check['reproduced']:.4f}, {check['program']} {check['program_accuracy']:.4f})"
-            )
-        )
+def _export(study: Study, args: argparse.Namespace) -> int:
+    check = study.export(args.trial, args.output, torchscript=args.torchscript)
+    if check.accuracy is None:  # no real data: outputs compared on random inputs instead
+        shown = ", ".join(f"{name} within {gap:.2g}" for name, gap in check.output_gaps.items())
+        summary = f"no real data: accuracy unavailable; on random inputs {shown} of the rebuilt student"
+    else:
+        shown = ", ".join(f"{name} {accuracy:.4f}" for name, accuracy in check.programs.items())
+        summary = f"accuracy recorded {check.accuracy:.4f}, reloaded {check.reproduced:.4f}; {shown}"
+    summary += "".join(f"; no {name}: {why}" for name, why in check.skipped.items())
+    if not args.quiet:
+        print(printable(f"exported trial {args.trial} to {args.output} ({summary})"))
     return 0
 
 

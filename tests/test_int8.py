@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from conftest import small_study, toml_text
 from naskd.cli import main
 from naskd.config import load_study
 from naskd.errors import ConfigError
-from naskd.export import load_student, save_student
+from naskd.export import load_exported, rebuild_student, save_student
 from naskd.quantize import (
     Int8Student,
     _conv1d_as_2d,
@@ -138,7 +137,7 @@ def test_a_saved_int8_student_reloads_with_its_recorded_accuracy(context, tmp_pa
     save_student(result.student, tmp_path / "s.pt")
     state = torch.load(tmp_path / "s.pt", weights_only=True)  # tensors only
     assert "qparams" in state
-    loaded = load_student(spec, tmp_path / "s.pt", context.build)
+    loaded = rebuild_student(spec, tmp_path / "s.pt", context.build)
     assert validate(loaded, context)["accuracy"] == result.metrics["accuracy"]
 
 
@@ -246,15 +245,29 @@ def test_an_int8_study_searches_both_precisions_and_exports_an_int8_program(tmp_
     entry = next(e for e in front if e["spec"].get("precision") == "int8")
     dest = tmp_path / "exported"
     assert main(["export", str(study), "--out", str(out), "--trial", str(entry["number"]), "-o", str(dest)]) == 0
-    assert "model.int8.pt2" in capsys.readouterr().out
-    program = torch.export.load(str(dest / "model.int8.pt2")).module()
+    printed = capsys.readouterr().out
+    assert "model.pt2" in printed
+    program = torch.export.load(str(dest / "model.pt2")).module()
     from naskd.data import load_data
-    from naskd.scoring import score
+    from naskd.scoring import predict, score
 
     data = load_data(load_study(study).data)
+    recorded = entry["metrics"]["accuracy"]
     with torch.no_grad():  # an exported program is fixed in eval mode: no .eval() to call
-        assert score(program(data.x_val), data.y_val)["accuracy"] == entry["metrics"]["accuracy"]
-    assert Path(dest / "README.md").read_text().count("torch.export.load") == 1
+        assert score(program(data.x_val), data.y_val)["accuracy"] == recorded
+    for target in (dest, dest / "model.pt"):  # the folder's model.pt2, and the int8 state rebuilt
+        assert score(predict(load_exported(target), data.x_val), data.y_val)["accuracy"] == recorded
+    readme = (dest / "README.md").read_text()
+    assert 'torch.export.load("model.pt2")' in readme and "import torchao.quantization.pt2e" in readme
+    # torch.onnx translates the int8 graph, but onnxruntime runs it with its own int8 kernels:
+    # the ONNX model ships only where those reproduce the int8 graph, and otherwise the export
+    # says why in its output and README.
+    if (dest / "model.onnx").is_file():
+        accuracy = score(predict(load_exported(dest / "model.onnx"), data.x_val), data.y_val)["accuracy"]
+        assert abs(accuracy - recorded) <= 1 / len(data.y_val) + 1e-6
+    else:
+        assert "no model.onnx: onnxruntime's int8 kernels do not reproduce torch's int8 graph" in printed
+        assert "- no `model.onnx`: onnxruntime's int8 kernels" in readme
 
 
 def test_an_int8_trial_cut_short_continues_from_its_rung_to_the_same_int8_student(write_study, tmp_path):

@@ -14,6 +14,8 @@ from conftest import small_study, toml_text
 
 from naskd.cli import main
 from naskd.config import load_study
+from naskd.errors import NaskdError
+from naskd.export import load_exported
 from naskd.measure import count_params
 from naskd.spaces import build_student, check_spec
 from naskd.spaces.families.shrink import SHRINK, _criteria, teacher_layout
@@ -184,9 +186,12 @@ def test_a_shrink_study_searches_records_the_teacher_and_exports_without_it(tmp_
     assert entry["spec"]["arch"]["teacher"] == build_context(load_study(study)).teacher.fingerprint
     dest = tmp_path / "exported"
     assert main(["export", str(study), "--out", str(out), "--trial", str(entry["number"]), "-o", str(dest), "-q"]) == 0
-    # The TorchScript program reloads with torch alone: no teacher, no naskd study.
-    program = torch.jit.load(str(dest / "model.torchscript.pt"))
+    # The torch.export program reloads with torch alone: no teacher, no naskd study; the
+    # state_dict would need the teacher to rebuild, so loading it says to take model.pt2.
+    program = torch.export.load(dest / "model.pt2").module()
     assert program(torch.zeros(2, 16)).shape == (2, 4)
+    with pytest.raises(NaskdError, match=r"a shrink student is built from its teacher.*model.pt2 instead"):
+        load_exported(dest / "model.pt")
 
 
 def test_a_space_sized_for_another_teacher_is_refused_at_the_start(write_study, capsys):
