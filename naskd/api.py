@@ -114,7 +114,7 @@ def search(
     if config.report.scratch_baseline:
         result.baseline(progress=progress)
     try:
-        result.report()
+        result.written_report = result.report()
     except Exception as exc:  # the trials are saved; a report problem must not turn the run into a failure
         log.warning("could not write the report (%s); run `naskd report` or Study.report() to retry", exc)
     return result
@@ -183,6 +183,8 @@ class Study:
     def __init__(self, config: StudyConfig, out_dir: str | Path) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
+        #: The report ``search`` wrote at its end (None: not written by this object, or it failed).
+        self.written_report: Path | None = None
         self.refresh()
 
     def refresh(self) -> Study:
@@ -342,7 +344,8 @@ class Study:
                 else f"trial is {record.state}"
             )
             raise NaskdError(
-                f"trial {number}: {state}; only completed, feasible trials (trained to the target budget) can be exported"
+                f"trial {number}: {state}; only completed, feasible trials (trained to the target budget) "
+                "can be exported"
             )
         data = load_data(self.config.data)
         ctx = BuildContext(data.input_shape, data.num_classes)

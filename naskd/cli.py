@@ -174,7 +174,8 @@ def _thread_failed(args: threading.ExceptHookArgs) -> None:
     name = args.thread.name if args.thread is not None else "a thread"
     first = (str(args.exc_value).strip().splitlines() or [""])[0]
     logging.getLogger("naskd").warning("background thread %s stopped: %s: %s", name, args.exc_type.__name__, first)
-    logging.getLogger("naskd").debug("traceback", exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+    if args.exc_value is not None:  # the exception carries its own traceback
+        logging.getLogger("naskd").debug("traceback", exc_info=args.exc_value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,73 +195,51 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    from naskd.backends import optuna_backend as ob
-    from naskd.config import load_study
+    from naskd import api
     from naskd.results import render_csv, render_json, render_table
 
-    config = load_study(
-        args.study,
-        trials=getattr(args, "trials", None),
-        workers=getattr(args, "workers", None),
-        storage=args.storage,
-        seed=getattr(args, "seed", None),
-    )
-    out_dir = args.out if args.out is not None else config.default_out_dir()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NaskdError(f"--out {out_dir}: is a file; expected a directory (the study's output folder)")
-    if args.command == "search" and args.backend == "ray":
-        try:
-            from naskd.backends import ray_backend
-        except ImportError as exc:
-            raise NaskdError(
-                f"--backend ray needs Ray Tune ({exc}); install it with pip install 'naskd[ray]'"
-            ) from None
-        summary = ray_backend.run_ray_search(
-            config,
-            out_dir,
+    if args.command == "search":
+        study = api.search(
+            args.study,
+            trials=args.trials,
+            out=args.out,
+            storage=args.storage,
+            workers=args.workers,
+            backend=args.backend,
+            seed=args.seed,
+            progress=not args.quiet,
             address=args.address,
             concurrency=args.concurrency,
-            show_progress=not args.quiet,
-            verbose=args.verbose > 0,
             command=_command_line(argv),
         )
-    elif args.command == "search":
-        if args.address is not None or args.concurrency is not None:
-            raise NaskdError("--address and --concurrency need --backend ray")
-        summary = ob.run_search(config, out_dir, show_progress=not args.quiet, command=_command_line(argv))
-    if args.command == "search":
-        if config.report.scratch_baseline:
-            summary = ob.run_baseline(config, out_dir, show_progress=not args.quiet)
-        try:
-            report = f"report: {ob.write_study_report(config, out_dir)}"
-        except Exception as exc:  # the trials are saved; a report problem must not turn the run into a failure
-            logging.getLogger("naskd").warning("could not write the report (%s); run `naskd report` to retry", exc)
-            report = "no report"
         if not args.quiet:
-            print(render_table(summary))
-            print(printable(f"front written to {out_dir / 'front.json'} and {out_dir / 'front.csv'}; {report}"))
+            report = study.written_report
+            print(render_table(study.summary))
+            print(
+                printable(
+                    f"front written to {study.out_dir / 'front.json'} and {study.out_dir / 'front.csv'}; "
+                    + (f"report: {report}" if report is not None else "no report")
+                )
+            )
         return 0
+    study = api.load(args.study, storage=args.storage, out=args.out)
     if args.command == "report":
-        path = ob.write_study_report(config, out_dir, args.output)
+        path = study.report(args.output)
         if not args.quiet:
             print(printable(f"report written to {path}"))
-        return 0
-    if args.command in ("baseline", "confirm"):
+    elif args.command in ("baseline", "confirm"):
         if args.command == "baseline":
-            summary = ob.run_baseline(config, out_dir, show_progress=not args.quiet)
+            study.baseline(progress=not args.quiet)
         else:
-            if args.top <= 0 or args.steps <= 0:
-                raise NaskdError(f"--top and --steps must be > 0, got {args.top} and {args.steps}")
-            summary = ob.run_confirm(config, out_dir, top=args.top, steps=args.steps, show_progress=not args.quiet)
+            study.confirm(top=args.top, steps=args.steps, progress=not args.quiet)
         if not args.quiet:
-            print(render_table(summary))
-        return 0
-    if args.command == "front":
-        summary, _, _ = ob.load_summary(config, out_dir)
+            print(render_table(study.summary))
+    elif args.command == "front":
         render = {"table": render_table, "json": render_json, "csv": render_csv}[args.format]
-        sys.stdout.write(render(summary).rstrip("\n") + "\n")
-        return 0
-    return _export(config, out_dir, args)
+        sys.stdout.write(render(study.summary).rstrip("\n") + "\n")
+    else:
+        return _export(study, args)
+    return 0
 
 
 def _export(study: Study, args: argparse.Namespace) -> int:
