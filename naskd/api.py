@@ -333,7 +333,7 @@ class Study:
 
         dest = Path(path)
         if dest.exists() and not dest.is_dir():
-            raise NaskdError(f"{dest}: is a file; expected a folder for the exported student")
+            raise NaskdError(f"{dest}: is a file; expected a folder for the exported student (-o, path=)")
         record = next((r for r in self._records if r.number == number), None)
         if record is None or record.state != "complete":
             state = (
@@ -428,7 +428,7 @@ def _config(
 def _out_dir(config: StudyConfig, out: str | Path | None) -> Path:
     out_dir = Path(out) if out is not None else config.default_out_dir()
     if out_dir.exists() and not out_dir.is_dir():
-        raise NaskdError(f"{out_dir}: is a file; expected a directory (the study's output folder)")
+        raise NaskdError(f"{out_dir}: is a file; expected a directory for the study's output (--out, out=)")
     return out_dir
 
 

@@ -133,12 +133,12 @@ def test_out_and_export_destination_that_are_files(write_study, tmp_path, capsys
     study = write_study()
     a_file = tmp_path / "taken"
     a_file.write_text("keep me")
-    assert "--out" in _one_line_error(capsys, main(["search", str(study), "--out", str(a_file), "-q"]))
+    err = _one_line_error(capsys, main(["search", str(study), "--out", str(a_file), "-q"]))
+    assert f"{a_file}: is a file" in err and "(--out, out=)" in err
     out = tmp_path / "out"
-    out.mkdir()
-    assert "-o" in _one_line_error(
-        capsys, main(["export", str(study), "--out", str(out), "--trial", "0", "-o", str(a_file)])
-    )
+    assert main(["search", str(study), "--out", str(out), "--trials", "1", "-q"]) == 0
+    err = _one_line_error(capsys, main(["export", str(study), "--out", str(out), "--trial", "0", "-o", str(a_file)]))
+    assert f"{a_file}: is a file" in err and "(-o, path=)" in err
     assert a_file.read_text() == "keep me"
 
 
