@@ -108,7 +108,7 @@ def search(
         )
     else:
         if address is not None or concurrency is not None:
-            raise NaskdError("address and concurrency are for the Ray backend (backend='ray')")
+            raise NaskdError("address and concurrency need the Ray backend (--backend ray, backend='ray')")
         ob.run_search(config, out_dir, show_progress=progress, command=shown)
     result = Study(config, out_dir)
     if config.report.scratch_baseline:

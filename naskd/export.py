@@ -445,9 +445,9 @@ def load_exported(path: str | Path) -> nn.Module:
         if not isinstance(spec, dict) or spec.get("precision") == "int8":
             # An int8 program calls torchao's quantize/dequantize operators: importing torchao
             # registers them (3 s, so not for a float student's program whose spec says so).
-            from naskd.quantize import _quiet
+            from naskd.quantize import load_torchao
 
-            _quiet()
+            load_torchao()
         return _read_pt2(path, str(path))
     if name.endswith(".onnx"):
         return OnnxStudent(str(path), str(path))

@@ -52,7 +52,7 @@ class Int8Student(nn.Module):
         return self.graph(x)
 
     def train(self, mode: bool = True) -> Int8Student:
-        _quiet()
+        load_torchao()
         from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
         (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.graph)
@@ -62,11 +62,11 @@ class Int8Student(nn.Module):
 
 
 @functools.cache
-def _quiet() -> None:
-    """Silence what importing and running the PT2E stack prints on every use and that says
-    nothing about the user's student: torchao's "Failed to load ... mxfp8 / cutlass" (GPU
-    kernels a CPU build lacks) and "no triton", and deprecation notes from inside torch and
-    torchao. Filters match those messages only."""
+def load_torchao() -> None:
+    """Import torchao's PT2E stack (it registers the int8 operators), once, silencing what it
+    prints on every use and that says nothing about the user's student: torchao's "Failed to
+    load ... mxfp8 / cutlass" (GPU kernels a CPU build lacks) and "no triton", and deprecation
+    notes from inside torch and torchao. Filters match those messages only."""
     logging.getLogger("torchao").setLevel(logging.ERROR)
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
@@ -95,7 +95,7 @@ def fold_batchnorm(student: nn.Module, example: torch.Tensor) -> nn.Module:
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    _quiet()
+    load_torchao()
     model = copy.deepcopy(student).eval()
     if not any(isinstance(m, _BATCHNORMS) for m in model.modules()):
         return model
@@ -130,7 +130,7 @@ def prepare(student: nn.Module, example: torch.Tensor) -> Int8Student:
     Raises:
         InvalidSpec: the student cannot be exported or annotated.
     """
-    _quiet()
+    load_torchao()
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     folded = _conv1d_as_2d(fold_batchnorm(student, example)).to(example.device)
@@ -152,7 +152,7 @@ def convert(prepared: Int8Student) -> Int8Student:
     Raises:
         InvalidSpec: the quantizer quantised no layer of this student.
     """
-    _quiet()
+    load_torchao()
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     prepared.eval()
