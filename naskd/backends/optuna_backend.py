@@ -889,9 +889,10 @@ def _optimize_until(
 
     Every storage serialises trial creation (RDB: a lock on the study row; journal: the log's
     lock; SQLite: one writer), so once a trial exists, all trials numbered before it are
-    visible. A new trial takes a slot only if fewer than ``target`` counted trials come before
-    it; otherwise it is surplus: ended at once as FAIL with ``surplus`` set, never sampled or
-    trained, never counted, left out of the front. A trial can only go from counted to not
+    visible. A new trial takes a slot only if fewer than ``target`` counted trials (running,
+    finished or queued to continue a student) come before it; otherwise it is surplus: ended at
+    once as FAIL with ``surplus`` set, never sampled or trained, never counted, left out of the
+    front. A trial can only go from counted to not
     counted (stale), never back, so the count cannot overshoot; a slot freed by a stale trial
     is run again by this loop. With heartbeats (server databases) a worker whose slots are all
     taken but not all finished waits instead of leaving: a dead worker's running trial is
@@ -910,7 +911,10 @@ def _optimize_until(
         if beats is not None:  # now, not when Optuna's heartbeat thread first runs: a trial with none is never failed
             beats.storage.record_heartbeat(trial_id(storage, study, trial.number))
         trial.set_user_attr("worker", worker)
-        before = study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING))
+        # A queued (WAITING) trial holds its slot too: it was numbered when queued (a student to
+        # continue), and the next worker to ask runs it; without it, a trial created meanwhile
+        # would not see it, and both would run.
+        before = study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING, TrialState.WAITING))
         taken = sum(1 for t in before if t.number < trial.number and counts(t))
         lock.release()  # this trial exists and holds its slot (or is surplus): others may count now
         if taken >= target:
