@@ -142,15 +142,21 @@ def load(
         NaskdError: there is no study there, the storage is damaged or holds another study, or
             the study file it was run from is gone.
     """
+    from naskd.backends import optuna_backend as ob
+
+    # The study's stored facts are read once: they say where its file is and which seed it ran with.
     if isinstance(out_or_study, StudyConfig) or Path(out_or_study).suffix == ".toml" or Path(out_or_study).is_file():
         config = _config(out_or_study, storage=storage)
         out_dir = _out_dir(config, out)
+        facts = ob.stored_facts(out_dir, config.search.storage, name=config.name)
     else:
         out_dir = Path(out_or_study)
         if out is not None:
             raise NaskdError(f"load({str(out_or_study)!r}, out=...): out is for a study file; {out_dir} is the output")
-        config = _config(_study_file_in(out_dir, storage), storage=storage)
-    return Study(_with_stored_seed(config, out_dir), out_dir)
+        facts = ob.stored_facts(out_dir, storage)
+        seed = facts.get("study_seed")
+        config = _config(_study_file_in(out_dir, facts), storage=storage, seed=None if seed is None else int(seed))
+    return Study(_with_stored_seed(config, facts), out_dir)
 
 
 def load_student(path: str | Path) -> nn.Module:
@@ -432,11 +438,8 @@ def _out_dir(config: StudyConfig, out: str | Path | None) -> Path:
     return out_dir
 
 
-def _study_file_in(out_dir: Path, storage: str | None) -> Path:
-    """The study file a study in ``out_dir`` (or in ``storage``) was run from, as its storage records it."""
-    from naskd.backends import optuna_backend as ob
-
-    facts = ob.stored_facts(out_dir, storage)
+def _study_file_in(out_dir: Path, facts: Mapping[str, Any]) -> Path:
+    """The study file the study in ``out_dir`` was run from, as its stored ``facts`` record it."""
     recorded = facts.get("study_file")
     if not recorded:
         raise NaskdError(
@@ -452,12 +455,10 @@ def _study_file_in(out_dir: Path, storage: str | None) -> Path:
     return path
 
 
-def _with_stored_seed(config: StudyConfig, out_dir: Path) -> StudyConfig:
+def _with_stored_seed(config: StudyConfig, facts: Mapping[str, Any]) -> StudyConfig:
     """The study as it was run: a study searched with another seed than its file's is read (and
     its students exported) with that seed, since the seed chose its data split."""
-    from naskd.backends import optuna_backend as ob
-
-    stored = ob.stored_facts(out_dir, config.search.storage, name=config.name).get("study_seed")
+    stored = facts.get("study_seed")
     if stored is None or int(stored) == config.seed:
         return config
     log.info("%s: run with seed %d (the file says %d); read with its seed", config.name, stored, config.seed)
